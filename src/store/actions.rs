@@ -1,0 +1,471 @@
+//! Actions and their status history: locking for report application, set-based writes of a
+//! whole batch of reports, assignment and cancellation, and the Management API reads.
+
+use sqlx::PgConnection;
+
+use super::Result;
+use crate::domain::ids::TenantId;
+
+/// An action as report processing and dispatch need it, with its target's DMF facts.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub tenant: String,
+    pub target_id: i64,
+    pub controller_id: String,
+    pub address: Option<String>,
+    pub security_token: String,
+    pub ds_id: i64,
+    pub status: String,
+    pub active: bool,
+    pub action_type: String,
+    pub weight: i32,
+    pub intermediate_reports: i32,
+    pub mw_schedule: Option<String>,
+    pub mw_duration: Option<String>,
+    pub mw_timezone: Option<String>,
+}
+
+const ACTION_COLUMNS: &str = "a.id, a.tenant_id, tn.name AS tenant, a.target_id, t.controller_id,
+    t.address, t.security_token, a.ds_id, a.status, a.active, a.action_type, a.weight,
+    a.intermediate_reports, a.mw_schedule, a.mw_duration, a.mw_timezone";
+
+/// Lock actions by id (in id order, so concurrent instances do not deadlock).
+pub async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+         JOIN tenant tn ON tn.id = a.tenant_id
+         WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Read actions by id (for rendering).
+pub async fn by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+         JOIN tenant tn ON tn.id = a.tenant_id WHERE a.id = ANY($1) ORDER BY a.id"
+    ))
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// The open (active) actions of targets, ordered as devices should work on them: weight
+/// descending, then id ascending (§5.2).
+pub async fn open_of_targets(conn: &mut PgConnection, targets: &[i64]) -> Result<Vec<ActionRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+         JOIN tenant tn ON tn.id = a.tenant_id
+         WHERE a.target_id = ANY($1) AND a.active ORDER BY a.target_id, a.weight DESC, a.id"
+    ))
+    .bind(targets)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Target facts that reports change, locked.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetState {
+    pub id: i64,
+    pub controller_id: String,
+    pub address: Option<String>,
+    pub assigned_ds_id: Option<i64>,
+    pub installed_ds_id: Option<i64>,
+    pub installation_date: Option<i64>,
+    pub update_status: String,
+    pub request_attributes: bool,
+}
+
+pub async fn lock_targets(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<TargetState>> {
+    Ok(sqlx::query_as(
+        "SELECT id, controller_id, address, assigned_ds_id, installed_ds_id, installation_date,
+                update_status, request_attributes
+         FROM target WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+    )
+    .bind(ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// History entries to append, column-wise.
+#[derive(Debug, Default)]
+pub struct NewHistory {
+    pub action_id: Vec<i64>,
+    pub status: Vec<String>,
+    pub code: Vec<Option<i32>>,
+    /// JSON arrays of strings.
+    pub messages: Vec<serde_json::Value>,
+}
+
+impl NewHistory {
+    pub fn push(&mut self, action: i64, status: &str, code: Option<i32>, messages: &[String]) {
+        self.action_id.push(action);
+        self.status.push(status.to_owned());
+        self.code.push(code);
+        self.messages
+            .push(serde_json::Value::from(messages.to_vec()));
+    }
+}
+
+pub async fn insert_history(conn: &mut PgConnection, h: &NewHistory) -> Result<()> {
+    if h.action_id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO action_status (action_id, status, code, messages)
+         SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::jsonb[])",
+    )
+    .bind(&h.action_id)
+    .bind(&h.status)
+    .bind(&h.code)
+    .bind(&h.messages)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Final action states after a batch, column-wise.
+#[derive(Debug, Default)]
+pub struct ActionUpdates {
+    pub id: Vec<i64>,
+    pub status: Vec<String>,
+    pub active: Vec<bool>,
+    pub intermediate_reports: Vec<i32>,
+    pub last_status_code: Vec<Option<i32>>,
+}
+
+pub async fn update_states(conn: &mut PgConnection, u: &ActionUpdates, user: &str) -> Result<()> {
+    if u.id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE action a SET status = u.status, active = u.active,
+                intermediate_reports = u.reports,
+                last_status_code = COALESCE(u.code, a.last_status_code),
+                last_modified_at = epoch_ms(), last_modified_by = $6,
+                opt_lock_revision = a.opt_lock_revision + 1
+         FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::int[], $5::int[])
+              AS u(id, status, active, reports, code)
+         WHERE a.id = u.id",
+    )
+    .bind(&u.id)
+    .bind(&u.status)
+    .bind(&u.active)
+    .bind(&u.intermediate_reports)
+    .bind(&u.last_status_code)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Final target states after a batch, column-wise.
+#[derive(Debug, Default)]
+pub struct TargetUpdates {
+    pub id: Vec<i64>,
+    pub assigned_ds_id: Vec<Option<i64>>,
+    pub installed_ds_id: Vec<Option<i64>>,
+    pub installation_date: Vec<Option<i64>>,
+    pub update_status: Vec<String>,
+    pub request_attributes: Vec<bool>,
+}
+
+pub async fn update_targets(conn: &mut PgConnection, u: &TargetUpdates) -> Result<()> {
+    if u.id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE target t SET assigned_ds_id = u.assigned, installed_ds_id = u.installed,
+                installation_date = u.installed_at, update_status = u.status,
+                request_attributes = u.req, last_modified_at = epoch_ms()
+         FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bool[])
+              AS u(id, assigned, installed, installed_at, status, req)
+         WHERE t.id = u.id",
+    )
+    .bind(&u.id)
+    .bind(&u.assigned_ds_id)
+    .bind(&u.installed_ds_id)
+    .bind(&u.installation_date)
+    .bind(&u.update_status)
+    .bind(&u.request_attributes)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// New actions of one assignment, column-wise (one distribution set).
+#[derive(Debug, Default)]
+pub struct NewActions {
+    pub target_id: Vec<i64>,
+    pub action_type: Vec<String>,
+    pub status: Vec<String>,
+    pub active: Vec<bool>,
+    pub weight: Vec<i32>,
+    pub forced_time: Vec<i64>,
+    pub mw_schedule: Vec<Option<String>>,
+    pub mw_duration: Vec<Option<String>>,
+    pub mw_timezone: Vec<Option<String>>,
+}
+
+/// Insert actions; returns (action id, target id) in input order.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_id: i64,
+    a: &NewActions,
+    user: &str,
+) -> Result<Vec<(i64, i64)>> {
+    Ok(sqlx::query_as(
+        "INSERT INTO action (tenant_id, target_id, ds_id, action_type, status, active, weight,
+                             forced_time, mw_schedule, mw_duration, mw_timezone, initiated_by,
+                             created_by, last_modified_by)
+         SELECT $1, target_id, $2, action_type, status, active, weight, forced_time,
+                mw_schedule, mw_duration, mw_timezone, $12, $12, $12
+         FROM unnest($3::bigint[], $4::text[], $5::text[], $6::bool[], $7::int[], $8::bigint[],
+                     $9::text[], $10::text[], $11::text[]) WITH ORDINALITY
+              AS u(target_id, action_type, status, active, weight, forced_time,
+                   mw_schedule, mw_duration, mw_timezone, ord)
+         ORDER BY ord
+         RETURNING id, target_id",
+    )
+    .bind(tenant.0)
+    .bind(ds_id)
+    .bind(&a.target_id)
+    .bind(&a.action_type)
+    .bind(&a.status)
+    .bind(&a.active)
+    .bind(&a.weight)
+    .bind(&a.forced_time)
+    .bind(&a.mw_schedule)
+    .bind(&a.mw_duration)
+    .bind(&a.mw_timezone)
+    .bind(user)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Open actions of targets that a new assignment supersedes: active, or SCHEDULED; not of a
+/// required-migration-step set. Locked.
+pub async fn lock_superseded(
+    conn: &mut PgConnection,
+    targets: &[i64],
+) -> Result<Vec<(i64, i64, String, bool)>> {
+    Ok(sqlx::query_as(
+        "SELECT a.id, a.target_id, a.status, a.active FROM action a
+         JOIN distribution_set d ON d.id = a.ds_id
+         WHERE a.target_id = ANY($1) AND (a.active OR a.status = 'SCHEDULED')
+           AND NOT d.required_migration_step
+         ORDER BY a.id FOR UPDATE OF a",
+    )
+    .bind(targets)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Point targets at a newly assigned set: assigned := ds, PENDING (or offline: installed too).
+pub async fn assign_targets(
+    conn: &mut PgConnection,
+    targets: &[i64],
+    ds_id: i64,
+    offline: bool,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE target SET assigned_ds_id = $2,
+                installed_ds_id = CASE WHEN $3 THEN $2 ELSE installed_ds_id END,
+                installation_date = CASE WHEN $3 THEN epoch_ms() ELSE installation_date END,
+                update_status = CASE WHEN $3 THEN 'IN_SYNC' ELSE 'PENDING' END,
+                last_modified_at = epoch_ms()
+         WHERE id = ANY($1)",
+    )
+    .bind(targets)
+    .bind(ds_id)
+    .bind(offline)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// The Management API's view of an action.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ActionView {
+    pub id: i64,
+    pub controller_id: String,
+    pub ds_id: i64,
+    pub action_type: String,
+    pub active: bool,
+    pub status: String,
+    pub weight: i32,
+    pub forced_time: i64,
+    pub rollout_id: Option<i64>,
+    pub rollout_group_id: Option<i64>,
+    pub mw_schedule: Option<String>,
+    pub mw_duration: Option<String>,
+    pub mw_timezone: Option<String>,
+    pub external_ref: Option<String>,
+    pub last_status_code: Option<i32>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_modified_at: i64,
+    pub last_modified_by: String,
+}
+
+const VIEW_COLUMNS: &str = "a.id, t.controller_id, a.ds_id, a.action_type, a.active, a.status,
+    a.weight, a.forced_time, a.rollout_id, a.rollout_group_id, a.mw_schedule, a.mw_duration,
+    a.mw_timezone, a.external_ref, a.last_status_code, a.created_at, a.created_by,
+    a.last_modified_at, a.last_modified_by";
+
+/// Sortable action fields: API name → column.
+pub const SORT_FIELDS: &[(&str, &str)] = &[
+    ("id", "a.id"),
+    ("status", "a.status"),
+    ("active", "a.active"),
+    ("weight", "a.weight"),
+    ("createdat", "a.created_at"),
+    ("lastmodifiedat", "a.last_modified_at"),
+    ("laststatuscode", "a.last_status_code"),
+];
+
+/// A page of a tenant's actions, optionally of one target.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    target: Option<i64>,
+    order_by: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<ActionView>, i64)> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+         WHERE a.tenant_id = $1 AND ($2::bigint IS NULL OR a.target_id = $2)
+         ORDER BY {order_by} OFFSET $3 LIMIT $4"
+    ))
+    .bind(tenant.0)
+    .bind(target)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total = sqlx::query_scalar(
+        "SELECT count(*) FROM action WHERE tenant_id = $1 AND ($2::bigint IS NULL OR target_id = $2)",
+    )
+    .bind(tenant.0)
+    .bind(target)
+    .fetch_one(conn)
+    .await?;
+    Ok((rows, total))
+}
+
+pub async fn view(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: i64,
+) -> Result<Option<ActionView>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {VIEW_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+         WHERE a.tenant_id = $1 AND a.id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// One history entry.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct HistoryRow {
+    pub id: i64,
+    pub status: String,
+    pub occurred_at: i64,
+    pub code: Option<i32>,
+    pub messages: sqlx::types::Json<Vec<String>>,
+}
+
+/// A page of an action's history, newest first unless `ascending`.
+pub async fn history(
+    conn: &mut PgConnection,
+    action: i64,
+    ascending: bool,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<HistoryRow>, i64)> {
+    let dir = if ascending { "ASC" } else { "DESC" };
+    let rows = sqlx::query_as(&format!(
+        "SELECT id, status, occurred_at, code, messages FROM action_status
+         WHERE action_id = $1 ORDER BY id {dir} OFFSET $2 LIMIT $3"
+    ))
+    .bind(action)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM action_status WHERE action_id = $1")
+        .bind(action)
+        .fetch_one(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// Confirm every active action of a target that waits for confirmation (automatic
+/// confirmation switched on): status RUNNING plus a RUNNING history entry. Returns their ids.
+pub async fn confirm_waiting(
+    conn: &mut PgConnection,
+    target: i64,
+    message: &str,
+) -> Result<Vec<i64>> {
+    let ids: Vec<i64> = sqlx::query_scalar(
+        "UPDATE action SET status = 'RUNNING', last_modified_at = epoch_ms()
+         WHERE target_id = $1 AND active AND status = 'WAIT_FOR_CONFIRMATION' RETURNING id",
+    )
+    .bind(target)
+    .fetch_all(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO action_status (action_id, status, messages)
+         SELECT id, 'RUNNING', jsonb_build_array($2::text) FROM unnest($1::bigint[]) AS id",
+    )
+    .bind(&ids)
+    .bind(message)
+    .execute(conn)
+    .await?;
+    Ok(ids)
+}
+
+/// Set status/active of actions without touching their report counters (operator changes).
+pub async fn update_states_keep_reports(conn: &mut PgConnection, u: &ActionUpdates) -> Result<()> {
+    if u.id.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE action a SET status = u.status, active = u.active, last_modified_at = epoch_ms(),
+                opt_lock_revision = a.opt_lock_revision + 1
+         FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS u(id, status, active)
+         WHERE a.id = u.id",
+    )
+    .bind(&u.id)
+    .bind(&u.status)
+    .bind(&u.active)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// After a cancellation completed: the target's assigned set becomes that of its oldest open
+/// action, or its installed set (IN_SYNC) when none is left.
+pub async fn reset_assigned_after_cancel(conn: &mut PgConnection, target: i64) -> Result<()> {
+    sqlx::query(
+        "UPDATE target t SET
+            assigned_ds_id = COALESCE(o.ds_id, t.installed_ds_id),
+            update_status = CASE WHEN o.ds_id IS NULL THEN 'IN_SYNC' ELSE t.update_status END,
+            last_modified_at = epoch_ms()
+         FROM (SELECT (SELECT ds_id FROM action WHERE target_id = $1 AND active ORDER BY id LIMIT 1) AS ds_id) o
+         WHERE t.id = $1",
+    )
+    .bind(target)
+    .execute(conn)
+    .await?;
+    Ok(())
+}

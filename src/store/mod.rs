@@ -1,0 +1,141 @@
+//! Owns every SQL statement. Functions that take part in a unit of work take
+//! `&mut PgConnection` (pass `&mut *tx`) so the engine composes them in one transaction; row
+//! structs stay here and convert to domain types.
+//!
+//! Never outside this module: SQL text, sqlx row types.
+
+pub mod actions;
+pub mod inbox;
+pub mod outbox;
+pub mod repository;
+pub mod targets;
+pub mod tenants;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection, PgPool};
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// A database failure, split by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Worth retrying: connection lost, pool exhausted, serialization failure, deadlock,
+    /// server shutting down.
+    #[error("database unavailable: {0}")]
+    Transient(#[source] sqlx::Error),
+    /// A unique constraint rejected the write.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Anything else: a bug or data the schema refuses. Retrying will not help.
+    #[error("database error: {0}")]
+    Permanent(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_) => Self::Transient(e),
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                // Classes 08 connection, 40 rollback (serialization, deadlock), 53 resources,
+                // 57 operator intervention (shutdown), 58 system error.
+                if ["08", "40", "53", "57", "58"]
+                    .iter()
+                    .any(|c| code.starts_with(c))
+                {
+                    Self::Transient(e)
+                } else if code == "23505" {
+                    Self::Conflict(db.constraint().unwrap_or("unique").to_owned())
+                } else {
+                    Self::Permanent(e)
+                }
+            }
+            _ => Self::Permanent(e),
+        }
+    }
+}
+
+impl StoreError {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Transient(_))
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Create the database named in `url` if it does not exist (connecting to `postgres`).
+pub async fn create_database_if_missing(url: &str) -> Result<()> {
+    let opts = PgConnectOptions::from_str(url).map_err(StoreError::Permanent)?;
+    let name = opts.get_database().unwrap_or("postgres").to_owned();
+    let mut conn = opts
+        .clone()
+        .database("postgres")
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut conn)
+            .await?;
+    if !exists {
+        let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+        match sqlx::query(&format!("CREATE DATABASE {quoted}"))
+            .execute(&mut conn)
+            .await
+        {
+            // Another instance created it meanwhile.
+            Ok(_) | Err(sqlx::Error::Database(_)) if database_exists(&mut conn, &name).await => {}
+            Ok(_) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(database = %name, "created database");
+    }
+    let _ = conn.close().await;
+    Ok(())
+}
+
+async fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+        .bind(name)
+        .fetch_one(conn)
+        .await
+        .unwrap_or(false)
+}
+
+/// A pool for `url`. Connections are made lazily so the service starts (and reports DOWN) while
+/// the database is away.
+pub fn pool(url: &str, size: u32) -> Result<PgPool> {
+    let opts = PgConnectOptions::from_str(url)
+        .map_err(StoreError::Permanent)?
+        .disable_statement_logging();
+    Ok(PgPoolOptions::new()
+        .max_connections(size)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy_with(opts))
+}
+
+/// Apply pending migrations.
+pub async fn migrate(pool: &PgPool) -> std::result::Result<(), sqlx::migrate::MigrateError> {
+    MIGRATOR.run(pool).await
+}
+
+/// Whether the database answers.
+pub async fn ping(pool: &PgPool) -> bool {
+    sqlx::query("SELECT 1").execute(pool).await.is_ok()
+}
+
+/// The database clock in epoch ms (all stored times use it).
+pub async fn now_ms(conn: &mut PgConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT epoch_ms()")
+        .fetch_one(conn)
+        .await?)
+}

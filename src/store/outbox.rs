@@ -1,0 +1,177 @@
+//! The transactional outbox. Rows are written in the transaction of the state change that
+//! causes them; the publisher claims them in id order, publishes with confirms and deletes them.
+
+use sqlx::PgConnection;
+
+use super::Result;
+use crate::dmf::envelope::Outbound;
+
+/// Wakes publishers of every instance (the in-process publisher is also woken directly).
+pub const CHANNEL: &str = "dmf_outbox";
+
+/// What to send, as written by the engine.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Pending {
+    /// A fully rendered message.
+    Message(Outbound),
+    /// The message representing this action at publish time.
+    Action(i64),
+    /// The message for this target's current action(s), if any.
+    Target(i64),
+    /// One BATCH_* message for these actions.
+    Batch(Vec<i64>),
+}
+
+/// A claimed row.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Row {
+    pub id: i64,
+    pub kind: String,
+    pub exchange: Option<String>,
+    pub headers: Option<sqlx::types::Json<Vec<(String, String)>>>,
+    pub content_type: Option<String>,
+    pub content_encoding: Option<String>,
+    pub correlation_id: Option<String>,
+    pub body: Option<Vec<u8>>,
+    pub action_id: Option<i64>,
+    pub target_id: Option<i64>,
+    pub action_ids: Option<Vec<i64>>,
+    pub attempts: i32,
+}
+
+impl Row {
+    pub fn pending(&self) -> Option<Pending> {
+        Some(match self.kind.as_str() {
+            "message" => Pending::Message(Outbound {
+                exchange: self.exchange.clone()?,
+                headers: self.headers.clone()?.0,
+                content_type: self.content_type.clone()?,
+                content_encoding: self.content_encoding.clone(),
+                correlation_id: self.correlation_id.clone()?,
+                body: self.body.clone().unwrap_or_default(),
+            }),
+            "action" => Pending::Action(self.action_id?),
+            "target" => Pending::Target(self.target_id?),
+            "batch" => Pending::Batch(self.action_ids.clone()?),
+            _ => return None,
+        })
+    }
+}
+
+/// Append rows in order with one statement per kind, and wake the publishers.
+pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    // Column arrays for one multi-row INSERT; order within `items` is kept through `ord`.
+    let mut ord = Vec::new();
+    let mut kind = Vec::new();
+    let mut exchange = Vec::new();
+    let mut headers = Vec::new();
+    let mut content_type = Vec::new();
+    let mut content_encoding = Vec::new();
+    let mut correlation_id = Vec::new();
+    let mut body: Vec<Option<Vec<u8>>> = Vec::new();
+    let mut action_id = Vec::new();
+    let mut target_id = Vec::new();
+    let mut action_ids: Vec<Option<String>> = Vec::new();
+    for (i, item) in items.iter().enumerate() {
+        ord.push(i as i32);
+        let (k, msg, a, t, b) = match item {
+            Pending::Message(m) => ("message", Some(m), None, None, None),
+            Pending::Action(a) => ("action", None, Some(*a), None, None),
+            Pending::Target(t) => ("target", None, None, Some(*t), None),
+            Pending::Batch(ids) => ("batch", None, None, None, Some(ids)),
+        };
+        kind.push(k);
+        exchange.push(msg.map(|m| m.exchange.clone()));
+        headers.push(msg.map(|m| serde_json::to_value(&m.headers).unwrap_or_default()));
+        content_type.push(msg.map(|m| m.content_type.clone()));
+        content_encoding.push(msg.and_then(|m| m.content_encoding.clone()));
+        correlation_id.push(msg.map(|m| m.correlation_id.clone()));
+        body.push(msg.map(|m| m.body.clone()));
+        action_id.push(a);
+        target_id.push(t);
+        // bigint[][] cannot be unnested per row, so id lists travel as JSON text.
+        action_ids.push(b.map(|ids| serde_json::to_string(ids).unwrap_or_default()));
+    }
+    sqlx::query(
+        "INSERT INTO outbox (kind, exchange, headers, content_type, content_encoding, correlation_id,
+                             body, action_id, target_id, action_ids)
+         SELECT kind, exchange, headers, content_type, content_encoding, correlation_id, body,
+                action_id, target_id,
+                CASE WHEN ids IS NULL THEN NULL
+                     ELSE ARRAY(SELECT jsonb_array_elements_text(ids::jsonb)::bigint) END
+         FROM unnest($1::int[], $2::text[], $3::text[], $4::jsonb[], $5::text[], $6::text[], $7::text[],
+                     $8::bytea[], $9::bigint[], $10::bigint[], $11::text[])
+              AS u(ord, kind, exchange, headers, content_type, content_encoding, correlation_id,
+                   body, action_id, target_id, ids)
+         ORDER BY ord",
+    )
+    .bind(&ord)
+    .bind(&kind)
+    .bind(&exchange)
+    .bind(&headers)
+    .bind(&content_type)
+    .bind(&content_encoding)
+    .bind(&correlation_id)
+    .bind(&body)
+    .bind(&action_id)
+    .bind(&target_id)
+    .bind(&action_ids)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(CHANNEL)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Take the publishing turn: one drainer at a time across instances keeps messages to a device
+/// in commit order. Held until the transaction ends.
+pub async fn try_lock_drainer(conn: &mut PgConnection) -> Result<bool> {
+    // An arbitrary constant key for the advisory lock ("dmf-outbox").
+    Ok(
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7_400_117_001)")
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// The oldest `limit` rows, locked for this transaction.
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Row>> {
+    Ok(sqlx::query_as(
+        "SELECT id, kind, exchange, headers, content_type, content_encoding, correlation_id, body,
+                action_id, target_id, action_ids, attempts
+         FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Remove published (or deliberately dropped) rows.
+pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
+    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Count a failed publish attempt for rows.
+pub async fn record_failure(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
+    sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Rows waiting to be published.
+pub async fn backlog(conn: &mut PgConnection) -> Result<i64> {
+    Ok(sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(conn)
+        .await?)
+}

@@ -1,0 +1,375 @@
+//! Targets: DMF registration (upsert), attributes, auto-confirmation, deletion, and the reads
+//! of the Management API.
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use sqlx::PgConnection;
+
+use super::{Result, StoreError};
+use crate::domain::ids::{TargetId, TenantId};
+
+/// Every column the API shows, plus the tenant name for DMF headers.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct TargetRow {
+    pub id: i64,
+    pub tenant_id: i64,
+    pub controller_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub address: Option<String>,
+    pub security_token: String,
+    pub attributes: sqlx::types::Json<BTreeMap<String, String>>,
+    pub request_attributes: bool,
+    pub update_status: String,
+    pub assigned_ds_id: Option<i64>,
+    pub installed_ds_id: Option<i64>,
+    pub installation_date: Option<i64>,
+    pub last_target_query: Option<i64>,
+    pub target_type_id: Option<i64>,
+    pub target_type_name: Option<String>,
+    pub target_group: Option<String>,
+    pub auto_confirm_at: Option<i64>,
+    pub auto_confirm_initiator: Option<String>,
+    pub auto_confirm_remark: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_modified_at: i64,
+    pub last_modified_by: String,
+}
+
+const COLUMNS: &str = "t.id, t.tenant_id, t.controller_id, t.name, t.description, t.address,
+    t.security_token, t.attributes, t.request_attributes, t.update_status, t.assigned_ds_id,
+    t.installed_ds_id, t.installation_date, t.last_target_query, t.target_type_id,
+    tt.name AS target_type_name, t.target_group, t.auto_confirm_at, t.auto_confirm_initiator,
+    t.auto_confirm_remark, t.created_at, t.created_by, t.last_modified_at, t.last_modified_by";
+
+/// The outcome of a DMF registration.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Registered {
+    pub id: i64,
+    pub attributes: sqlx::types::Json<BTreeMap<String, String>>,
+    pub inserted: bool,
+}
+
+/// THING_CREATED: create the target, or update address/name/status and last contact of an
+/// existing one (§5.4). Concurrent registrations of one id meet in the upsert, not in an error.
+pub async fn register(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+    name: Option<&str>,
+    address: &str,
+    security_token: &str,
+) -> Result<Registered> {
+    Ok(sqlx::query_as(
+        "INSERT INTO target (tenant_id, controller_id, name, description, address, security_token,
+                             update_status, last_target_query, created_by, last_modified_by)
+         VALUES ($1, $2, COALESCE($3, $2), 'Plug and Play target: ' || $2, $4, $5,
+                 'REGISTERED', epoch_ms(), 'DMF', 'DMF')
+         ON CONFLICT (tenant_id, controller_id) DO UPDATE SET
+            address = excluded.address,
+            name = COALESCE($3, target.name),
+            update_status = CASE WHEN target.update_status = 'UNKNOWN' THEN 'REGISTERED'
+                                 ELSE target.update_status END,
+            last_target_query = excluded.last_target_query,
+            last_modified_at = CASE WHEN target.address IS DISTINCT FROM excluded.address
+                                      OR ($3 IS NOT NULL AND target.name <> $3)
+                                    THEN epoch_ms() ELSE target.last_modified_at END
+         RETURNING id, attributes, (xmax = 0) AS inserted",
+    )
+    .bind(tenant.0)
+    .bind(controller_id)
+    .bind(name)
+    .bind(address)
+    .bind(security_token)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Apply the THING_CREATED `type` rule: a known type name sets it, `""` removes it, an unknown
+/// name changes nothing. Returns false for an unknown name.
+pub async fn set_type_by_name(
+    conn: &mut PgConnection,
+    target: TargetId,
+    type_name: &str,
+) -> Result<bool> {
+    if type_name.is_empty() {
+        sqlx::query("UPDATE target SET target_type_id = NULL WHERE id = $1")
+            .bind(target.0)
+            .execute(conn)
+            .await?;
+        return Ok(true);
+    }
+    Ok(sqlx::query(
+        "UPDATE target t SET target_type_id = tt.id FROM target_type tt
+         WHERE t.id = $1 AND tt.tenant_id = t.tenant_id AND tt.name = $2",
+    )
+    .bind(target.0)
+    .bind(type_name)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        > 0)
+}
+
+/// Lock a target by controllerId for an update in this transaction.
+pub async fn lock_by_controller_id(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+) -> Result<Option<TargetRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
+         WHERE t.tenant_id = $1 AND t.controller_id = $2 FOR UPDATE OF t"
+    ))
+    .bind(tenant.0)
+    .bind(controller_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Read a target by controllerId.
+pub async fn find(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+) -> Result<Option<TargetRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
+         WHERE t.tenant_id = $1 AND t.controller_id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(controller_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Read targets by controllerIds (for assignments).
+pub async fn find_many(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    controller_ids: &[String],
+) -> Result<Vec<TargetRow>> {
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
+         WHERE t.tenant_id = $1 AND t.controller_id = ANY($2) ORDER BY t.id FOR UPDATE OF t"
+    ))
+    .bind(tenant.0)
+    .bind(controller_ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Replace the controller attributes and clear the "attributes requested" flag (§5.10).
+pub async fn set_attributes(
+    conn: &mut PgConnection,
+    target: TargetId,
+    attributes: &BTreeMap<String, String>,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE target SET attributes = $2, request_attributes = false, last_modified_at = epoch_ms()
+         WHERE id = $1",
+    )
+    .bind(target.0)
+    .bind(sqlx::types::Json(attributes))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Switch automatic confirmation on (returns false if it already was) or off.
+pub async fn set_auto_confirm(
+    conn: &mut PgConnection,
+    target: TargetId,
+    on: Option<(&str, &str, &str)>,
+) -> Result<bool> {
+    let changed = match on {
+        Some((initiator, remark, by)) => sqlx::query(
+            "UPDATE target SET auto_confirm_at = epoch_ms(), auto_confirm_initiator = $2,
+                    auto_confirm_remark = $3, auto_confirm_by = $4, last_modified_at = epoch_ms()
+             WHERE id = $1 AND auto_confirm_at IS NULL",
+        )
+        .bind(target.0)
+        .bind(initiator)
+        .bind(remark)
+        .bind(by)
+        .execute(conn)
+        .await?
+        .rows_affected(),
+        None => sqlx::query(
+            "UPDATE target SET auto_confirm_at = NULL, auto_confirm_initiator = NULL,
+                    auto_confirm_remark = NULL, auto_confirm_by = NULL, last_modified_at = epoch_ms()
+             WHERE id = $1 AND auto_confirm_at IS NOT NULL",
+        )
+        .bind(target.0)
+        .execute(conn)
+        .await?
+        .rows_affected(),
+    };
+    Ok(changed > 0)
+}
+
+/// Delete a target (its actions and history go with it). Returns its last address.
+pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<String>> {
+    Ok(
+        sqlx::query_scalar("DELETE FROM target WHERE id = $1 RETURNING address")
+            .bind(target.0)
+            .fetch_optional(conn)
+            .await?
+            .flatten(),
+    )
+}
+
+/// Sortable target fields: API name → column.
+pub const SORT_FIELDS: &[(&str, &str)] = &[
+    ("id", "t.id"),
+    ("controllerid", "t.controller_id"),
+    ("name", "t.name"),
+    ("description", "t.description"),
+    ("createdat", "t.created_at"),
+    ("createdby", "t.created_by"),
+    ("lastmodifiedat", "t.last_modified_at"),
+    ("lastmodifiedby", "t.last_modified_by"),
+    ("updatestatus", "t.update_status"),
+    ("address", "t.address"),
+    ("ipaddress", "t.address"),
+    ("lastcontrollerrequestat", "t.last_target_query"),
+];
+
+/// A page of targets; `order_by` is built from [`SORT_FIELDS`] only.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    order_by: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<TargetRow>, i64)> {
+    let rows = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
+         WHERE t.tenant_id = $1 ORDER BY {order_by} OFFSET $2 LIMIT $3"
+    ))
+    .bind(tenant.0)
+    .bind(offset)
+    .bind(limit)
+    .fetch_all(&mut *conn)
+    .await?;
+    let total = sqlx::query_scalar("SELECT count(*) FROM target WHERE tenant_id = $1")
+        .bind(tenant.0)
+        .fetch_one(conn)
+        .await?;
+    Ok((rows, total))
+}
+
+/// A target created through the Management API.
+#[derive(Debug, Clone)]
+pub struct NewTarget {
+    pub controller_id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub address: Option<String>,
+    pub security_token: String,
+    pub request_attributes: bool,
+    pub target_type_id: Option<i64>,
+    pub group: Option<String>,
+}
+
+/// Insert targets; a duplicate controllerId is a conflict.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    targets: &[NewTarget],
+    user: &str,
+) -> Result<Vec<i64>> {
+    let mut ids = Vec::with_capacity(targets.len());
+    for t in targets {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO target (tenant_id, controller_id, name, description, address, security_token,
+                                 request_attributes, target_type_id, target_group, created_by, last_modified_by)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+        )
+        .bind(tenant.0)
+        .bind(&t.controller_id)
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(&t.address)
+        .bind(&t.security_token)
+        .bind(t.request_attributes)
+        .bind(t.target_type_id)
+        .bind(&t.group)
+        .bind(user)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| match StoreError::from(e) {
+            StoreError::Conflict(_) => {
+                StoreError::Conflict(format!("target {} already exists", t.controller_id))
+            }
+            other => other,
+        })?;
+        ids.push(id);
+    }
+    Ok(ids)
+}
+
+/// Fields a Management API update may change (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct TargetUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub address: Option<String>,
+    pub security_token: Option<String>,
+    pub request_attributes: Option<bool>,
+    pub group: Option<String>,
+    pub target_type_id: Option<Option<i64>>,
+}
+
+pub async fn update(
+    conn: &mut PgConnection,
+    target: TargetId,
+    u: &TargetUpdate,
+    user: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE target SET name = COALESCE($2, name), description = COALESCE($3, description),
+                address = COALESCE($4, address), security_token = COALESCE($5, security_token),
+                request_attributes = COALESCE($6, request_attributes),
+                target_group = COALESCE($7, target_group),
+                target_type_id = CASE WHEN $8 THEN $9 ELSE target_type_id END,
+                last_modified_at = epoch_ms(), last_modified_by = $10,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE id = $1",
+    )
+    .bind(target.0)
+    .bind(&u.name)
+    .bind(&u.description)
+    .bind(&u.address)
+    .bind(&u.security_token)
+    .bind(u.request_attributes)
+    .bind(&u.group)
+    .bind(u.target_type_id.is_some())
+    .bind(u.target_type_id.flatten())
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Resolve a target type by id within the tenant.
+pub async fn target_type_exists(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: i64,
+) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM target_type WHERE tenant_id = $1 AND id = $2)",
+    )
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_one(conn)
+    .await?)
+}
+
+/// Attributes as JSON for the API.
+pub fn attributes_json(row: &TargetRow) -> Value {
+    serde_json::to_value(&row.attributes.0).unwrap_or_default()
+}
