@@ -1,0 +1,424 @@
+//! Management API use cases that change actions: direct assignment of a distribution set to
+//! targets (rollouts.md §7, dmf-protocol.md §5.3), cancelling an action, deleting a target, and
+//! tenant configuration with its cross-key rules.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::inbound::now_ms;
+use super::{Engine, EngineError, config_keys};
+use crate::dmf::envelope;
+use crate::domain::Invalid;
+use crate::domain::action::{ActionStatus, ActionType, SERVER_PREFIX, validate_weight};
+use crate::domain::ids::{TargetId, TenantId};
+use crate::domain::maintenance::MaintenanceWindow;
+use crate::domain::target::exchange_of;
+use crate::store::outbox::Pending;
+use crate::store::{actions, outbox, repository, targets, tenants};
+
+/// A maintenance window as the API gives it.
+#[derive(Debug, Clone)]
+pub struct WindowSpec {
+    pub schedule: String,
+    pub duration: String,
+    pub timezone: String,
+}
+
+/// One target of an assignment request.
+#[derive(Debug, Clone)]
+pub struct AssignTarget {
+    pub controller_id: String,
+    pub action_type: ActionType,
+    pub forced_time: i64,
+    pub weight: Option<i64>,
+    pub confirmation_required: Option<bool>,
+    pub window: Option<WindowSpec>,
+}
+
+/// What an assignment did.
+#[derive(Debug, Clone, Default)]
+pub struct AssignOutcome {
+    pub assigned: usize,
+    pub already_assigned: usize,
+    pub action_ids: Vec<i64>,
+}
+
+type Flags = BTreeMap<String, Value>;
+
+fn flag(cfg: &Flags, key: &str) -> bool {
+    cfg.get(key).and_then(Value::as_bool).unwrap_or_else(|| {
+        config_keys::DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, d)| *d)
+            .unwrap_or(false)
+    })
+}
+
+impl Engine {
+    /// Assign a distribution set to targets (`POST /distributionsets/{id}/assignedTargets`,
+    /// `POST /targets/{id}/assignedDS`), in one transaction, set-based.
+    pub async fn assign(
+        &self,
+        tenant: TenantId,
+        ds_id: i64,
+        requests: Vec<AssignTarget>,
+        offline: bool,
+        user: &str,
+    ) -> Result<AssignOutcome, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let cfg = tenants::configs(&mut tx, tenant).await?;
+        let multi = flag(&cfg, config_keys::MULTI_ASSIGNMENTS);
+        let set = repository::set_facts(&mut tx, tenant.0, ds_id)
+            .await?
+            .filter(|s| !s.deleted)
+            .ok_or_else(|| EngineError::NotFound(format!("distribution set {ds_id} not found")))?;
+        if !set.valid {
+            return Err(EngineError::SetInvalid(format!(
+                "distribution set {ds_id} is invalidated"
+            )));
+        }
+        if !set.complete {
+            return Err(EngineError::SetIncomplete(format!(
+                "distribution set {ds_id} lacks a mandatory software module"
+            )));
+        }
+        // Validate every request before touching anything.
+        let mut by_target: HashMap<String, AssignTarget> = HashMap::new();
+        let mut order = Vec::new();
+        for r in requests {
+            let weight = validate_weight(r.weight)?;
+            if let Some(w) = &r.window {
+                MaintenanceWindow::parse(&w.schedule, &w.duration, &w.timezone)?;
+            }
+            let _ = weight;
+            if !multi && by_target.contains_key(&r.controller_id) {
+                // Exact duplicates collapse; one set per target per request in single mode.
+                continue;
+            }
+            if !by_target.contains_key(&r.controller_id) || multi {
+                order.push(r.controller_id.clone());
+            }
+            by_target.insert(r.controller_id.clone(), r);
+        }
+        let ids: Vec<String> = {
+            let mut v = order.clone();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let rows = targets::find_many(&mut tx, tenant, &ids).await?;
+        if rows.len() != ids.len() {
+            let missing = ids
+                .iter()
+                .find(|id| !rows.iter().any(|r| &r.controller_id == *id))
+                .cloned()
+                .unwrap_or_default();
+            return Err(EngineError::NotFound(format!("target {missing} not found")));
+        }
+        let mut outcome = AssignOutcome::default();
+        let mut fresh = Vec::new();
+        for row in &rows {
+            if !multi && row.assigned_ds_id == Some(ds_id) && !offline {
+                outcome.already_assigned += 1;
+            } else {
+                fresh.push(row);
+            }
+        }
+        let fresh_ids: Vec<i64> = fresh.iter().map(|r| r.id).collect();
+        let mut out = Vec::new();
+        if !multi && !offline && !fresh_ids.is_empty() {
+            self.supersede(
+                &mut tx,
+                &fresh_ids,
+                flag(&cfg, config_keys::AUTOCLOSE),
+                &mut out,
+            )
+            .await?;
+        }
+        let flow = flag(&cfg, config_keys::CONFIRMATION_FLOW);
+        let mut new = actions::NewActions::default();
+        for row in &fresh {
+            let r = &by_target[&row.controller_id];
+            let waits =
+                flow && r.confirmation_required.unwrap_or(true) && row.auto_confirm_at.is_none();
+            let (status, active) = if offline {
+                (ActionStatus::Finished, false)
+            } else if waits {
+                (ActionStatus::WaitForConfirmation, true)
+            } else {
+                (ActionStatus::Running, true)
+            };
+            new.target_id.push(row.id);
+            new.action_type.push(r.action_type.as_db().to_owned());
+            new.status.push(status.as_db().to_owned());
+            new.active.push(active);
+            new.weight.push(validate_weight(r.weight)?);
+            new.forced_time.push(r.forced_time);
+            new.mw_schedule
+                .push(r.window.as_ref().map(|w| w.schedule.clone()));
+            new.mw_duration
+                .push(r.window.as_ref().map(|w| w.duration.clone()));
+            new.mw_timezone
+                .push(r.window.as_ref().map(|w| w.timezone.clone()));
+        }
+        let created = actions::insert(&mut tx, tenant, ds_id, &new, user).await?;
+        let mut history = actions::NewHistory::default();
+        for ((id, _), status) in created.iter().zip(&new.status) {
+            let msg = format!("{SERVER_PREFIX}Assignment initiated by user '{user}'");
+            history.push(*id, status, None, &[msg]);
+        }
+        actions::insert_history(&mut tx, &history).await?;
+        actions::assign_targets(&mut tx, &fresh_ids, ds_id, offline).await?;
+        outcome.assigned = created.len();
+        outcome.action_ids = created.iter().map(|(id, _)| *id).collect();
+        if !offline && !created.is_empty() {
+            if flag(&cfg, config_keys::BATCH_ASSIGNMENTS) {
+                out.push(Pending::Batch(outcome.action_ids.clone()));
+            } else {
+                out.extend(outcome.action_ids.iter().map(|id| Pending::Action(*id)));
+            }
+        }
+        outbox::enqueue(&mut tx, &out).await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        tracing::info!(
+            ds_id,
+            assigned = outcome.assigned,
+            already = outcome.already_assigned,
+            "assignment"
+        );
+        Ok(outcome)
+    }
+
+    /// Retire the open actions of targets that get a new assignment (single mode): cancel them
+    /// (CANCELING + CANCEL_DOWNLOAD), or with autoclose close them silently; SCHEDULED ones are
+    /// cancelled. Required-migration-step sets are exempt.
+    async fn supersede(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        targets: &[i64],
+        autoclose: bool,
+        out: &mut Vec<Pending>,
+    ) -> Result<(), EngineError> {
+        let old = actions::lock_superseded(conn, targets).await?;
+        let mut updates = actions::ActionUpdates::default();
+        let mut history = actions::NewHistory::default();
+        for (id, _target, status, active) in old {
+            if status == ActionStatus::Canceling.as_db() {
+                continue;
+            }
+            let (next, still_active, msg) = if !active || autoclose {
+                (
+                    ActionStatus::Canceled,
+                    false,
+                    "close obsolete action due to new update",
+                )
+            } else {
+                out.push(Pending::Action(id));
+                (
+                    ActionStatus::Canceling,
+                    true,
+                    "cancel obsolete action due to new update",
+                )
+            };
+            updates.id.push(id);
+            updates.status.push(next.as_db().to_owned());
+            updates.active.push(still_active);
+            updates.intermediate_reports.push(0);
+            updates.last_status_code.push(None);
+            history.push(id, next.as_db(), None, &[format!("{SERVER_PREFIX}{msg}")]);
+        }
+        actions::update_states_keep_reports(conn, &updates).await?;
+        actions::insert_history(conn, &history).await?;
+        Ok(())
+    }
+
+    /// Cancel an action (`DELETE /targets/{id}/actions/{actionId}`): an open action goes to
+    /// CANCELING and the device gets CANCEL_DOWNLOAD; `force` closes a cancelling one at once.
+    pub async fn cancel_action(
+        &self,
+        tenant: TenantId,
+        controller_id: &str,
+        action_id: i64,
+        force: bool,
+        user: &str,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let target = targets::lock_by_controller_id(&mut tx, tenant, controller_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
+        let rows = actions::lock(&mut tx, &[action_id]).await?;
+        let a = rows
+            .into_iter()
+            .find(|a| a.tenant_id == tenant.0 && a.target_id == target.id)
+            .ok_or_else(|| EngineError::NotFound(format!("action {action_id} not found")))?;
+        let mut out = Vec::new();
+        let mut updates = actions::ActionUpdates::default();
+        let mut history = actions::NewHistory::default();
+        let canceling = a.status == ActionStatus::Canceling.as_db();
+        if !a.active {
+            return Err(EngineError::State(format!(
+                "action {action_id} is not active"
+            )));
+        }
+        if force {
+            if !canceling {
+                return Err(EngineError::State(format!(
+                    "action {action_id} must be cancelled before it can be force-quit"
+                )));
+            }
+            updates.id.push(a.id);
+            updates
+                .status
+                .push(ActionStatus::Canceled.as_db().to_owned());
+            updates.active.push(false);
+            history.push(
+                a.id,
+                "CANCELED",
+                None,
+                &[format!(
+                    "{SERVER_PREFIX}A force quit has been performed by user '{user}'."
+                )],
+            );
+            actions::update_states_keep_reports(&mut tx, &updates).await?;
+            actions::insert_history(&mut tx, &history).await?;
+            actions::reset_assigned_after_cancel(&mut tx, target.id).await?;
+            out.push(Pending::Target(target.id));
+        } else {
+            if canceling {
+                return Err(EngineError::State(format!(
+                    "action {action_id} is already being cancelled"
+                )));
+            }
+            updates.id.push(a.id);
+            updates
+                .status
+                .push(ActionStatus::Canceling.as_db().to_owned());
+            updates.active.push(true);
+            history.push(
+                a.id,
+                "CANCELING",
+                None,
+                &[format!(
+                    "{SERVER_PREFIX}Cancellation initiated by user '{user}'."
+                )],
+            );
+            actions::update_states_keep_reports(&mut tx, &updates).await?;
+            actions::insert_history(&mut tx, &history).await?;
+            out.push(Pending::Action(a.id));
+        }
+        outbox::enqueue(&mut tx, &out).await?;
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Delete a target; its connector gets THING_DELETED when it has a DMF address.
+    pub async fn delete_target(
+        &self,
+        tenant: TenantId,
+        controller_id: &str,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let row = targets::lock_by_controller_id(&mut tx, tenant, controller_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
+        let tenant_name: String = tenants::name_of(&mut tx, tenant).await?;
+        let address = targets::delete(&mut tx, TargetId(row.id)).await?;
+        if let Some(exchange) = address.as_deref().and_then(exchange_of) {
+            outbox::enqueue(
+                &mut tx,
+                &[Pending::Message(envelope::encode_thing_deleted(
+                    &exchange,
+                    &tenant_name,
+                    controller_id,
+                ))],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Set a tenant configuration value, enforcing the rules between keys (§7): multi-assignment
+    /// is irreversible and excludes batch mode; autoclose is frozen once multi-assignment is on.
+    pub async fn put_config(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        value: Value,
+        user: &str,
+    ) -> Result<tenants::ConfigRow, EngineError> {
+        let known = config_keys::DEFAULTS.iter().any(|(k, _)| *k == key);
+        if !known {
+            return Err(EngineError::NotFound(format!(
+                "configuration key {key} does not exist"
+            )));
+        }
+        let Some(on) = value.as_bool() else {
+            return Err(Invalid::new(format!("value of {key} must be a boolean")).into());
+        };
+        let mut tx = self.pool.begin().await?;
+        let cfg = tenants::configs(&mut tx, tenant).await?;
+        let multi = flag(&cfg, config_keys::MULTI_ASSIGNMENTS);
+        match key {
+            config_keys::MULTI_ASSIGNMENTS if multi && !on => {
+                return Err(EngineError::ConfigLocked(
+                    "multi-assignments cannot be switched off once on".into(),
+                ));
+            }
+            config_keys::MULTI_ASSIGNMENTS if on && flag(&cfg, config_keys::BATCH_ASSIGNMENTS) => {
+                return Err(EngineError::ConfigLocked(
+                    "multi-assignments cannot be enabled while batch assignments are on".into(),
+                ));
+            }
+            config_keys::BATCH_ASSIGNMENTS if on && multi => {
+                return Err(EngineError::ConfigLocked(
+                    "batch assignments cannot be enabled while multi-assignments are on".into(),
+                ));
+            }
+            config_keys::AUTOCLOSE if multi && flag(&cfg, config_keys::AUTOCLOSE) != on => {
+                return Err(EngineError::ConfigLocked(
+                    "autoclose cannot change while multi-assignments are on".into(),
+                ));
+            }
+            _ => {}
+        }
+        let row = tenants::put_config(&mut tx, tenant, key, &Value::Bool(on), user).await?;
+        tx.commit().await?;
+        let _ = now_ms;
+        Ok(row)
+    }
+
+    /// Remove a configuration value (back to the default), with the same rules as setting it.
+    pub async fn delete_config(
+        &self,
+        tenant: TenantId,
+        key: &str,
+        user: &str,
+    ) -> Result<(), EngineError> {
+        let default = config_keys::DEFAULTS
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, d)| *d)
+            .ok_or_else(|| {
+                EngineError::NotFound(format!("configuration key {key} does not exist"))
+            })?;
+        let mut conn = self.pool.acquire().await?;
+        let cfg = tenants::configs(&mut conn, tenant).await?;
+        if flag(&cfg, key) != default {
+            // Reverting is a change: the same rules apply.
+            drop(conn);
+            self.put_config(tenant, key, Value::Bool(default), user)
+                .await?;
+            let mut conn = self.pool.acquire().await?;
+            tenants::delete_config(&mut conn, tenant, key).await?;
+        } else {
+            tenants::delete_config(&mut conn, tenant, key).await?;
+        }
+        Ok(())
+    }
+}

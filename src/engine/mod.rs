@@ -1,0 +1,278 @@
+//! Use cases. Everything that changes state goes through here: a batch of inbound DMF messages
+//! ([`Engine::handle_batch`]), assignments and cancellations from the Management API, tenant
+//! configuration. Each runs in one transaction that also writes the outbox rows of the messages
+//! it causes; [`dispatch`] renders those rows when the publisher drains them.
+//!
+//! Never here: lapin or axum types, SQL text.
+
+pub mod assignment;
+pub mod dispatch;
+mod inbound;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use sqlx::PgPool;
+use tokio::sync::{Mutex, Notify};
+
+use crate::dmf::envelope::Inbound;
+use crate::domain::Invalid;
+use crate::domain::ids::{TenantId, TenantName};
+use crate::store::{self, StoreError, tenants};
+
+/// Tenant configuration keys the service knows.
+pub mod config_keys {
+    pub const MULTI_ASSIGNMENTS: &str = "multi.assignments.enabled";
+    pub const BATCH_ASSIGNMENTS: &str = "batch.assignments.enabled";
+    pub const CONFIRMATION_FLOW: &str = "user.confirmation.flow.enabled";
+    pub const AUTOCLOSE: &str = "repository.actions.autoclose.enabled";
+    pub const ROLLOUT_APPROVAL: &str = "rollout.approval.enabled";
+    pub const IMPLICIT_LOCK: &str = "implicit.lock.enabled";
+    /// Every key with its default value.
+    pub const DEFAULTS: &[(&str, bool)] = &[
+        (MULTI_ASSIGNMENTS, false),
+        (BATCH_ASSIGNMENTS, false),
+        (CONFIRMATION_FLOW, false),
+        (AUTOCLOSE, false),
+        (ROLLOUT_APPROVAL, false),
+        (IMPLICIT_LOCK, true),
+    ];
+}
+
+/// A use case's failure.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Invalid(#[from] Invalid),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    /// The operation is not allowed in the entity's current state.
+    #[error("{0}")]
+    State(String),
+    #[error("{0}")]
+    MultiAssignment(String),
+    #[error("{0}")]
+    SetInvalid(String),
+    #[error("{0}")]
+    SetIncomplete(String),
+    #[error("{0}")]
+    ConfigLocked(String),
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        EngineError::Store(e.into())
+    }
+}
+
+/// One inbound message of a batch.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub message: Inbound,
+    /// Stable digest of the message, for redelivery dedupe.
+    pub digest: Vec<u8>,
+    /// The broker redelivered it: it may have been applied before a crash.
+    pub redelivered: bool,
+}
+
+/// What became of one inbound message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// Applied (or deliberately ignored): acknowledge.
+    Done,
+    /// Permanently refused: dead-letter with this reason.
+    Reject(String),
+}
+
+/// Settings the engine needs.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// The vhost of the AMQP connection, for target addresses (§1.5).
+    pub vhost: String,
+    /// Create tenants on their first DMF message.
+    pub implicit_tenants: bool,
+}
+
+pub struct Engine {
+    pool: PgPool,
+    settings: EngineSettings,
+    /// Known tenants, canonical name → id. Tenants are never deleted, so entries never go stale.
+    tenants: Mutex<HashMap<String, TenantId>>,
+    /// Wakes the in-process outbox publisher right after a commit that wrote outbox rows.
+    outbox_wake: Arc<Notify>,
+    /// Inbound messages dead-lettered since start.
+    dead_letters: std::sync::atomic::AtomicU64,
+}
+
+impl Engine {
+    pub fn new(pool: PgPool, settings: EngineSettings) -> Self {
+        Self {
+            pool,
+            settings,
+            tenants: Mutex::new(HashMap::new()),
+            outbox_wake: Arc::new(Notify::new()),
+            dead_letters: Default::default(),
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn outbox_wake(&self) -> Arc<Notify> {
+        self.outbox_wake.clone()
+    }
+
+    pub fn count_dead_letter(&self) {
+        self.dead_letters
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn dead_letter_count(&self) -> u64 {
+        self.dead_letters.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    pub async fn database_up(&self) -> bool {
+        store::ping(&self.pool).await
+    }
+
+    /// Make sure the configured tenants exist (at start).
+    pub async fn ensure_tenants(&self, names: &[TenantName]) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let mut cache = self.tenants.lock().await;
+        for name in names {
+            let id = tenants::ensure(&mut conn, name).await?;
+            cache.insert(name.as_str().to_owned(), id);
+        }
+        Ok(())
+    }
+
+    /// The tenant of an API user (created with its default types on first use).
+    pub async fn tenant_for_api(&self, name: &TenantName) -> Result<TenantId, StoreError> {
+        if let Some(id) = self.tenants.lock().await.get(name.as_str()) {
+            return Ok(*id);
+        }
+        let mut conn = self.pool.acquire().await?;
+        let id = tenants::ensure(&mut conn, name).await?;
+        self.tenants
+            .lock()
+            .await
+            .insert(name.as_str().to_owned(), id);
+        Ok(id)
+    }
+
+    /// Resolve the tenant of a DMF message: known tenants only, unless implicit creation is on.
+    async fn tenant_for_dmf(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        raw: &str,
+    ) -> Result<Result<(TenantId, TenantName), String>, StoreError> {
+        let name = match TenantName::parse(raw) {
+            Ok(n) => n,
+            Err(e) => return Ok(Err(e.0)),
+        };
+        if let Some(id) = self.tenants.lock().await.get(name.as_str()) {
+            return Ok(Ok((*id, name)));
+        }
+        let id = if self.settings.implicit_tenants {
+            Some(tenants::ensure(conn, &name).await?)
+        } else {
+            tenants::find(conn, &name).await?
+        };
+        match id {
+            Some(id) => {
+                self.tenants
+                    .lock()
+                    .await
+                    .insert(name.as_str().to_owned(), id);
+                Ok(Ok((id, name)))
+            }
+            None => Ok(Err("unknown tenant".to_owned())),
+        }
+    }
+
+    /// Apply a batch of inbound messages in one transaction and say what became of each.
+    ///
+    /// Status reports are applied set-based (a run of consecutive reports costs a handful of
+    /// statements); other messages one by one inside a savepoint, so a refused message leaves no
+    /// trace. A store error aborts the whole batch: the caller retries transient ones and
+    /// isolates the culprit of permanent ones by retrying message by message.
+    pub async fn handle_batch(&self, batch: &[Incoming]) -> Result<Vec<Verdict>, StoreError> {
+        let mut verdicts = vec![Verdict::Done; batch.len()];
+        let mut tx = self.pool.begin().await?;
+
+        let redelivered: Vec<Vec<u8>> = batch
+            .iter()
+            .filter(|m| m.redelivered)
+            .map(|m| m.digest.clone())
+            .collect();
+        let seen = store::inbox::seen(&mut tx, &redelivered).await?;
+        let skip: Vec<bool> = batch
+            .iter()
+            .map(|m| m.redelivered && seen.contains(&m.digest))
+            .collect();
+        if skip.iter().any(|s| *s) {
+            tracing::info!(
+                count = skip.iter().filter(|s| **s).count(),
+                "skipping redelivered messages that were already applied"
+            );
+        }
+
+        let mut outbox = Vec::new();
+        let mut i = 0;
+        while i < batch.len() {
+            if skip[i] {
+                i += 1;
+                continue;
+            }
+            if matches!(batch[i].message, Inbound::UpdateActionStatus { .. }) {
+                let start = i;
+                while i < batch.len()
+                    && !skip[i]
+                    && matches!(batch[i].message, Inbound::UpdateActionStatus { .. })
+                {
+                    i += 1;
+                }
+                let run: Vec<&Inbound> = batch[start..i].iter().map(|m| &m.message).collect();
+                let run_verdicts = self.apply_reports(&mut tx, &run, &mut outbox).await?;
+                verdicts[start..i].clone_from_slice(&run_verdicts);
+            } else {
+                let mut sp = sqlx::Connection::begin(&mut *tx).await?;
+                let mut pending = Vec::new();
+                match self
+                    .apply_one(&mut sp, &batch[i].message, &mut pending)
+                    .await?
+                {
+                    Verdict::Done => {
+                        sp.commit().await?;
+                        outbox.append(&mut pending);
+                    }
+                    reject => {
+                        sp.rollback().await?;
+                        verdicts[i] = reject;
+                    }
+                }
+                i += 1;
+            }
+        }
+        let digests: Vec<Vec<u8>> = batch.iter().map(|m| m.digest.clone()).collect();
+        store::inbox::record(&mut tx, &digests).await?;
+        let wrote_outbox = !outbox.is_empty();
+        store::outbox::enqueue(&mut tx, &outbox).await?;
+        tx.commit().await?;
+        if wrote_outbox {
+            self.outbox_wake.notify_one();
+        }
+        Ok(verdicts)
+    }
+
+    /// Forget inbox digests older than an hour.
+    pub async fn purge_inbox(&self) -> Result<u64, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        store::inbox::purge(&mut conn, 3_600_000).await
+    }
+}
