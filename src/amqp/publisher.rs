@@ -1,0 +1,258 @@
+//! Drains the outbox: claims the oldest rows (one drainer across instances, so messages to a
+//! device leave in commit order), renders them, publishes with publisher confirms and deletes
+//! them only once confirmed — all in one database transaction. Woken in-process right after a
+//! commit, by Postgres NOTIFY from other instances, and by a 1 s fallback tick.
+//!
+//! A connector exchange that does not exist would make the broker close the channel (404) and
+//! lose the message; each exchange is therefore checked (passively declared) before use and
+//! rows for a missing one are dropped with a warning. A row that keeps failing is dropped after
+//! [`MAX_ATTEMPTS`], so nothing is retried forever (dmf-protocol.md §1.3).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use sqlx::postgres::PgListener;
+use tokio_util::sync::CancellationToken;
+
+use super::TransportError;
+use crate::config::AmqpArgs;
+use crate::dmf::envelope::Outbound;
+use crate::engine::Engine;
+use crate::store::{StoreError, outbox};
+
+pub const MAX_ATTEMPTS: i32 = 5;
+/// How long a positive exchange check is trusted.
+const EXCHANGE_TTL: Duration = Duration::from_secs(30);
+
+pub struct Publisher {
+    conn: Arc<Connection>,
+    channel: Channel,
+    probe: Option<Channel>,
+    known: HashMap<String, Instant>,
+    batch: i64,
+    engine: Arc<Engine>,
+}
+
+fn properties(m: &Outbound) -> BasicProperties {
+    let mut headers = FieldTable::default();
+    for (k, v) in &m.headers {
+        headers.insert(
+            ShortString::from(k.as_str()),
+            AMQPValue::LongString(v.as_str().into()),
+        );
+    }
+    let mut p = BasicProperties::default()
+        .with_content_type(m.content_type.as_str().into())
+        .with_correlation_id(m.correlation_id.as_str().into())
+        .with_delivery_mode(2)
+        .with_priority(0)
+        .with_headers(headers);
+    if let Some(enc) = &m.content_encoding {
+        p = p.with_content_encoding(enc.as_str().into());
+    }
+    p
+}
+
+#[derive(Debug, thiserror::Error)]
+enum DrainError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+}
+
+impl From<lapin::Error> for DrainError {
+    fn from(e: lapin::Error) -> Self {
+        DrainError::Transport(e.into())
+    }
+}
+
+impl Publisher {
+    pub async fn start(
+        conn: Arc<Connection>,
+        cfg: &AmqpArgs,
+        engine: Arc<Engine>,
+    ) -> Result<Self, TransportError> {
+        let channel = conn.create_channel().await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        Ok(Self {
+            conn,
+            channel,
+            probe: None,
+            known: HashMap::new(),
+            batch: cfg.outbox_batch,
+            engine,
+        })
+    }
+
+    /// Publish until `token` is cancelled, then drain once more and return.
+    pub async fn run(mut self, token: CancellationToken) -> Result<(), TransportError> {
+        let wake = self.engine.outbox_wake();
+        let mut listener = match PgListener::connect_with(self.engine.pool()).await {
+            Ok(mut l) => l.listen(outbox::CHANNEL).await.ok().map(|_| l),
+            Err(_) => None,
+        };
+        loop {
+            match self.drain().await {
+                Ok(()) => {}
+                Err(DrainError::Transport(e)) => return Err(e),
+                Err(DrainError::Store(e)) => {
+                    tracing::warn!(error.message = %e, "outbox drain failed; will retry");
+                }
+            }
+            if token.is_cancelled() {
+                return Ok(());
+            }
+            let notified = async {
+                match listener.as_mut() {
+                    Some(l) => {
+                        if l.try_recv().await.is_err() {
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = wake.notified() => {}
+                _ = notified => {}
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+
+    /// Publish rounds until the outbox is empty (or another instance holds the turn).
+    async fn drain(&mut self) -> Result<(), DrainError> {
+        while self.round().await? {}
+        Ok(())
+    }
+
+    /// One round; returns whether there may be more.
+    async fn round(&mut self) -> Result<bool, DrainError> {
+        let pool = self.engine.pool().clone();
+        let mut tx = pool.begin().await.map_err(StoreError::from)?;
+        if !outbox::try_lock_drainer(&mut tx).await? {
+            return Ok(false);
+        }
+        let rows = outbox::claim(&mut tx, self.batch).await?;
+        if rows.is_empty() {
+            return Ok(false);
+        }
+        let full = rows.len() as i64 == self.batch;
+        let rendered = self.engine.render(&mut tx, &rows).await?;
+        let mut ids = Vec::with_capacity(rows.len());
+        let mut confirms = Vec::new();
+        let mut publish_error = None;
+        for r in &rendered {
+            for m in &r.messages {
+                if !self.exchange_exists(&m.exchange).await? {
+                    tracing::warn!(exchange = %m.exchange, tenant = m.header("tenant").unwrap_or(""),
+                        thing_id = m.header("thingId").unwrap_or(""), "connector exchange does not exist; message dropped");
+                    continue;
+                }
+                match self
+                    .channel
+                    .basic_publish(
+                        m.exchange.as_str().into(),
+                        "".into(),
+                        BasicPublishOptions::default(),
+                        &m.body,
+                        properties(m),
+                    )
+                    .await
+                {
+                    Ok(c) => confirms.push(c),
+                    Err(e) => {
+                        publish_error = Some(e);
+                        break;
+                    }
+                }
+            }
+            if publish_error.is_some() {
+                break;
+            }
+            ids.push(r.outbox_id);
+        }
+        let mut nacked = publish_error.is_some();
+        for c in confirms {
+            match c.await {
+                Ok(conf) if conf.is_ack() => {}
+                _ => nacked = true,
+            }
+        }
+        if nacked {
+            tx.rollback().await.map_err(StoreError::from)?;
+            let all: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+            outbox::record_failure(&mut conn, &all).await?;
+            let dead: Vec<i64> = rows
+                .iter()
+                .filter(|r| r.attempts + 1 >= MAX_ATTEMPTS)
+                .map(|r| r.id)
+                .collect();
+            if !dead.is_empty() {
+                tracing::error!(
+                    count = dead.len(),
+                    "outbox rows dropped after repeated publish failures"
+                );
+                outbox::delete(&mut conn, &dead).await?;
+            }
+            return Err(publish_error
+                .map(TransportError::from)
+                .unwrap_or(TransportError::Closed)
+                .into());
+        }
+        outbox::delete(&mut tx, &ids).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(full)
+    }
+
+    /// Whether an exchange exists, by a passive declare on a spare channel (a failed passive
+    /// declare closes the channel it ran on, not the publishing one).
+    async fn exchange_exists(&mut self, name: &str) -> Result<bool, DrainError> {
+        if name.is_empty() {
+            return Ok(true); // the default exchange always exists
+        }
+        if self
+            .known
+            .get(name)
+            .is_some_and(|t| t.elapsed() < EXCHANGE_TTL)
+        {
+            return Ok(true);
+        }
+        let probe = match self.probe.take() {
+            Some(p) if p.status().connected() => p,
+            _ => self.conn.create_channel().await?,
+        };
+        let passive = ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        match probe
+            .exchange_declare(
+                name.into(),
+                ExchangeKind::Fanout,
+                passive,
+                FieldTable::default(),
+            )
+            .await
+        {
+            Ok(()) => {
+                self.known.insert(name.to_owned(), Instant::now());
+                self.probe = Some(probe);
+                Ok(true)
+            }
+            Err(_) => {
+                self.known.remove(name);
+                Ok(false)
+            }
+        }
+    }
+}
