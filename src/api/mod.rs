@@ -1,0 +1,396 @@
+//! The hawkBit-compatible Management API (rollouts.md §9) and `/health`. Each resource file
+//! exposes `router()`; this module merges them and owns what they share: [`ApiError`] with
+//! hawkBit's error body, the [`Caller`] extractor (HTTP Basic → user, tenant, permissions) and
+//! paging/sorting.
+//!
+//! Handlers parse the request, call `engine` or `store`, and map the result. No SQL here.
+
+pub mod health;
+pub mod repository;
+pub mod system;
+pub mod targets;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Query};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::auth::{Permission, User};
+use crate::domain::Invalid;
+use crate::domain::ids::TenantId;
+use crate::engine::{Engine, EngineError};
+use crate::store::StoreError;
+
+/// Shared state of every handler.
+#[derive(Clone)]
+pub struct ApiState {
+    pub engine: Arc<Engine>,
+    pub users: Arc<crate::auth::Users>,
+    pub health: Arc<crate::app::Health>,
+}
+
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .merge(health::router())
+        .merge(repository::router())
+        .merge(system::router())
+        .merge(targets::router())
+        .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .with_state(state)
+}
+
+/// An API failure with hawkBit's status code and error body.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("authentication required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    NotReadable(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    IllegalState(String),
+    #[error("{0}")]
+    MethodNotAllowed(String),
+    #[error("{0}")]
+    MultiAssignmentNotEnabled(String),
+    #[error("{0}")]
+    DistributionSetInvalid(String),
+    #[error("{0}")]
+    DistributionSetIncomplete(String),
+    #[error("{0}")]
+    ValueChangeNotAllowed(String),
+    #[error("service unavailable")]
+    Unavailable(#[source] anyhow::Error),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        use ApiError::*;
+        match self {
+            Unauthorized => (
+                StatusCode::UNAUTHORIZED,
+                "org.springframework.security.authentication.BadCredentialsException",
+                "hawkbit.server.error.unauthorized",
+            ),
+            Forbidden(_) => (
+                StatusCode::FORBIDDEN,
+                "org.eclipse.hawkbit.repository.exception.InsufficientPermissionException",
+                "hawkbit.server.error.insufficientPermission",
+            ),
+            NotFound(_) => (
+                StatusCode::NOT_FOUND,
+                "org.eclipse.hawkbit.repository.exception.EntityNotFoundException",
+                "hawkbit.server.error.repo.entityNotFound",
+            ),
+            BadRequest(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.ConstraintViolationException",
+                "hawkbit.server.error.repo.constraintViolation",
+            ),
+            NotReadable(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.rest.exception.MessageNotReadableException",
+                "hawkbit.server.error.rest.body.notReadable",
+            ),
+            Conflict(_) => (
+                StatusCode::CONFLICT,
+                "org.eclipse.hawkbit.repository.exception.EntityAlreadyExistsException",
+                "hawkbit.server.error.repo.entityAlreadyExists",
+            ),
+            IllegalState(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.EntityNotFoundException",
+                "hawkbit.server.error.rollout.illegalState",
+            ),
+            MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "org.eclipse.hawkbit.repository.exception.CancelActionNotAllowedException",
+                "hawkbit.server.error.action.cancelNotAllowed",
+            ),
+            MultiAssignmentNotEnabled(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.MultiAssignmentIsNotEnabledException",
+                "hawkbit.server.error.multiAssignmentNotEnabled",
+            ),
+            DistributionSetInvalid(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.InvalidDistributionSetException",
+                "hawkbit.server.error.distributionset.invalid",
+            ),
+            DistributionSetIncomplete(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.IncompleteDistributionSetException",
+                "hawkbit.server.error.distributionset.incomplete",
+            ),
+            ValueChangeNotAllowed(_) => (
+                StatusCode::FORBIDDEN,
+                "org.eclipse.hawkbit.tenancy.configuration.TenantConfigurationValueChangeNotAllowedException",
+                "hawkbit.server.error.configValueChangeNotAllowed",
+            ),
+            Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "org.springframework.transaction.CannotCreateTransactionException",
+                "hawkbit.server.error.unavailable",
+            ),
+            Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "java.lang.RuntimeException",
+                "hawkbit.server.error.internal",
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, class, code) = self.parts();
+        if let ApiError::Internal(e) | ApiError::Unavailable(e) = &self {
+            // Logged once here, where it becomes a response; the body never leaks internals.
+            tracing::error!(error.message = %e, error.cause_chain = ?e, "request failed");
+        }
+        let body = json!({"exceptionClass": class, "errorCode": code, "message": self.to_string()});
+        let mut resp = (status, Json(body)).into_response();
+        if matches!(self, ApiError::Unauthorized) {
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"dmf-broker\""),
+            );
+        }
+        resp
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict(msg) => ApiError::Conflict(msg),
+            StoreError::Transient(e) => ApiError::Unavailable(e.into()),
+            StoreError::Permanent(e) => ApiError::Internal(e.into()),
+        }
+    }
+}
+
+impl From<Invalid> for ApiError {
+    fn from(e: Invalid) -> Self {
+        ApiError::BadRequest(e.0)
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Store(s) => s.into(),
+            EngineError::Invalid(i) => i.into(),
+            EngineError::NotFound(m) => ApiError::NotFound(m),
+            EngineError::Conflict(m) => ApiError::Conflict(m),
+            EngineError::State(m) => ApiError::MethodNotAllowed(m),
+            EngineError::MultiAssignment(m) => ApiError::MultiAssignmentNotEnabled(m),
+            EngineError::SetInvalid(m) => ApiError::DistributionSetInvalid(m),
+            EngineError::SetIncomplete(m) => ApiError::DistributionSetIncomplete(m),
+            EngineError::ConfigLocked(m) => ApiError::ValueChangeNotAllowed(m),
+        }
+    }
+}
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// The authenticated caller of a request, with its tenant resolved.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user: User,
+    pub tenant: TenantId,
+}
+
+impl Caller {
+    /// 403 unless the caller has every permission named.
+    pub fn require(&self, perms: &[Permission]) -> ApiResult<()> {
+        match perms.iter().find(|p| !self.user.has(**p)) {
+            None => Ok(()),
+            Some(p) => Err(ApiError::Forbidden(format!(
+                "user {} lacks permission {}",
+                self.user.username,
+                p.as_str()
+            ))),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.user.username
+    }
+}
+
+impl FromRequestParts<ApiState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let (name, password) = basic_credentials(&parts.headers).ok_or(ApiError::Unauthorized)?;
+        let user = state
+            .users
+            .authenticate(&name, &password)
+            .ok_or(ApiError::Unauthorized)?
+            .clone();
+        let tenant = state.engine.tenant_for_api(&user.tenant).await?;
+        Ok(Caller { user, tenant })
+    }
+}
+
+fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let encoded = value
+        .strip_prefix("Basic ")
+        .or_else(|| value.strip_prefix("basic "))?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (u, p) = text.split_once(':')?;
+    Some((u.to_owned(), p.to_owned()))
+}
+
+/// JSON body extractor that answers malformed bodies with hawkBit's 400 `notReadable`.
+pub struct Body<T>(pub T);
+
+impl<S, T> axum::extract::FromRequest<S> for Body<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::NotReadable(e.to_string()))?;
+        serde_json::from_slice(&bytes)
+            .map(Body)
+            .map_err(|e| ApiError::NotReadable(format!("request body is not readable: {e}")))
+    }
+}
+
+/// `offset`, `limit`, `sort`, `q`, `representation` of list endpoints (§9.1).
+#[derive(Debug, Default, Deserialize)]
+pub struct PageParams {
+    pub offset: Option<String>,
+    pub limit: Option<String>,
+    pub sort: Option<String>,
+    pub q: Option<String>,
+    pub representation: Option<String>,
+}
+
+impl PageParams {
+    pub fn offset(&self) -> i64 {
+        self.offset
+            .as_deref()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(0)
+            .max(0)
+    }
+
+    pub fn limit(&self) -> i64 {
+        match self.limit.as_deref().and_then(|s| s.parse::<i64>().ok()) {
+            Some(l) if l < 1 => 50,
+            Some(l) => l.min(500),
+            None => 50,
+        }
+    }
+
+    pub fn full(&self) -> bool {
+        self.representation.as_deref() == Some("full")
+    }
+
+    /// `ORDER BY` text for `sort=field:ASC,...`, from a whitelist of fields (API name in lower
+    /// case → column). Unknown fields → 400 like hawkBit.
+    pub fn order_by(&self, fields: &[(&str, &str)], default: &str) -> ApiResult<String> {
+        let Some(sort) = self.sort.as_deref().filter(|s| !s.trim().is_empty()) else {
+            return Ok(default.to_owned());
+        };
+        let mut parts = Vec::new();
+        for item in sort.split(',') {
+            let (field, dir) = item.split_once(':').unwrap_or((item, "ASC"));
+            let column = fields
+                .iter()
+                .find(|(name, _)| name.eq_ignore_ascii_case(field.trim()))
+                .map(|(_, c)| *c)
+                .ok_or_else(|| ApiError::BadRequest(format!("unknown sort field {field:?}")))?;
+            let dir = match dir.trim().to_ascii_uppercase().as_str() {
+                "ASC" => "ASC",
+                "DESC" => "DESC",
+                other => {
+                    return Err(ApiError::BadRequest(format!(
+                        "unknown sort direction {other:?}"
+                    )));
+                }
+            };
+            parts.push(format!("{column} {dir}"));
+        }
+        Ok(parts.join(", "))
+    }
+
+    /// `q=` needs the query language of the rollout issue; until then it is refused clearly.
+    pub fn reject_query(&self) -> ApiResult<()> {
+        match &self.q {
+            Some(q) if !q.trim().is_empty() => Err(ApiError::BadRequest(
+                "the q= filter is not supported on this endpoint yet".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+pub type Page = Query<PageParams>;
+
+/// A paged list body: `{"content", "total", "size"}`.
+pub fn paged(content: Vec<Value>, total: i64) -> Value {
+    let size = content.len();
+    json!({"content": content, "total": total, "size": size})
+}
+
+/// Absolute links are built from the request's Host header.
+#[derive(Debug, Clone)]
+pub struct BaseUrl(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for BaseUrl {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, ApiError> {
+        let host = parts
+            .headers
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("localhost");
+        let scheme = parts
+            .headers
+            .get("x-forwarded-proto")
+            .and_then(|h| h.to_str().ok())
+            .unwrap_or("http");
+        Ok(BaseUrl(format!("{scheme}://{host}/rest/v1")))
+    }
+}
+
+impl BaseUrl {
+    pub fn link(&self, path: &str) -> Value {
+        json!({"href": format!("{}{path}", self.0)})
+    }
+}
+
+/// Insert a member only when it has a value (hawkBit omits nulls).
+pub fn put_opt<T: serde::Serialize>(obj: &mut Value, key: &str, value: Option<T>) {
+    if let (Some(v), Some(map)) = (value, obj.as_object_mut()) {
+        map.insert(key.to_owned(), json!(v));
+    }
+}

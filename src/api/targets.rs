@@ -1,0 +1,590 @@
+//! Targets, their actions and direct assignments (rollouts.md §9.6, §9.7).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use crate::auth::Permission;
+use crate::domain::action::{ActionStatus, ActionType};
+use crate::domain::ids::ControllerId;
+use crate::domain::target::{UpdateStatus, validate_name};
+use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
+use crate::store::actions::{self, ActionView};
+use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/rest/v1/targets", get(list).post(create))
+        .route("/rest/v1/targets/{id}", get(one).put(update).delete(remove))
+        .route("/rest/v1/targets/{id}/attributes", get(attributes))
+        .route("/rest/v1/targets/{id}/actions", get(target_actions))
+        .route(
+            "/rest/v1/targets/{id}/actions/{action}",
+            get(target_action).delete(cancel),
+        )
+        .route(
+            "/rest/v1/targets/{id}/actions/{action}/status",
+            get(history),
+        )
+        .route(
+            "/rest/v1/targets/{id}/assignedDS",
+            get(assigned_ds).post(assign_to_target),
+        )
+        .route("/rest/v1/targets/{id}/installedDS", get(installed_ds))
+        .route(
+            "/rest/v1/distributionsets/{id}/assignedTargets",
+            post(assign_to_set),
+        )
+        .route("/rest/v1/actions", get(all_actions))
+        .route("/rest/v1/actions/{id}", get(action_by_id))
+}
+
+async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    s.engine
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))
+}
+
+fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
+    let path = format!("/targets/{}", t.controller_id);
+    let mut v = json!({
+        "controllerId": t.controller_id, "name": t.name,
+        "updateStatus": UpdateStatus::from_db(&t.update_status).map(|s| s.as_db().to_ascii_lowercase()).unwrap_or_default(),
+        "requestAttributes": t.request_attributes,
+        "createdBy": t.created_by, "createdAt": t.created_at,
+        "lastModifiedBy": t.last_modified_by, "lastModifiedAt": t.last_modified_at,
+        "_links": {
+            "self": base.link(&path), "assignedDS": base.link(&format!("{path}/assignedDS")),
+            "installedDS": base.link(&format!("{path}/installedDS")),
+            "attributes": base.link(&format!("{path}/attributes")),
+            "actions": base.link(&format!("{path}/actions?offset=0&limit=50&sort=id%3ADESC")),
+        }
+    });
+    put_opt(&mut v, "description", t.description.clone());
+    put_opt(&mut v, "address", t.address.clone());
+    put_opt(
+        &mut v,
+        "ipAddress",
+        t.address
+            .as_deref()
+            .filter(|a| a.starts_with("http"))
+            .map(str::to_owned),
+    );
+    put_opt(&mut v, "lastControllerRequestAt", t.last_target_query);
+    put_opt(&mut v, "installedAt", t.installation_date);
+    put_opt(&mut v, "group", t.target_group.clone());
+    put_opt(&mut v, "targetType", t.target_type_id);
+    put_opt(&mut v, "targetTypeName", t.target_type_name.clone());
+    if caller.user.has(Permission::READ_TARGET_SECURITY_TOKEN) {
+        put_opt(&mut v, "securityToken", Some(t.security_token.clone()));
+    }
+    if let Some(q) = t.last_target_query {
+        v["pollStatus"] = json!({"lastRequestAt": q});
+    }
+    v
+}
+
+fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
+    let status = ActionStatus::from_db(&a.status).unwrap_or(ActionStatus::Running);
+    let ty = ActionType::from_db(&a.action_type).unwrap_or_default();
+    let path = format!("/targets/{}/actions/{}", a.controller_id, a.id);
+    let mut v = json!({
+        "id": a.id,
+        "type": if status.is_cancel() { "cancel" } else { "update" },
+        "active": a.active, "status": status.api_name(), "forceType": ty.api_name(),
+        "weight": a.weight,
+        "createdBy": a.created_by, "createdAt": a.created_at,
+        "lastModifiedBy": a.last_modified_by, "lastModifiedAt": a.last_modified_at,
+        "_links": {
+            "self": base.link(&path),
+            "target": base.link(&format!("/targets/{}", a.controller_id)),
+            "distributionset": base.link(&format!("/distributionsets/{}", a.ds_id)),
+            "status": base.link(&format!("{path}/status?offset=0&limit=50&sort=id%3ADESC")),
+        }
+    });
+    if ty == ActionType::TimeForced {
+        v["forceTime"] = json!(a.forced_time);
+    }
+    put_opt(&mut v, "rollout", a.rollout_id);
+    put_opt(&mut v, "lastStatusCode", a.last_status_code);
+    put_opt(&mut v, "externalRef", a.external_ref.clone());
+    if let (Some(s), Some(d), Some(z)) = (&a.mw_schedule, &a.mw_duration, &a.mw_timezone) {
+        v["maintenanceWindow"] = json!({"schedule": s, "duration": d, "timezone": z});
+    }
+    v
+}
+
+async fn find_target(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<TargetRow> {
+    let mut c = conn(s).await?;
+    targets::find(&mut c, caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("target {id} not found")))
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    page: Page,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    page.reject_query()?;
+    let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
+    let mut c = conn(&s).await?;
+    let (rows, total) =
+        targets::list(&mut c, caller.tenant, &order, page.offset(), page.limit()).await?;
+    Ok(Json(paged(
+        rows.iter()
+            .map(|t| target_json(t, &base, &caller))
+            .collect(),
+        total,
+    )))
+}
+
+async fn one(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    let t = find_target(&s, &caller, &id).await?;
+    Ok(Json(target_json(&t, &base, &caller)))
+}
+
+async fn attributes(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    let t = find_target(&s, &caller, &id).await?;
+    Ok(Json(targets::attributes_json(&t)))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TargetBody {
+    controller_id: Option<String>,
+    name: Option<String>,
+    description: Option<String>,
+    address: Option<String>,
+    security_token: Option<String>,
+    request_attributes: Option<bool>,
+    target_type: Option<i64>,
+    group: Option<String>,
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Body(body): Body<Vec<TargetBody>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(&[Permission::CREATE_TARGET])?;
+    let mut new = Vec::new();
+    for b in body {
+        let cid = ControllerId::parse(b.controller_id.as_deref().unwrap_or(""))?;
+        let name = b.name.clone().unwrap_or_else(|| cid.as_str().to_owned());
+        validate_name(&name)?;
+        new.push(NewTarget {
+            controller_id: cid.into_string(),
+            name,
+            description: b.description,
+            address: b.address,
+            security_token: b
+                .security_token
+                .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string()),
+            request_attributes: b.request_attributes.unwrap_or(true),
+            target_type_id: b.target_type,
+            group: b.group,
+        });
+    }
+    let mut tx = s
+        .engine
+        .pool()
+        .begin()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    for t in &new {
+        if let Some(tt) = t.target_type_id
+            && !targets::target_type_exists(&mut tx, caller.tenant, tt).await?
+        {
+            return Err(ApiError::NotFound(format!("target type {tt} not found")));
+        }
+    }
+    targets::insert(&mut tx, caller.tenant, &new, caller.name()).await?;
+    let mut out = Vec::new();
+    for t in &new {
+        if let Some(row) = targets::find(&mut tx, caller.tenant, &t.controller_id).await? {
+            out.push(target_json(&row, &base, &caller));
+        }
+    }
+    tx.commit()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    Ok((StatusCode::CREATED, Json(Value::Array(out))))
+}
+
+async fn update(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    Body(b): Body<TargetBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::UPDATE_TARGET])?;
+    let t = find_target(&s, &caller, &id).await?;
+    if let Some(n) = &b.name {
+        validate_name(n)?;
+    }
+    let mut c = conn(&s).await?;
+    let u = TargetUpdate {
+        name: b.name,
+        description: b.description,
+        address: b.address,
+        security_token: b.security_token,
+        request_attributes: b.request_attributes,
+        group: b.group,
+        target_type_id: b.target_type.map(Some),
+    };
+    targets::update(
+        &mut c,
+        crate::domain::ids::TargetId(t.id),
+        &u,
+        caller.name(),
+    )
+    .await?;
+    let t = targets::find(&mut c, caller.tenant, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("target {id} not found")))?;
+    Ok(Json(target_json(&t, &base, &caller)))
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Permission::DELETE_TARGET])?;
+    s.engine.delete_target(caller.tenant, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn target_actions(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    page: Page,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    page.reject_query()?;
+    let t = find_target(&s, &caller, &id).await?;
+    let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
+    let mut c = conn(&s).await?;
+    let (rows, total) = actions::list(
+        &mut c,
+        caller.tenant,
+        Some(t.id),
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
+    Ok(Json(paged(
+        rows.iter().map(|a| action_json(a, &base)).collect(),
+        total,
+    )))
+}
+
+fn parse_id(s: &str) -> ApiResult<i64> {
+    s.parse()
+        .map_err(|_| ApiError::NotFound(format!("{s} is not an id")))
+}
+
+async fn find_action(
+    s: &ApiState,
+    caller: &Caller,
+    target: &str,
+    action: &str,
+) -> ApiResult<ActionView> {
+    let id = parse_id(action)?;
+    let mut c = conn(s).await?;
+    actions::view(&mut c, caller.tenant, id)
+        .await?
+        .filter(|a| a.controller_id == target)
+        .ok_or_else(|| ApiError::NotFound(format!("action {id} not found")))
+}
+
+async fn target_action(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path((id, action)): Path<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    let a = find_action(&s, &caller, &id, &action).await?;
+    Ok(Json(action_json(&a, &base)))
+}
+
+#[derive(Deserialize, Default)]
+struct CancelParams {
+    force: Option<bool>,
+}
+
+async fn cancel(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+    Query(p): Query<CancelParams>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Permission::UPDATE_TARGET])?;
+    let action = parse_id(&action)?;
+    s.engine
+        .cancel_action(
+            caller.tenant,
+            &id,
+            action,
+            p.force.unwrap_or(false),
+            caller.name(),
+        )
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn history(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path((id, action)): Path<(String, String)>,
+    page: Page,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    let a = find_action(&s, &caller, &id, &action).await?;
+    let ascending = page
+        .sort
+        .as_deref()
+        .is_some_and(|s| s.to_ascii_uppercase().ends_with(":ASC"));
+    let mut c = conn(&s).await?;
+    let (rows, total) =
+        actions::history(&mut c, a.id, ascending, page.offset(), page.limit()).await?;
+    let content = rows
+        .iter()
+        .map(|h| {
+            let mut v = json!({"id": h.id, "type": h.status.to_ascii_lowercase(), "messages": h.messages.0,
+                "reportedAt": h.occurred_at, "timestamp": h.occurred_at});
+            put_opt(&mut v, "code", h.code);
+            v
+        })
+        .collect();
+    Ok(Json(paged(content, total)))
+}
+
+async fn set_link(
+    s: &ApiState,
+    caller: &Caller,
+    base: &BaseUrl,
+    ds: Option<i64>,
+) -> ApiResult<Json<Value>> {
+    let _ = (s, caller);
+    match ds {
+        Some(id) => Ok(Json(
+            json!({"id": id, "_links": {"self": base.link(&format!("/distributionsets/{id}"))}}),
+        )),
+        None => Err(ApiError::NotFound("no distribution set".into())),
+    }
+}
+
+async fn assigned_ds(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    let t = find_target(&s, &caller, &id).await?;
+    set_link(&s, &caller, &base, t.assigned_ds_id).await
+}
+
+async fn installed_ds(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    let t = find_target(&s, &caller, &id).await?;
+    set_link(&s, &caller, &base, t.installed_ds_id).await
+}
+
+#[derive(Deserialize)]
+struct Window {
+    schedule: String,
+    duration: String,
+    timezone: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AssignBody {
+    id: Value,
+    #[serde(rename = "type")]
+    action_type: Option<String>,
+    forcetime: Option<i64>,
+    weight: Option<i64>,
+    confirmation_required: Option<bool>,
+    maintenance_window: Option<Window>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    Many(Vec<AssignBody>),
+    One(AssignBody),
+}
+
+#[derive(Deserialize, Default)]
+struct AssignParams {
+    offline: Option<bool>,
+}
+
+fn to_request(b: AssignBody, controller_id: String) -> ApiResult<AssignTarget> {
+    let action_type = match b.action_type.as_deref() {
+        None => ActionType::Forced,
+        Some(t) => ActionType::from_api(t)
+            .ok_or_else(|| ApiError::NotReadable(format!("unknown action type {t:?}")))?,
+    };
+    Ok(AssignTarget {
+        controller_id,
+        action_type,
+        forced_time: b.forcetime.unwrap_or(0),
+        weight: b.weight,
+        confirmation_required: b.confirmation_required,
+        window: b.maintenance_window.map(|w| WindowSpec {
+            schedule: w.schedule,
+            duration: w.duration,
+            timezone: w.timezone,
+        }),
+    })
+}
+
+fn outcome_json(o: &AssignOutcome, base: &BaseUrl) -> Value {
+    json!({
+        "assigned": o.assigned, "alreadyAssigned": o.already_assigned,
+        "total": o.assigned + o.already_assigned,
+        "assignedActions": o.action_ids.iter().map(|id| json!({"id": id, "_links": {"self": base.link(&format!("/actions/{id}"))}})).collect::<Vec<_>>(),
+    })
+}
+
+async fn assign_to_set(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(ds): Path<String>,
+    Query(p): Query<AssignParams>,
+    Body(body): Body<Vec<AssignBody>>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_REPOSITORY, Permission::UPDATE_TARGET])?;
+    let ds = parse_id(&ds)?;
+    let mut reqs = Vec::new();
+    for b in body {
+        let cid =
+            b.id.as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| ApiError::NotReadable("id must be a controllerId string".into()))?;
+        reqs.push(to_request(b, cid)?);
+    }
+    let out = s
+        .engine
+        .assign(
+            caller.tenant,
+            ds,
+            reqs,
+            p.offline.unwrap_or(false),
+            caller.name(),
+        )
+        .await?;
+    Ok(Json(outcome_json(&out, &base)))
+}
+
+async fn assign_to_target(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+    Query(p): Query<AssignParams>,
+    Body(body): Body<OneOrMany>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_REPOSITORY, Permission::UPDATE_TARGET])?;
+    let list = match body {
+        OneOrMany::Many(v) => v,
+        OneOrMany::One(b) => vec![b],
+    };
+    let mut total = AssignOutcome::default();
+    for b in list {
+        let ds =
+            b.id.as_i64()
+                .ok_or_else(|| ApiError::NotReadable("id must be a distribution set id".into()))?;
+        let req = to_request(b, id.clone())?;
+        let o = s
+            .engine
+            .assign(
+                caller.tenant,
+                ds,
+                vec![req],
+                p.offline.unwrap_or(false),
+                caller.name(),
+            )
+            .await?;
+        total.assigned += o.assigned;
+        total.already_assigned += o.already_assigned;
+        total.action_ids.extend(o.action_ids);
+    }
+    Ok(Json(outcome_json(&total, &base)))
+}
+
+async fn all_actions(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    page: Page,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    page.reject_query()?;
+    let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
+    let mut c = conn(&s).await?;
+    let (rows, total) = actions::list(
+        &mut c,
+        caller.tenant,
+        None,
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
+    Ok(Json(paged(
+        rows.iter().map(|a| action_json(a, &base)).collect(),
+        total,
+    )))
+}
+
+async fn action_by_id(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    let id = parse_id(&id)?;
+    let mut c = conn(&s).await?;
+    let a = actions::view(&mut c, caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("action {id} not found")))?;
+    Ok(Json(action_json(&a, &base)))
+}

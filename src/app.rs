@@ -1,0 +1,203 @@
+//! Wires the layers together: database (created and migrated), engine, AMQP supervisor, HTTP
+//! server. The only place that knows all of them.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use secrecy::SecretString;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::api::{self, ApiState};
+use crate::auth::Users;
+use crate::config::{DatabaseArgs, ServeArgs};
+use crate::domain::ids::TenantName;
+use crate::engine::{Engine, EngineSettings};
+use crate::{amqp, store};
+
+/// Liveness of the broker connection, for `/health`.
+#[derive(Debug, Default)]
+pub struct Health {
+    amqp: AtomicBool,
+}
+
+impl Health {
+    pub fn set_amqp(&self, up: bool) {
+        self.amqp.store(up, Ordering::Relaxed);
+    }
+
+    pub fn amqp_up(&self) -> bool {
+        self.amqp.load(Ordering::Relaxed)
+    }
+}
+
+/// Why `serve` could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Bad configuration: exit 2 with this one-line message.
+    #[error("{0}")]
+    Config(String),
+    #[error(transparent)]
+    Runtime(#[from] anyhow::Error),
+}
+
+pub struct Application {
+    args: ServeArgs,
+    listener: TcpListener,
+    engine: Arc<Engine>,
+    users: Arc<Users>,
+    health: Arc<Health>,
+}
+
+/// Create the database if missing and apply migrations.
+pub async fn migrate(db: &DatabaseArgs) -> anyhow::Result<()> {
+    store::create_database_if_missing(&db.database_url)
+        .await
+        .context("creating the database")?;
+    let pool = store::pool(&db.database_url, 2)?;
+    store::migrate(&pool).await.context("applying migrations")?;
+    tracing::info!("migrations applied");
+    Ok(())
+}
+
+impl Application {
+    /// Validate configuration, prepare the database, bind the HTTP listener.
+    pub async fn build(args: ServeArgs) -> Result<Self, StartError> {
+        args.validate().map_err(StartError::Config)?;
+        let password = args
+            .admin_password
+            .clone()
+            .unwrap_or_else(|| SecretString::from(ServeArgs::DEFAULT_ADMIN_PASSWORD));
+        let mut users = Users::with_admin(&args.admin_user, &password);
+        if let Some(path) = &args.users_file {
+            users.load_file(path).map_err(StartError::Config)?;
+        }
+        let mut tenant_names =
+            vec![TenantName::parse(TenantName::DEFAULT).map_err(|e| StartError::Config(e.0))?];
+        for t in &args.tenants {
+            if t.trim().is_empty() {
+                continue;
+            }
+            tenant_names.push(
+                TenantName::parse(t)
+                    .map_err(|e| StartError::Config(format!("DMF_TENANTS: {e}")))?,
+            );
+        }
+        tenant_names.extend(users.tenants());
+        tenant_names.sort();
+        tenant_names.dedup();
+
+        migrate(&args.database).await?;
+        let pool = store::pool(&args.database.database_url, args.database.database_pool)
+            .map_err(|e| StartError::Runtime(e.into()))?;
+        let engine = Arc::new(Engine::new(
+            pool,
+            EngineSettings {
+                vhost: amqp::vhost_of(&args.amqp.amqp_url),
+                implicit_tenants: args.implicit_tenants,
+            },
+        ));
+        engine
+            .ensure_tenants(&tenant_names)
+            .await
+            .context("creating tenants")?;
+        let listener = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding DMF_HTTP_ADDR {}", args.http_addr))?;
+        let addr = listener.local_addr().context("reading the bound address")?;
+        tracing::info!(http_addr = %addr, "listening");
+        Ok(Self {
+            args,
+            listener,
+            engine,
+            users: Arc::new(users),
+            health: Arc::new(Health::default()),
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.listener.local_addr().map(|a| a.port()).unwrap_or(0)
+    }
+
+    pub fn engine(&self) -> Arc<Engine> {
+        self.engine.clone()
+    }
+
+    /// Serve until `token` is cancelled, then shut down in order: stop consuming, drain the
+    /// outbox, finish HTTP requests, close the pool.
+    pub async fn run_until_stopped(self, token: CancellationToken) -> anyhow::Result<()> {
+        let tracker = TaskTracker::new();
+        let amqp_done = tracker.spawn(amqp::run(
+            self.args.amqp.clone(),
+            self.engine.clone(),
+            self.health.clone(),
+            token.child_token(),
+        ));
+        let housekeeping = {
+            let engine = self.engine.clone();
+            let token = token.child_token();
+            tracker.spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                    }
+                    if let Err(e) = engine.purge_inbox().await {
+                        tracing::warn!(error.message = %e, "inbox purge failed");
+                    }
+                }
+            })
+        };
+        let router = api::router(ApiState {
+            engine: self.engine.clone(),
+            users: self.users.clone(),
+            health: self.health.clone(),
+        });
+        let http_token = token.clone();
+        let server = axum::serve(self.listener, router)
+            .with_graceful_shutdown(async move { http_token.cancelled().await });
+        let result = server.await.context("HTTP server failed");
+        tracker.close();
+        // The AMQP task stops consuming and drains the outbox before it returns.
+        if tokio::time::timeout(Duration::from_secs(30), tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("background tasks did not stop within 30 s");
+        }
+        drop((amqp_done, housekeeping));
+        self.engine.pool().close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// `healthcheck`: exit 0 when the service answers /health with 200.
+pub async fn healthcheck(addr: SocketAddr) -> ExitCode {
+    let addr = if addr.ip().is_unspecified() {
+        SocketAddr::from(([127, 0, 0, 1], addr.port()))
+    } else {
+        addr
+    };
+    let check = async {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        s.write_all(
+            format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .ok()?;
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf).await.ok()?;
+        Some(buf.starts_with(b"HTTP/1.1 200"))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), check).await {
+        Ok(Some(true)) => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    }
+}

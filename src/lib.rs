@@ -1,0 +1,26 @@
+//! dmf-broker: staged software rollouts to device fleets over Eclipse hawkBit's Device Management
+//! Federation (DMF) protocol on RabbitMQ, with all state in PostgreSQL.
+//!
+//! Layers (dependencies point inward):
+//!
+//! * [`domain`] — pure rules and state machines; no I/O, no clock.
+//! * [`dmf`] — the wire protocol: serde types mirroring `amqp-schemas/`, the envelope codec.
+//! * [`store`] — owns every SQL statement; functions take `&mut PgConnection` so the engine
+//!   composes them in one transaction.
+//! * [`engine`] — use cases: apply a batch of inbound DMF messages, assign, cancel, render
+//!   outbound messages; state changes and their outbox rows commit together.
+//! * [`amqp`] — thin lapin adapter: topology, the batching consumer, the outbox publisher.
+//! * [`api`] — axum: the hawkBit-compatible Management API and `/health`.
+//! * [`app`] wires them together; [`config`] and [`telemetry`] are read once at start.
+
+pub mod amqp;
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod config;
+pub mod dmf;
+pub mod domain;
+pub mod engine;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
