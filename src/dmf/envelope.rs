@@ -134,6 +134,10 @@ fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
     if body.is_empty() {
         return Err(DecodeError::EmptyBody);
     }
+    // Every inbound body is an object; serde would also read a struct from an array.
+    if body.trim_ascii_start().first() != Some(&b'{') {
+        return Err(DecodeError::Json("body is not a JSON object".into()));
+    }
     serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))
 }
 

@@ -133,7 +133,7 @@ pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<()> {
 pub async fn try_lock_drainer(conn: &mut PgConnection) -> Result<bool> {
     // An arbitrary constant key for the advisory lock ("dmf-outbox").
     Ok(
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7_400_117_001)")
+        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7400117001)")
             .fetch_one(conn)
             .await?,
     )
