@@ -19,6 +19,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once at start
 pub enum Command {
     /// Run the service: migrate, declare the AMQP topology, consume, publish, serve HTTP.
     Serve(ServeArgs),

@@ -19,6 +19,7 @@ use tokio_util::sync::CancellationToken;
 
 pub const REPLY_EXCHANGE: &str = "sdk.replyTo";
 
+#[allow(dead_code)] // kept for tests that reconnect or inspect the broker
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
