@@ -386,13 +386,7 @@ async fn history(
     Ok(Json(paged(content, total)))
 }
 
-async fn set_link(
-    s: &ApiState,
-    caller: &Caller,
-    base: &BaseUrl,
-    ds: Option<i64>,
-) -> ApiResult<Json<Value>> {
-    let _ = (s, caller);
+fn set_link(base: &BaseUrl, ds: Option<i64>) -> ApiResult<Json<Value>> {
     match ds {
         Some(id) => Ok(Json(
             json!({"id": id, "_links": {"self": base.link(&format!("/distributionsets/{id}"))}}),
@@ -409,7 +403,7 @@ async fn assigned_ds(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
     let t = find_target(&s, &caller, &id).await?;
-    set_link(&s, &caller, &base, t.assigned_ds_id).await
+    set_link(&base, t.assigned_ds_id)
 }
 
 async fn installed_ds(
@@ -420,7 +414,7 @@ async fn installed_ds(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
     let t = find_target(&s, &caller, &id).await?;
-    set_link(&s, &caller, &base, t.installed_ds_id).await
+    set_link(&base, t.installed_ds_id)
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use super::inbound::now_ms;
 use super::{Engine, EngineError, config_keys};
 use crate::dmf::envelope;
 use crate::domain::Invalid;
@@ -84,30 +83,17 @@ impl Engine {
                 "distribution set {ds_id} lacks a mandatory software module"
             )));
         }
-        // Validate every request before touching anything.
+        // Validate every request before touching anything. A target named twice collapses to
+        // one action (the last entry wins): one assignment creates one action per target.
         let mut by_target: HashMap<String, AssignTarget> = HashMap::new();
-        let mut order = Vec::new();
         for r in requests {
-            let weight = validate_weight(r.weight)?;
+            validate_weight(r.weight)?;
             if let Some(w) = &r.window {
                 MaintenanceWindow::parse(&w.schedule, &w.duration, &w.timezone)?;
             }
-            let _ = weight;
-            if !multi && by_target.contains_key(&r.controller_id) {
-                // Exact duplicates collapse; one set per target per request in single mode.
-                continue;
-            }
-            if !by_target.contains_key(&r.controller_id) || multi {
-                order.push(r.controller_id.clone());
-            }
             by_target.insert(r.controller_id.clone(), r);
         }
-        let ids: Vec<String> = {
-            let mut v = order.clone();
-            v.sort();
-            v.dedup();
-            v
-        };
+        let ids: Vec<String> = by_target.keys().cloned().collect();
         let rows = targets::find_many(&mut tx, tenant, &ids).await?;
         if rows.len() != ids.len() {
             let missing = ids
@@ -389,7 +375,6 @@ impl Engine {
         }
         let row = tenants::put_config(&mut tx, tenant, key, &Value::Bool(on), user).await?;
         tx.commit().await?;
-        let _ = now_ms;
         Ok(row)
     }
 

@@ -17,7 +17,7 @@ use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::{self, AttributeMode, UpdateStatus};
 use crate::store::outbox::Pending;
-use crate::store::{self, Result, actions, targets, tenants};
+use crate::store::{Result, actions, targets, tenants};
 
 /// Wall clock in epoch ms (the engine's only clock reading; the domain gets it as an argument).
 pub(super) fn now_ms() -> i64 {
@@ -331,9 +331,11 @@ impl Engine {
                 *changed = true;
             }
             *st = outcome.next;
-            let (t, t_changed) = targets
-                .get_mut(&row.target_id)
-                .expect("target locked with its action");
+            // The target row is locked with its action (FK); a missing one means it was deleted
+            // in this very batch, and there is nothing left to update.
+            let Some((t, t_changed)) = targets.get_mut(&row.target_id) else {
+                continue;
+            };
             if !st.active
                 && let Some(list) = open.get_mut(&row.target_id)
             {
@@ -425,7 +427,6 @@ impl Engine {
             }
         }
         actions::update_targets(conn, &tu).await?;
-        let _ = store::now_ms; // history times come from the database clock (column default)
         Ok(verdicts)
     }
 }
