@@ -24,6 +24,7 @@ use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, p
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::StoreError;
+use crate::store::filter::Entity;
 use crate::store::repository::{
     self as repo, ArtifactRow, Deletion, MetadataRow, ModuleRow, ModuleTypeRow, SetRow,
     SetTypeElementRow, SetTypeRow,
@@ -309,12 +310,13 @@ async fn list_module_types(
     params: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    params.reject_query()?;
+    let q = params.filter(Entity::SoftwareModuleType)?;
     let order = params.order_by(repo::MODULE_TYPE_SORT_FIELDS, "ty.id ASC")?;
     let mut c = conn(&state).await?;
     let (rows, total) = repo::list_module_types(
         &mut c,
         caller.tenant,
+        q.as_ref(),
         &order,
         params.offset(),
         params.limit(),
@@ -345,12 +347,13 @@ async fn list_set_types(
     params: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    params.reject_query()?;
+    let q = params.filter(Entity::DistributionSetType)?;
     let order = params.order_by(repo::SET_TYPE_SORT_FIELDS, "dt.id ASC")?;
     let mut c = conn(&state).await?;
     let (rows, total) = repo::list_set_types(
         &mut c,
         caller.tenant,
+        q.as_ref(),
         &order,
         params.offset(),
         params.limit(),
@@ -471,12 +474,13 @@ async fn list_modules(
     params: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    params.reject_query()?;
+    let q = params.filter(Entity::SoftwareModule)?;
     let order = params.order_by(repo::MODULE_SORT_FIELDS, "m.id ASC")?;
     let mut c = conn(&state).await?;
     let (rows, total) = repo::list_modules(
         &mut c,
         caller.tenant,
+        q.as_ref(),
         &order,
         params.offset(),
         params.limit(),
@@ -883,7 +887,7 @@ async fn list_metadata(
     params: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    params.reject_query()?;
+    let q = params.filter(Entity::SoftwareModuleMetadata)?;
     let order = params.order_by(repo::METADATA_SORT_FIELDS, "md.key ASC")?;
     let mut c = conn(&state).await?;
     repo::find_module(&mut c, caller.tenant, id)
@@ -893,6 +897,7 @@ async fn list_metadata(
         &mut c,
         caller.tenant,
         id,
+        q.as_ref(),
         &order,
         params.offset(),
         params.limit(),
@@ -1077,12 +1082,13 @@ async fn list_sets(
     params: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    params.reject_query()?;
+    let q = params.filter(Entity::DistributionSet)?;
     let order = params.order_by(repo::SET_SORT_FIELDS, "d.id ASC")?;
     let mut c = conn(&state).await?;
     let (rows, total) = repo::list_sets(
         &mut c,
         caller.tenant,
+        q.as_ref(),
         &order,
         params.offset(),
         params.limit(),
@@ -1263,7 +1269,7 @@ async fn list_set_modules(
     params: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    params.reject_query()?;
+    let q = params.filter(Entity::SoftwareModule)?;
     let order = params.order_by(repo::MODULE_SORT_FIELDS, "m.id ASC")?;
     let mut c = conn(&state).await?;
     repo::find_set(&mut c, caller.tenant, id)
@@ -1273,6 +1279,7 @@ async fn list_set_modules(
         &mut c,
         caller.tenant,
         id,
+        q.as_ref(),
         &order,
         params.offset(),
         params.limit(),

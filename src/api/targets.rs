@@ -14,6 +14,7 @@ use crate::domain::ids::ControllerId;
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
+use crate::store::filter::Entity;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
 
 pub fn router() -> Router<ApiState> {
@@ -51,7 +52,7 @@ async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgr
         .map_err(|e| ApiError::Unavailable(e.into()))
 }
 
-fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
+pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
     let path = format!("/targets/{}", t.controller_id);
     let mut v = json!({
         "controllerId": t.controller_id, "name": t.name,
@@ -134,11 +135,18 @@ async fn list(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::Target)?;
     let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
     let mut c = conn(&s).await?;
-    let (rows, total) =
-        targets::list(&mut c, caller.tenant, &order, page.offset(), page.limit()).await?;
+    let (rows, total) = targets::list(
+        &mut c,
+        caller.tenant,
+        q.as_ref(),
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
     Ok(Json(paged(
         rows.iter()
             .map(|t| target_json(t, &base, &caller))
@@ -285,7 +293,7 @@ async fn target_actions(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::Action)?;
     let t = find_target(&s, &caller, &id).await?;
     let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
     let mut c = conn(&s).await?;
@@ -293,6 +301,7 @@ async fn target_actions(
         &mut c,
         caller.tenant,
         Some(t.id),
+        q.as_ref(),
         &order,
         page.offset(),
         page.limit(),
@@ -550,13 +559,14 @@ async fn all_actions(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::Action)?;
     let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
     let mut c = conn(&s).await?;
     let (rows, total) = actions::list(
         &mut c,
         caller.tenant,
         None,
+        q.as_ref(),
         &order,
         page.offset(),
         page.limit(),

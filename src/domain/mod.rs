@@ -7,6 +7,8 @@
 pub mod action;
 pub mod ids;
 pub mod maintenance;
+pub mod rollout;
+pub mod rsql;
 pub mod target;
 
 /// An input that breaks a domain rule. The message is user-facing (REST error body, dead-letter

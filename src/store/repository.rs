@@ -3,8 +3,9 @@
 
 use std::collections::BTreeMap;
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, QueryBuilder};
 
+use super::filter::{Filter, push_and};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -116,6 +117,16 @@ pub async fn set_facts(
     .await?)
 }
 
+/// The type of a distribution set.
+pub async fn set_type_id(conn: &mut PgConnection, ds_id: i64) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT type_id FROM distribution_set WHERE id = $1")
+            .bind(ds_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
 // ---------------------------------------------------------------------------------------------
 // Management API: types, software modules, artifacts, module metadata, distribution sets.
 // Every statement is filtered by tenant; child tables (artifacts, metadata, set members) are
@@ -155,31 +166,35 @@ pub const MODULE_TYPE_SORT_FIELDS: &[(&str, &str)] = &[
     ("lastmodifiedby", "ty.last_modified_by"),
 ];
 
-/// A page of the tenant's (not deleted) module types; `order_by` comes from
-/// [`MODULE_TYPE_SORT_FIELDS`] only.
+/// A page of the tenant's (not deleted) module types matching `q`, and their total;
+/// `order_by` comes from [`MODULE_TYPE_SORT_FIELDS`] only.
 pub async fn list_module_types(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<ModuleTypeRow>, i64)> {
-    let rows = sqlx::query_as::<_, ModuleTypeRow>(&format!(
-        "SELECT {MODULE_TYPE_COLUMNS} FROM software_module_type ty
-         WHERE ty.tenant_id = $1 AND NOT ty.deleted ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM software_module_type WHERE tenant_id = $1 AND NOT deleted",
-    )
-    .bind(tenant.0)
-    .fetch_one(conn)
-    .await?;
+    let from = "FROM software_module_type ty WHERE NOT ty.deleted AND ty.tenant_id = ";
+    let mut page = QueryBuilder::new(format!("SELECT {MODULE_TYPE_COLUMNS} {from}"));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "ty");
+    push_page(&mut page, order_by, offset, limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(format!("SELECT count(*) {from}"));
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "ty");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
+}
+
+/// ` ORDER BY <order_by> OFFSET $n LIMIT $m`; `order_by` comes from a sort-field whitelist.
+fn push_page(qb: &mut QueryBuilder<'_, sqlx::Postgres>, order_by: &str, offset: i64, limit: i64) {
+    qb.push(format!(" ORDER BY {order_by} OFFSET "));
+    qb.push_bind(offset);
+    qb.push(" LIMIT ");
+    qb.push_bind(limit);
 }
 
 /// One module type by id.
@@ -245,30 +260,26 @@ pub const SET_TYPE_SORT_FIELDS: &[(&str, &str)] = &[
     ("lastmodifiedby", "dt.last_modified_by"),
 ];
 
-/// A page of the tenant's (not deleted) set types; `order_by` comes from
-/// [`SET_TYPE_SORT_FIELDS`] only.
+/// A page of the tenant's (not deleted) set types matching `q`, and their total; `order_by`
+/// comes from [`SET_TYPE_SORT_FIELDS`] only.
 pub async fn list_set_types(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<SetTypeRow>, i64)> {
-    let rows = sqlx::query_as::<_, SetTypeRow>(&format!(
-        "SELECT {SET_TYPE_COLUMNS} FROM distribution_set_type dt
-         WHERE dt.tenant_id = $1 AND NOT dt.deleted ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM distribution_set_type WHERE tenant_id = $1 AND NOT deleted",
-    )
-    .bind(tenant.0)
-    .fetch_one(conn)
-    .await?;
+    let from = "FROM distribution_set_type dt WHERE NOT dt.deleted AND dt.tenant_id = ";
+    let mut page = QueryBuilder::new(format!("SELECT {SET_TYPE_COLUMNS} {from}"));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "dt");
+    push_page(&mut page, order_by, offset, limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(format!("SELECT count(*) {from}"));
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "dt");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
@@ -374,31 +385,31 @@ pub const MODULE_SORT_FIELDS: &[(&str, &str)] = &[
     ("lastmodifiedby", "m.last_modified_by"),
 ];
 
-/// A page of the tenant's (not deleted) software modules; `order_by` comes from
-/// [`MODULE_SORT_FIELDS`] only.
+/// A page of the tenant's (not deleted) software modules matching `q`, and their total;
+/// `order_by` comes from [`MODULE_SORT_FIELDS`] only.
 pub async fn list_modules(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<ModuleRow>, i64)> {
-    let rows = sqlx::query_as::<_, ModuleRow>(&format!(
+    let mut page = QueryBuilder::new(format!(
         "SELECT {MODULE_COLUMNS} FROM software_module m
          JOIN software_module_type ty ON ty.id = m.type_id
-         WHERE m.tenant_id = $1 AND NOT m.deleted ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM software_module WHERE tenant_id = $1 AND NOT deleted",
-    )
-    .bind(tenant.0)
-    .fetch_one(conn)
-    .await?;
+         WHERE NOT m.deleted AND m.tenant_id = "
+    ));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "m");
+    push_page(&mut page, order_by, offset, limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(
+        "SELECT count(*) FROM software_module m WHERE NOT m.deleted AND m.tenant_id = ",
+    );
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "m");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
@@ -722,34 +733,32 @@ pub const METADATA_SORT_FIELDS: &[(&str, &str)] = &[
     ("targetvisible", "md.target_visible"),
 ];
 
-/// A page of a module's metadata; `order_by` comes from [`METADATA_SORT_FIELDS`] only.
+/// A page of a module's metadata matching `q`, and their total; `order_by` comes from
+/// [`METADATA_SORT_FIELDS`] only.
 pub async fn list_metadata(
     conn: &mut PgConnection,
     tenant: TenantId,
     sm_id: i64,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<MetadataRow>, i64)> {
-    let rows = sqlx::query_as::<_, MetadataRow>(&format!(
-        "SELECT md.key, md.value, md.target_visible FROM software_module_metadata md
-         JOIN software_module m ON m.id = md.sm_id
-         WHERE m.tenant_id = $1 AND md.sm_id = $2 ORDER BY {order_by} OFFSET $3 LIMIT $4"
-    ))
-    .bind(tenant.0)
-    .bind(sm_id)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM software_module_metadata md JOIN software_module m ON m.id = md.sm_id
-         WHERE m.tenant_id = $1 AND md.sm_id = $2",
-    )
-    .bind(tenant.0)
-    .bind(sm_id)
-    .fetch_one(conn)
-    .await?;
+    let from = "FROM software_module_metadata md JOIN software_module m ON m.id = md.sm_id
+         WHERE m.tenant_id = ";
+    let scope = |qb: &mut QueryBuilder<'_, sqlx::Postgres>| {
+        qb.push_bind(tenant.0);
+        qb.push(" AND md.sm_id = ");
+        qb.push_bind(sm_id);
+        push_and(qb, q, "md");
+    };
+    let mut page = QueryBuilder::new(format!("SELECT md.key, md.value, md.target_visible {from}"));
+    scope(&mut page);
+    push_page(&mut page, order_by, offset, limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(format!("SELECT count(*) {from}"));
+    scope(&mut count);
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
@@ -893,31 +902,31 @@ pub const SET_SORT_FIELDS: &[(&str, &str)] = &[
     ("lastmodifiedby", "d.last_modified_by"),
 ];
 
-/// A page of the tenant's (not deleted) distribution sets; `order_by` comes from
-/// [`SET_SORT_FIELDS`] only.
+/// A page of the tenant's (not deleted) distribution sets matching `q`, and their total;
+/// `order_by` comes from [`SET_SORT_FIELDS`] only.
 pub async fn list_sets(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<SetRow>, i64)> {
-    let rows = sqlx::query_as::<_, SetRow>(&format!(
+    let mut page = QueryBuilder::new(format!(
         "SELECT {SET_COLUMNS} FROM distribution_set d
          JOIN distribution_set_type dt ON dt.id = d.type_id
-         WHERE d.tenant_id = $1 AND NOT d.deleted ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM distribution_set WHERE tenant_id = $1 AND NOT deleted",
-    )
-    .bind(tenant.0)
-    .fetch_one(conn)
-    .await?;
+         WHERE NOT d.deleted AND d.tenant_id = "
+    ));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "d");
+    push_page(&mut page, order_by, offset, limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(
+        "SELECT count(*) FROM distribution_set d WHERE NOT d.deleted AND d.tenant_id = ",
+    );
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "d");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
@@ -982,36 +991,41 @@ pub async fn modules_of_sets_full(
     .await?)
 }
 
-/// A page of the modules of one set; `order_by` comes from [`MODULE_SORT_FIELDS`] only.
+/// A page of the modules of one set matching `q`, and their total; `order_by` comes from
+/// [`MODULE_SORT_FIELDS`] only.
 pub async fn list_set_modules(
     conn: &mut PgConnection,
     tenant: TenantId,
     ds_id: i64,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<ModuleRow>, i64)> {
-    let rows = sqlx::query_as::<_, ModuleRow>(&format!(
+    let scope = |qb: &mut QueryBuilder<'_, sqlx::Postgres>| {
+        qb.push_bind(tenant.0);
+        qb.push(" AND dm.ds_id = ");
+        qb.push_bind(ds_id);
+        push_and(qb, q, "m");
+    };
+    let mut page = QueryBuilder::new(format!(
         "SELECT {MODULE_COLUMNS} FROM distribution_set_module dm
          JOIN distribution_set d ON d.id = dm.ds_id
          JOIN software_module m ON m.id = dm.sm_id
          JOIN software_module_type ty ON ty.id = m.type_id
-         WHERE d.tenant_id = $1 AND dm.ds_id = $2 ORDER BY {order_by} OFFSET $3 LIMIT $4"
-    ))
-    .bind(tenant.0)
-    .bind(ds_id)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM distribution_set_module dm JOIN distribution_set d ON d.id = dm.ds_id
-         WHERE d.tenant_id = $1 AND dm.ds_id = $2",
-    )
-    .bind(tenant.0)
-    .bind(ds_id)
-    .fetch_one(conn)
-    .await?;
+         WHERE d.tenant_id = "
+    ));
+    scope(&mut page);
+    push_page(&mut page, order_by, offset, limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(
+        "SELECT count(*) FROM distribution_set_module dm
+         JOIN distribution_set d ON d.id = dm.ds_id
+         JOIN software_module m ON m.id = dm.sm_id
+         WHERE d.tenant_id = ",
+    );
+    scope(&mut count);
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 

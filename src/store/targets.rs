@@ -4,8 +4,9 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, QueryBuilder};
 
+use super::filter::{Filter, push_and};
 use super::{Result, StoreError};
 use crate::domain::ids::{TargetId, TenantId};
 
@@ -38,7 +39,8 @@ pub struct TargetRow {
     pub last_modified_by: String,
 }
 
-const COLUMNS: &str = "t.id, t.tenant_id, t.controller_id, t.name, t.description, t.address,
+pub(super) const COLUMNS: &str =
+    "t.id, t.tenant_id, t.controller_id, t.name, t.description, t.address,
     t.security_token, t.attributes, t.request_attributes, t.update_status, t.assigned_ds_id,
     t.installed_ds_id, t.installation_date, t.last_target_query, t.target_type_id,
     tt.name AS target_type_name, t.target_group, t.auto_confirm_at, t.auto_confirm_initiator,
@@ -237,27 +239,31 @@ pub const SORT_FIELDS: &[(&str, &str)] = &[
     ("lastcontrollerrequestat", "t.last_target_query"),
 ];
 
-/// A page of targets; `order_by` is built from [`SORT_FIELDS`] only.
+/// A page of targets matching `q` (a [`Entity::Target`](super::filter::Entity) filter) and
+/// their total; `order_by` is built from [`SORT_FIELDS`] only.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<TargetRow>, i64)> {
-    let rows = sqlx::query_as(&format!(
+    let mut page = QueryBuilder::new(format!(
         "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM target WHERE tenant_id = $1")
-        .bind(tenant.0)
-        .fetch_one(conn)
-        .await?;
+         WHERE t.tenant_id = "
+    ));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "t");
+    page.push(format!(" ORDER BY {order_by} OFFSET "));
+    page.push_bind(offset);
+    page.push(" LIMIT ");
+    page.push_bind(limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new("SELECT count(*) FROM target t WHERE t.tenant_id = ");
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "t");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
