@@ -1,0 +1,170 @@
+//! Target metadata (`/rest/v1/targets/{controllerId}/metadata`): operator-owned key/value
+//! pairs, at most [`MAX_ENTRIES_PER_TARGET`] per target (hawkBit's `maxMetaDataEntriesPerTarget`).
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::target_types::{Ids, begin, check_text, commit, conn, find_target, lock_target};
+use super::{ApiError, ApiResult, ApiState, Body, Caller, Page, paged};
+use crate::auth::Permission;
+use crate::store::target_metadata::{self as md, MetadataRow};
+
+/// hawkBit's default `maxMetaDataEntriesPerTarget`.
+pub const MAX_ENTRIES_PER_TARGET: i64 = 100;
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/rest/v1/targets/{id}/metadata", get(list).post(create))
+        .route(
+            "/rest/v1/targets/{id}/metadata/{key}",
+            get(one).put(update).delete(remove),
+        )
+}
+
+fn metadata_json(m: &MetadataRow) -> Value {
+    json!({"key": m.key, "value": m.value})
+}
+
+fn no_entry(controller_id: &str, key: &str) -> ApiError {
+    ApiError::NotFound(format!(
+        "metadata {key:?} of target {controller_id} not found"
+    ))
+}
+
+/// A key from a path that cannot exist (control characters, too long) is simply not found.
+fn path_key(controller_id: &str, key: &str) -> ApiResult<()> {
+    check_text("key", key, 1, 128, false).map_err(|_| no_entry(controller_id, key))
+}
+
+fn check_value(value: &str) -> ApiResult<()> {
+    check_text("value", value, 0, 4000, true)
+}
+
+#[derive(Debug, Deserialize)]
+struct MetadataCreate {
+    key: Option<String>,
+    value: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetadataUpdate {
+    value: Option<String>,
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Ids(controller_id): Ids<String>,
+    page: Page,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    page.reject_query()?;
+    let order = page.order_by(md::SORT_FIELDS, "md.key ASC")?;
+    let mut c = conn(&s).await?;
+    let t = find_target(&mut c, &caller, &controller_id).await?;
+    let (rows, total) = md::list(
+        &mut c,
+        caller.tenant,
+        t.id,
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
+    Ok(Json(paged(rows.iter().map(metadata_json).collect(), total)))
+}
+
+/// All entries or none: an invalid entry → 400, an existing key → 409, more than the quota →
+/// 429.
+async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Ids(controller_id): Ids<String>,
+    Body(body): Body<Vec<MetadataCreate>>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(&[Permission::UPDATE_TARGET])?;
+    let mut entries = Vec::with_capacity(body.len());
+    for item in body {
+        let key = item
+            .key
+            .ok_or_else(|| ApiError::BadRequest("key is required".into()))?;
+        check_text("key", &key, 1, 128, false)?;
+        let value = item.value.unwrap_or_default();
+        check_value(&value)?;
+        entries.push(MetadataRow { key, value });
+    }
+    let mut tx = begin(&s).await?;
+    // Locked, so concurrent requests cannot both pass the quota check.
+    let t = lock_target(&mut tx, &caller, &controller_id).await?;
+    let existing = md::count(&mut tx, caller.tenant, t.id).await?;
+    let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+    if wanted > MAX_ENTRIES_PER_TARGET {
+        return Err(ApiError::TooManyEntries(format!(
+            "target {controller_id} would have {wanted} metadata entries; at most \
+             {MAX_ENTRIES_PER_TARGET} are allowed"
+        )));
+    }
+    for e in &entries {
+        md::insert(&mut tx, caller.tenant, t.id, e).await?;
+    }
+    commit(tx).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(Value::Array(entries.iter().map(metadata_json).collect())),
+    ))
+}
+
+async fn one(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Ids((controller_id, key)): Ids<(String, String)>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_TARGET])?;
+    path_key(&controller_id, &key)?;
+    let mut c = conn(&s).await?;
+    let t = find_target(&mut c, &caller, &controller_id).await?;
+    let m = md::find(&mut c, caller.tenant, t.id, &key)
+        .await?
+        .ok_or_else(|| no_entry(&controller_id, &key))?;
+    Ok(Json(metadata_json(&m)))
+}
+
+async fn update(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Ids((controller_id, key)): Ids<(String, String)>,
+    Body(body): Body<MetadataUpdate>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::UPDATE_TARGET])?;
+    path_key(&controller_id, &key)?;
+    let value = body
+        .value
+        .ok_or_else(|| ApiError::BadRequest("value is required".into()))?;
+    check_value(&value)?;
+    let mut c = conn(&s).await?;
+    let t = find_target(&mut c, &caller, &controller_id).await?;
+    let m = md::update(&mut c, caller.tenant, t.id, &key, &value)
+        .await?
+        .ok_or_else(|| no_entry(&controller_id, &key))?;
+    Ok(Json(metadata_json(&m)))
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Ids((controller_id, key)): Ids<(String, String)>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[Permission::UPDATE_TARGET])?;
+    path_key(&controller_id, &key)?;
+    let mut c = conn(&s).await?;
+    let t = find_target(&mut c, &caller, &controller_id).await?;
+    if md::delete(&mut c, caller.tenant, t.id, &key).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(no_entry(&controller_id, &key))
+    }
+}
