@@ -239,30 +239,31 @@ impl Consumer {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
-            match self.engine.handle_batch(incoming).await {
+            let err = match self.engine.handle_batch(incoming).await {
                 Ok(v) => return Some(v),
-                Err(e) if e.is_transient() => {
-                    tracing::warn!(error.message = %e, retry_in_ms = backoff.as_millis() as u64, "database unavailable; batch will be retried");
-                }
-                Err(e) => {
-                    tracing::error!(error.message = %e, "batch failed; retrying message by message");
-                    let mut verdicts = Vec::with_capacity(incoming.len());
-                    let mut transient = false;
-                    for one in incoming {
-                        match self.engine.handle_batch(std::slice::from_ref(one)).await {
-                            Ok(mut v) => verdicts.push(v.pop().unwrap_or(Verdict::Done)),
-                            Err(e) if e.is_transient() => {
-                                transient = true;
-                                break;
-                            }
-                            Err(e) => {
-                                verdicts.push(Verdict::Reject(format!("internal error: {e}")))
-                            }
+                Err(e) => e,
+            };
+            // An error while the database is unreachable says nothing about the messages, whatever
+            // its class: e.g. "database is not currently accepting connections" (55000) comes
+            // from the connect phase and looks permanent. Retry instead of dead-lettering.
+            if err.is_transient() || !self.engine.database_up().await {
+                tracing::warn!(error.message = %err, retry_in_ms = backoff.as_millis() as u64, "database unavailable; batch will be retried");
+            } else {
+                tracing::error!(error.message = %err, "batch failed; retrying message by message");
+                let mut verdicts = Vec::with_capacity(incoming.len());
+                let mut transient = false;
+                for one in incoming {
+                    match self.engine.handle_batch(std::slice::from_ref(one)).await {
+                        Ok(mut v) => verdicts.push(v.pop().unwrap_or(Verdict::Done)),
+                        Err(e) if e.is_transient() || !self.engine.database_up().await => {
+                            transient = true;
+                            break;
                         }
+                        Err(e) => verdicts.push(Verdict::Reject(format!("internal error: {e}"))),
                     }
-                    if !transient {
-                        return Some(verdicts);
-                    }
+                }
+                if !transient {
+                    return Some(verdicts);
                 }
             }
             tokio::select! {

@@ -50,6 +50,11 @@ pub async fn run(
         match session(&cfg, &engine, &health, &token).await {
             Ok(()) => return,
             Err(e) => {
+                // Only consecutive failures to connect grow the delay: a session that got
+                // connected starts over at one second.
+                if health.amqp_up() {
+                    backoff = Duration::from_secs(1);
+                }
                 health.set_amqp(false);
                 tracing::warn!(error.message = %e, retry_in_ms = backoff.as_millis() as u64, "AMQP session ended; reconnecting");
             }
