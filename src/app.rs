@@ -100,6 +100,12 @@ impl Application {
             EngineSettings {
                 vhost: amqp::vhost_of(&args.amqp.amqp_url),
                 implicit_tenants: args.implicit_tenants,
+                approval_webhook: args.approval_webhook.clone(),
+                public_url: args
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", args.http_addr)),
+                enrol_idle_ms: args.dynamic_idle_ms,
             },
         ));
         engine
@@ -138,6 +144,11 @@ impl Application {
             self.health.clone(),
             token.child_token(),
         ));
+        let executor = tracker.spawn(crate::engine::rollouts::run_executor(
+            self.engine.clone(),
+            Duration::from_millis(self.args.rollout_tick_ms.max(10)),
+            token.child_token(),
+        ));
         let housekeeping = {
             let engine = self.engine.clone();
             let token = token.child_token();
@@ -153,6 +164,24 @@ impl Application {
                 }
             })
         };
+        // Timers push: a device hears of its action the moment a maintenance window opens.
+        tracker.spawn({
+            let engine = self.engine.clone();
+            let token = token.child_token();
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(1));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = engine.push_opened_windows().await {
+                        tracing::warn!(error.message = %e, "maintenance window sweep failed");
+                    }
+                }
+            }
+        });
         let router = api::router(ApiState {
             engine: self.engine.clone(),
             users: self.users.clone(),
@@ -170,7 +199,7 @@ impl Application {
         {
             tracing::warn!("background tasks did not stop within 30 s");
         }
-        drop((amqp_done, housekeeping));
+        drop((amqp_done, housekeeping, executor));
         self.engine.pool().close().await;
         tracing::info!("stopped");
         result

@@ -120,6 +120,17 @@ pub struct ServeArgs {
     /// URL that receives a POST whenever a rollout waits for approval.
     #[arg(long, env = "DMF_APPROVAL_WEBHOOK")]
     pub approval_webhook: Option<String>,
+    /// Base URL of this service as others reach it (links in webhook calls); default
+    /// `http://<DMF_HTTP_ADDR>`.
+    #[arg(long, env = "DMF_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How often the rollout executor looks for timers (`startAt`) and missed wake-ups (ms).
+    #[arg(long, env = "DMF_ROLLOUT_TICK_MS", default_value_t = 1000)]
+    pub rollout_tick_ms: u64,
+    /// Pause of dynamic enrolment after a pass found no new target (ms; hawkBit's
+    /// `dynamicRolloutsMinInvolvePeriodMS`).
+    #[arg(long, env = "DMF_DYNAMIC_IDLE_MS", default_value_t = 60000)]
+    pub dynamic_idle_ms: i64,
     /// Further tenants besides DEFAULT and the users file's (comma-separated).
     #[arg(long, env = "DMF_TENANTS", value_delimiter = ',')]
     pub tenants: Vec<String>,

@@ -7,7 +7,12 @@
 
 pub mod health;
 pub mod repository;
+pub mod rollouts;
 pub mod system;
+pub mod tags;
+pub mod target_filters;
+pub mod target_metadata;
+pub mod target_types;
 pub mod targets;
 
 use std::sync::Arc;
@@ -24,8 +29,10 @@ use serde_json::{Value, json};
 use crate::auth::{Permission, User};
 use crate::domain::Invalid;
 use crate::domain::ids::TenantId;
+use crate::domain::rsql::RsqlError;
 use crate::engine::{Engine, EngineError};
 use crate::store::StoreError;
+use crate::store::filter::{Entity, Filter};
 
 /// Shared state of every handler.
 #[derive(Clone)]
@@ -39,8 +46,13 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(repository::router())
+        .merge(rollouts::router())
         .merge(system::router())
         .merge(targets::router())
+        .merge(target_types::router())
+        .merge(tags::router())
+        .merge(target_filters::router())
+        .merge(target_metadata::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
 }
@@ -58,6 +70,12 @@ pub enum ApiError {
     BadRequest(String),
     #[error("{0}")]
     NotReadable(String),
+    /// A malformed `q=` or stored filter query (§1.4).
+    #[error("{0}")]
+    RsqlSyntax(String),
+    /// A `q=` or stored filter query naming a field the entity does not have.
+    #[error("{0}")]
+    RsqlInvalidField(String),
     #[error("{0}")]
     Conflict(String),
     #[error("{0}")]
@@ -72,6 +90,18 @@ pub enum ApiError {
     DistributionSetIncomplete(String),
     #[error("{0}")]
     ValueChangeNotAllowed(String),
+    /// A quota would be exceeded (429).
+    #[error("{0}")]
+    TooManyEntries(String),
+    /// The entity is read-only (403), e.g. a deleted rollout.
+    #[error("{0}")]
+    ReadOnly(String),
+    /// Deleting a target type that targets still have (409).
+    #[error("{0}")]
+    TargetTypeInUse(String),
+    /// A target type needs a key or a name (400).
+    #[error("{0}")]
+    TargetTypeKeyOrNameRequired(String),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -107,6 +137,16 @@ impl ApiError {
                 "org.eclipse.hawkbit.rest.exception.MessageNotReadableException",
                 "hawkbit.server.error.rest.body.notReadable",
             ),
+            RsqlSyntax(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.RSQLParameterSyntaxException",
+                "hawkbit.server.error.rest.param.rsqlParamSyntax",
+            ),
+            RsqlInvalidField(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.RSQLParameterUnsupportedFieldException",
+                "hawkbit.server.error.rest.param.rsqlInvalidField",
+            ),
             Conflict(_) => (
                 StatusCode::CONFLICT,
                 "org.eclipse.hawkbit.repository.exception.EntityAlreadyExistsException",
@@ -141,6 +181,26 @@ impl ApiError {
                 StatusCode::FORBIDDEN,
                 "org.eclipse.hawkbit.tenancy.configuration.TenantConfigurationValueChangeNotAllowedException",
                 "hawkbit.server.error.configValueChangeNotAllowed",
+            ),
+            TooManyEntries(_) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "org.eclipse.hawkbit.repository.exception.AssignmentQuotaExceededException",
+                "hawkbit.server.error.quota.tooManyEntries",
+            ),
+            ReadOnly(_) => (
+                StatusCode::FORBIDDEN,
+                "org.eclipse.hawkbit.repository.exception.EntityReadOnlyException",
+                "hawkbit.server.error.entityReadOnly",
+            ),
+            TargetTypeInUse(_) => (
+                StatusCode::CONFLICT,
+                "org.eclipse.hawkbit.repository.exception.TargetTypeInUseException",
+                "hawkbit.server.error.target.type.used",
+            ),
+            TargetTypeKeyOrNameRequired(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.TargetTypeKeyOrNameRequiredException",
+                "hawkbit.server.error.target.type.keyOrNameRequired",
             ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -185,6 +245,15 @@ impl From<StoreError> for ApiError {
     }
 }
 
+impl From<RsqlError> for ApiError {
+    fn from(e: RsqlError) -> Self {
+        match e {
+            RsqlError::Syntax(_) => ApiError::RsqlSyntax(e.to_string()),
+            RsqlError::UnknownField(_) => ApiError::RsqlInvalidField(e.to_string()),
+        }
+    }
+}
+
 impl From<Invalid> for ApiError {
     fn from(e: Invalid) -> Self {
         ApiError::BadRequest(e.0)
@@ -203,6 +272,12 @@ impl From<EngineError> for ApiError {
             EngineError::SetInvalid(m) => ApiError::DistributionSetInvalid(m),
             EngineError::SetIncomplete(m) => ApiError::DistributionSetIncomplete(m),
             EngineError::ConfigLocked(m) => ApiError::ValueChangeNotAllowed(m),
+            EngineError::Constraint(m) => ApiError::BadRequest(m),
+            EngineError::NotReadable(m) => ApiError::NotReadable(m),
+            EngineError::Quota(m) => ApiError::TooManyEntries(m),
+            EngineError::ReadOnly(m) => ApiError::ReadOnly(m),
+            EngineError::RolloutState(m) => ApiError::IllegalState(m),
+            EngineError::Query(q) => q.into(),
         }
     }
 }
@@ -241,9 +316,9 @@ impl FromRequestParts<ApiState> for Caller {
         let (name, password) = basic_credentials(&parts.headers).ok_or(ApiError::Unauthorized)?;
         let user = state
             .users
-            .authenticate(&name, &password)
-            .ok_or(ApiError::Unauthorized)?
-            .clone();
+            .authenticate_async(&name, &password)
+            .await
+            .ok_or(ApiError::Unauthorized)?;
         let tenant = state.engine.tenant_for_api(&user.tenant).await?;
         Ok(Caller { user, tenant })
     }
@@ -341,7 +416,15 @@ impl PageParams {
         Ok(parts.join(", "))
     }
 
-    /// `q=` needs the query language of the rollout issue; until then it is refused clearly.
+    /// The `q=` filter for `entity`, parsed and validated; `None` when absent or blank.
+    pub fn filter(&self, entity: Entity) -> ApiResult<Option<Filter>> {
+        match self.q.as_deref().filter(|q| !q.trim().is_empty()) {
+            Some(q) => Ok(Some(Filter::parse(entity, q)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Refuse `q=` on an endpoint that does not filter.
     pub fn reject_query(&self) -> ApiResult<()> {
         match &self.q {
             Some(q) if !q.trim().is_empty() => Err(ApiError::BadRequest(

@@ -118,6 +118,7 @@ impl Engine {
             self.supersede(
                 &mut tx,
                 &fresh_ids,
+                &[],
                 flag(&cfg, config_keys::AUTOCLOSE),
                 &mut out,
             )
@@ -180,15 +181,17 @@ impl Engine {
 
     /// Retire the open actions of targets that get a new assignment (single mode): cancel them
     /// (CANCELING + CANCEL_DOWNLOAD), or with autoclose close them silently; SCHEDULED ones are
-    /// cancelled. Required-migration-step sets are exempt.
-    async fn supersede(
+    /// cancelled. Required-migration-step sets are exempt, and so are the actions in `keep`
+    /// (the ones being started).
+    pub(super) async fn supersede(
         &self,
         conn: &mut sqlx::PgConnection,
         targets: &[i64],
+        keep: &[i64],
         autoclose: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), EngineError> {
-        let old = actions::lock_superseded(conn, targets).await?;
+        let old = actions::lock_superseded(conn, targets, keep).await?;
         let mut updates = actions::ActionUpdates::default();
         let mut history = actions::NewHistory::default();
         for (id, _target, status, active) in old {

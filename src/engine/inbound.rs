@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use rand::RngCore;
 use sqlx::PgConnection;
 
-use super::{Engine, Verdict, config_keys};
+use super::{Engine, EngineError, Verdict, config_keys};
 use crate::dmf::envelope::{self, Inbound};
 use crate::dmf::inbound::{AttributeMode as WireMode, AttributeUpdate};
 use crate::domain::action::{
@@ -17,7 +17,7 @@ use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::{self, AttributeMode, UpdateStatus};
 use crate::store::outbox::Pending;
-use crate::store::{Result, actions, targets, tenants};
+use crate::store::{Result, StoreError, actions, targets, tenants};
 
 /// Wall clock in epoch ms (the engine's only clock reading; the domain gets it as an argument).
 pub(super) fn now_ms() -> i64 {
@@ -237,6 +237,8 @@ impl Engine {
                 _ => None,
             })
             .collect();
+        // Rollout rows first: the lock order of every writer of a rollout (engine::rollouts).
+        let rollouts = self.lock_rollouts_of(conn, &ids).await?;
         let rows = actions::lock(conn, &ids).await?;
         let mut state: HashMap<i64, (actions::ActionRow, ActionState, bool)> = HashMap::new();
         for row in rows {
@@ -427,6 +429,16 @@ impl Engine {
             }
         }
         actions::update_targets(conn, &tu).await?;
+        // The reports that cross a group's threshold start the next group right here, in
+        // their own transaction (rollouts.md §4.2 [ours]).
+        if !rollouts.is_empty() {
+            self.advance_rollouts(conn, &rollouts, out)
+                .await
+                .map_err(|e| match e {
+                    EngineError::Store(s) => s,
+                    other => StoreError::Permanent(sqlx::Error::Protocol(other.to_string())),
+                })?;
+        }
         Ok(verdicts)
     }
 }

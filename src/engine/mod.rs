@@ -8,6 +8,8 @@
 pub mod assignment;
 pub mod dispatch;
 mod inbound;
+pub mod rollouts;
+pub mod timers;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -61,6 +63,24 @@ pub enum EngineError {
     SetIncomplete(String),
     #[error("{0}")]
     ConfigLocked(String),
+    /// A request value breaks a rule (hawkBit's constraint violation, 400).
+    #[error("{0}")]
+    Constraint(String),
+    /// A request value of an unknown kind (400 not readable).
+    #[error("{0}")]
+    NotReadable(String),
+    /// A quota would be exceeded (429).
+    #[error("{0}")]
+    Quota(String),
+    /// The entity may no longer be changed (403).
+    #[error("{0}")]
+    ReadOnly(String),
+    /// A rollout operation not allowed in the rollout's state (400 illegal state).
+    #[error("{0}")]
+    RolloutState(String),
+    /// A bad target filter query.
+    #[error(transparent)]
+    Query(crate::domain::rsql::RsqlError),
 }
 
 impl From<sqlx::Error> for EngineError {
@@ -95,6 +115,12 @@ pub struct EngineSettings {
     pub vhost: String,
     /// Create tenants on their first DMF message.
     pub implicit_tenants: bool,
+    /// `DMF_APPROVAL_WEBHOOK`.
+    pub approval_webhook: Option<String>,
+    /// Base URL for links handed to others (webhook).
+    pub public_url: String,
+    /// Throttle of dynamic enrolment after an empty pass (ms).
+    pub enrol_idle_ms: i64,
 }
 
 pub struct Engine {
@@ -106,6 +132,14 @@ pub struct Engine {
     outbox_wake: Arc<Notify>,
     /// Inbound messages dead-lettered since start.
     dead_letters: std::sync::atomic::AtomicU64,
+    /// Wakes the rollout executor (API operations, groups started by reports).
+    rollout_wake: Arc<Notify>,
+    /// A transaction left work for the executor; wake it after the commit.
+    rollout_kick: std::sync::atomic::AtomicBool,
+    /// Client of outgoing webhooks.
+    http: reqwest::Client,
+    /// State of the maintenance-window push sweep ([`timers`]).
+    window_sweep: timers::WindowSweep,
 }
 
 impl Engine {
@@ -116,11 +150,23 @@ impl Engine {
             tenants: Mutex::new(HashMap::new()),
             outbox_wake: Arc::new(Notify::new()),
             dead_letters: Default::default(),
+            rollout_wake: Arc::new(Notify::new()),
+            rollout_kick: Default::default(),
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+            window_sweep: Default::default(),
         }
     }
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Wake the rollout executor now.
+    pub fn wake_rollouts(&self) {
+        self.rollout_wake.notify_one();
     }
 
     pub fn outbox_wake(&self) -> Arc<Notify> {
@@ -266,6 +312,12 @@ impl Engine {
         tx.commit().await?;
         if wrote_outbox {
             self.outbox_wake.notify_one();
+        }
+        if self
+            .rollout_kick
+            .swap(false, std::sync::atomic::Ordering::Relaxed)
+        {
+            self.rollout_wake.notify_one();
         }
         Ok(verdicts)
     }

@@ -1,9 +1,10 @@
 //! Actions and their status history: locking for report application, set-based writes of a
 //! whole batch of reports, assignment and cancellation, and the Management API reads.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
 use super::Result;
+use super::filter::{Filter, push_and};
 use crate::domain::ids::TenantId;
 
 /// An action as report processing and dispatch need it, with its target's DMF facts.
@@ -253,15 +254,17 @@ pub async fn insert(
 pub async fn lock_superseded(
     conn: &mut PgConnection,
     targets: &[i64],
+    keep: &[i64],
 ) -> Result<Vec<(i64, i64, String, bool)>> {
     Ok(sqlx::query_as(
         "SELECT a.id, a.target_id, a.status, a.active FROM action a
          JOIN distribution_set d ON d.id = a.ds_id
          WHERE a.target_id = ANY($1) AND (a.active OR a.status = 'SCHEDULED')
-           AND NOT d.required_migration_step
+           AND NOT d.required_migration_step AND NOT (a.id = ANY($2))
          ORDER BY a.id FOR UPDATE OF a",
     )
     .bind(targets)
+    .bind(keep)
     .fetch_all(conn)
     .await?)
 }
@@ -329,33 +332,38 @@ pub const SORT_FIELDS: &[(&str, &str)] = &[
     ("laststatuscode", "a.last_status_code"),
 ];
 
-/// A page of a tenant's actions, optionally of one target.
+/// A page of a tenant's actions, optionally of one target, matching `q` (an
+/// [`Entity::Action`](super::filter::Entity) filter), and their total.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     target: Option<i64>,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<ActionView>, i64)> {
-    let rows = sqlx::query_as(&format!(
+    let scope = |qb: &mut QueryBuilder<'_, Postgres>| {
+        qb.push_bind(tenant.0);
+        if let Some(t) = target {
+            qb.push(" AND a.target_id = ");
+            qb.push_bind(t);
+        }
+        push_and(qb, q, "a");
+    };
+    let mut page = QueryBuilder::new(format!(
         "SELECT {VIEW_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
-         WHERE a.tenant_id = $1 AND ($2::bigint IS NULL OR a.target_id = $2)
-         ORDER BY {order_by} OFFSET $3 LIMIT $4"
-    ))
-    .bind(tenant.0)
-    .bind(target)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
-        "SELECT count(*) FROM action WHERE tenant_id = $1 AND ($2::bigint IS NULL OR target_id = $2)",
-    )
-    .bind(tenant.0)
-    .bind(target)
-    .fetch_one(conn)
-    .await?;
+         WHERE a.tenant_id = "
+    ));
+    scope(&mut page);
+    page.push(format!(" ORDER BY {order_by} OFFSET "));
+    page.push_bind(offset);
+    page.push(" LIMIT ");
+    page.push_bind(limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new("SELECT count(*) FROM action a WHERE a.tenant_id = ");
+    scope(&mut count);
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
@@ -468,4 +476,32 @@ pub async fn reset_assigned_after_cancel(conn: &mut PgConnection, target: i64) -
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// An open action with a maintenance window, as the window sweep needs it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct WindowedAction {
+    pub id: i64,
+    pub target_id: i64,
+    pub created_at: i64,
+    pub mw_schedule: String,
+    pub mw_duration: String,
+    pub mw_timezone: String,
+}
+
+/// Active actions whose maintenance window opening changes what their device is sent: not
+/// download-only (always DOWNLOAD), not cancelling or waiting for confirmation, of a target
+/// reachable over DMF. Across tenants on purpose: the sweep is the service's, not a tenant's.
+pub async fn active_with_window(conn: &mut PgConnection) -> Result<Vec<WindowedAction>> {
+    Ok(sqlx::query_as(
+        "SELECT a.id, a.target_id, a.created_at, a.mw_schedule, a.mw_duration, a.mw_timezone
+         FROM action a JOIN target t ON t.id = a.target_id
+         WHERE a.active AND a.mw_schedule IS NOT NULL AND a.mw_duration IS NOT NULL
+           AND a.mw_timezone IS NOT NULL AND a.action_type <> 'DOWNLOAD_ONLY'
+           AND a.status NOT IN ('CANCELING', 'WAIT_FOR_CONFIRMATION')
+           AND t.address LIKE 'amqp:%'
+         ORDER BY a.id",
+    )
+    .fetch_all(conn)
+    .await?)
 }

@@ -5,9 +5,15 @@
 //! Never outside this module: SQL text, sqlx row types.
 
 pub mod actions;
+pub mod filter;
 pub mod inbox;
 pub mod outbox;
 pub mod repository;
+pub mod rollouts;
+pub mod tags;
+pub mod target_filters;
+pub mod target_metadata;
+pub mod target_types;
 pub mod targets;
 pub mod tenants;
 

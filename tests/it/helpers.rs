@@ -317,6 +317,11 @@ impl TestApp {
         }
     }
 
+    /// The next message for the connector, waiting as long as the caller's timeout allows.
+    pub async fn next_reply_raw(&mut self) -> Option<Delivery> {
+        self.replies.next().await.and_then(Result::ok)
+    }
+
     pub async fn next_dead_letter(&mut self) -> Delivery {
         tokio::time::timeout(Duration::from_secs(10), self.dead.next())
             .await

@@ -1,6 +1,12 @@
 //! The one integration-test binary: the whole service against real PostgreSQL and RabbitMQ.
 
+mod auth;
 mod dmf;
+mod flows;
 mod helpers;
+mod query;
 mod repository;
+mod resilience;
+mod rollouts;
 mod schemas;
+mod target_types;

@@ -1,0 +1,712 @@
+//! Rollouts and their deployment groups (rollouts.md §9.2–§9.5), and the rollout statistics of a
+//! distribution set (§8).
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use crate::auth::Permission;
+use crate::domain::action::ActionType;
+use crate::domain::rollout::{GroupStatus, Operation, Progress, RolloutStatus};
+use crate::engine::config_keys;
+use crate::engine::rollouts::{
+    ActSpec, CondSet, CondSpec, CreateRollout, GroupSpec, group_progress, rollout_progress,
+};
+use crate::store::filter::Entity;
+use crate::store::rollouts::{self as store, DeletedMode, GroupRow, RolloutRow};
+use crate::store::tenants;
+
+pub fn router() -> Router<ApiState> {
+    Router::new()
+        .route("/rest/v1/rollouts", get(list).post(create))
+        .route(
+            "/rest/v1/rollouts/{id}",
+            get(one).put(update).delete(remove),
+        )
+        .route("/rest/v1/rollouts/{id}/start", post(start))
+        .route("/rest/v1/rollouts/{id}/pause", post(pause))
+        .route("/rest/v1/rollouts/{id}/resume", post(resume))
+        .route("/rest/v1/rollouts/{id}/stop", post(stop))
+        .route("/rest/v1/rollouts/{id}/approve", post(approve))
+        .route("/rest/v1/rollouts/{id}/deny", post(deny))
+        .route(
+            "/rest/v1/rollouts/{id}/triggerNextGroup",
+            post(trigger_next),
+        )
+        .route("/rest/v1/rollouts/{id}/retry", post(retry))
+        .route("/rest/v1/rollouts/{id}/deploygroups", get(groups))
+        .route("/rest/v1/rollouts/{id}/deploygroups/{group}", get(group))
+        .route(
+            "/rest/v1/rollouts/{id}/deploygroups/{group}/targets",
+            get(group_targets),
+        )
+        .route(
+            "/rest/v1/distributionsets/{id}/statistics/rollouts",
+            get(set_statistics),
+        )
+}
+
+async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    s.engine
+        .pool()
+        .acquire()
+        .await
+        .map_err(|e| ApiError::Unavailable(e.into()))
+}
+
+fn progress_json(p: &Progress) -> Value {
+    json!({
+        "notstarted": p.notstarted, "scheduled": p.scheduled, "running": p.running,
+        "finished": p.finished, "error": p.error, "cancelled": p.cancelled,
+    })
+}
+
+fn status_name(r: &RolloutRow) -> String {
+    RolloutStatus::from_db(&r.status)
+        .map(RolloutStatus::api_name)
+        .unwrap_or_else(|| r.status.to_ascii_lowercase())
+}
+
+/// §9.4: compact, or full with progress, group count and operation links.
+fn rollout_json(r: &RolloutRow, groups: Option<&[GroupRow]>, base: &BaseUrl) -> Value {
+    let path = format!("/rollouts/{}", r.id);
+    let ty = ActionType::from_db(&r.action_type).unwrap_or_default();
+    let mut v = json!({
+        "id": r.id, "name": r.name,
+        "createdBy": r.created_by, "createdAt": r.created_at,
+        "lastModifiedBy": r.last_modified_by, "lastModifiedAt": r.last_modified_at,
+        "targetFilterQuery": r.target_filter, "distributionSetId": r.ds_id,
+        "status": status_name(r), "totalTargets": r.total_targets,
+        "forcetime": r.forced_time, "deleted": r.deleted, "type": ty.api_name(),
+        "weight": r.weight, "dynamic": r.dynamic,
+        "_links": {"self": base.link(&path)},
+    });
+    put_opt(&mut v, "description", r.description.clone());
+    if let Some(groups) = groups {
+        v["totalTargetsPerStatus"] = progress_json(&rollout_progress(r, groups));
+        v["totalGroups"] = json!(r.groups_created);
+        put_opt(&mut v, "startAt", r.start_at);
+        put_opt(&mut v, "approvalRemark", r.approval_remark.clone());
+        put_opt(&mut v, "approveDecidedBy", r.approval_decided_by.clone());
+        let links = &mut v["_links"];
+        for op in [
+            "start",
+            "pause",
+            "resume",
+            "triggerNextGroup",
+            "approve",
+            "deny",
+        ] {
+            links[op] = base.link(&format!("{path}/{op}"));
+        }
+        links["groups"] = base.link(&format!("{path}/deploygroups?offset=0&limit=50"));
+        links["distributionset"] = json!({
+            "href": format!("{}/distributionsets/{}", base.0, r.ds_id),
+            "name": format!("{}:{}", r.ds_name, r.ds_version),
+        });
+    }
+    v
+}
+
+fn pair(kind: &Option<String>, exp: &Option<String>, key: &str) -> Option<Value> {
+    kind.as_ref().map(|k| {
+        let mut o = json!({ key: k });
+        put_opt(&mut o, "expression", exp.clone());
+        o
+    })
+}
+
+/// §9.5.
+fn group_json(
+    r: &RolloutRow,
+    g: &GroupRow,
+    full: bool,
+    confirmation_flow: bool,
+    base: &BaseUrl,
+) -> Value {
+    let status = GroupStatus::from_db(&g.status)
+        .map(GroupStatus::api_name)
+        .unwrap_or_else(|| g.status.to_ascii_lowercase());
+    let mut v = json!({
+        "id": g.id, "name": g.name,
+        "createdBy": g.created_by, "createdAt": g.created_at,
+        "lastModifiedBy": g.last_modified_by, "lastModifiedAt": g.last_modified_at,
+        "status": status, "dynamic": g.dynamic, "totalTargets": g.total_targets,
+        "targetFilterQuery": g.target_filter,
+        "targetPercentage": g.target_percentage,
+        "successCondition": {"condition": g.success_condition, "expression": g.success_condition_exp},
+        "_links": {"self": base.link(&format!("/rollouts/{}/deploygroups/{}", r.id, g.id))},
+    });
+    put_opt(&mut v, "description", g.description.clone());
+    put_opt(
+        &mut v,
+        "successAction",
+        pair(
+            &Some(g.success_action.clone()),
+            &g.success_action_exp,
+            "action",
+        ),
+    );
+    put_opt(
+        &mut v,
+        "errorCondition",
+        pair(&g.error_condition, &g.error_condition_exp, "condition"),
+    );
+    put_opt(
+        &mut v,
+        "errorAction",
+        pair(&g.error_action, &g.error_action_exp, "action"),
+    );
+    if confirmation_flow {
+        v["confirmationRequired"] = json!(g.confirmation_required);
+    }
+    if full {
+        v["totalTargetsPerStatus"] = progress_json(&group_progress(r, g));
+    }
+    v
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct ListQuery {
+    soft_deleted_mode: Option<String>,
+}
+
+async fn list(
+    State(s): State<ApiState>,
+    caller: Caller,
+    page: Page,
+    Query(extra): Query<ListQuery>,
+    base: BaseUrl,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_ROLLOUT])?;
+    let mode = match extra.soft_deleted_mode.as_deref() {
+        None | Some("EXCLUDE_SOFT_DELETED") => DeletedMode::Exclude,
+        Some("ONLY_SOFT_DELETED") => DeletedMode::Only,
+        Some("INCLUDE_SOFT_DELETED") => DeletedMode::Include,
+        Some(other) => {
+            return Err(ApiError::BadRequest(format!(
+                "unknown soft_deleted_mode {other:?}"
+            )));
+        }
+    };
+    let q = page.filter(Entity::Rollout)?;
+    let order = page.order_by(store::SORT_FIELDS, "r.id ASC")?;
+    let mut c = conn(&s).await?;
+    let (rows, total) = store::list(
+        &mut c,
+        caller.tenant,
+        q.as_ref(),
+        mode,
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
+    let mut content = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if page.full() {
+            let groups = store::groups(&mut c, r.id).await?;
+            content.push(rollout_json(r, Some(&groups), &base));
+        } else {
+            content.push(rollout_json(r, None, &base));
+        }
+    }
+    Ok(Json(paged(content, total)))
+}
+
+async fn load(s: &ApiState, caller: &Caller, id: i64) -> ApiResult<(RolloutRow, Vec<GroupRow>)> {
+    let mut c = conn(s).await?;
+    let r = store::find(&mut c, caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))?;
+    let groups = store::groups(&mut c, id).await?;
+    Ok((r, groups))
+}
+
+async fn one(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    base: BaseUrl,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_ROLLOUT])?;
+    let (r, groups) = load(&s, &caller, id).await?;
+    Ok(Json(rollout_json(&r, Some(&groups), &base)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CondBody {
+    condition: Option<String>,
+    expression: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ActBody {
+    action: Option<String>,
+    expression: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Conditions {
+    success_condition: Option<CondBody>,
+    success_action: Option<ActBody>,
+    error_condition: Option<CondBody>,
+    error_action: Option<ActBody>,
+}
+
+impl Conditions {
+    fn spec(self) -> CondSet {
+        let c = |b: CondBody| CondSpec {
+            condition: b.condition,
+            expression: b.expression,
+        };
+        let a = |b: ActBody| ActSpec {
+            action: b.action,
+            expression: b.expression,
+        };
+        CondSet {
+            success_condition: self.success_condition.map(c),
+            success_action: self.success_action.map(a),
+            error_condition: self.error_condition.map(c),
+            error_action: self.error_action.map(a),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct GroupBody {
+    name: Option<String>,
+    description: Option<String>,
+    target_filter_query: Option<String>,
+    target_percentage: Option<f32>,
+    confirmation_required: Option<bool>,
+    #[serde(flatten)]
+    conditions: Conditions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TemplateBody {
+    name_suffix: Option<String>,
+    target_count: Option<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CreateBody {
+    name: Option<String>,
+    description: Option<String>,
+    target_filter_query: Option<String>,
+    distribution_set_id: Option<i64>,
+    amount_groups: Option<i64>,
+    groups: Option<Vec<GroupBody>>,
+    #[serde(rename = "type")]
+    action_type: Option<String>,
+    forcetime: Option<i64>,
+    start_at: Option<i64>,
+    weight: Option<i64>,
+    dynamic: Option<bool>,
+    dynamic_group_template: Option<TemplateBody>,
+    confirmation_required: Option<bool>,
+    #[serde(flatten)]
+    conditions: Conditions,
+}
+
+async fn create(
+    State(s): State<ApiState>,
+    caller: Caller,
+    base: BaseUrl,
+    Body(body): Body<CreateBody>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(&[Permission::CREATE_ROLLOUT])?;
+    if body.start_at.is_some_and(|t| t != i64::MAX) && !caller.user.has(Permission::HANDLE_ROLLOUT)
+    {
+        return Err(ApiError::Forbidden(
+            "You need permission to start rollouts to create a scheduled rollout".into(),
+        ));
+    }
+    let ds_id = body
+        .distribution_set_id
+        .ok_or_else(|| ApiError::BadRequest("distributionSetId is required".into()))?;
+    let action_type = match body.action_type.as_deref() {
+        None => ActionType::Forced,
+        Some(t) => ActionType::from_api(t)
+            .ok_or_else(|| ApiError::NotReadable(format!("unknown action type {t:?}")))?,
+    };
+    let req = CreateRollout {
+        name: body.name,
+        description: body.description,
+        target_filter: body.target_filter_query,
+        ds_id,
+        amount_groups: body.amount_groups,
+        groups: body.groups.map(|gs| {
+            gs.into_iter()
+                .map(|g| GroupSpec {
+                    name: g.name,
+                    description: g.description,
+                    target_filter: g.target_filter_query,
+                    target_percentage: g.target_percentage,
+                    confirmation_required: g.confirmation_required,
+                    conditions: g.conditions.spec(),
+                })
+                .collect()
+        }),
+        action_type,
+        forced_time: body.forcetime,
+        start_at: body.start_at,
+        weight: body.weight,
+        dynamic: body.dynamic.unwrap_or(false),
+        template: body
+            .dynamic_group_template
+            .map(|t| (t.name_suffix, t.target_count)),
+        confirmation_required: body.confirmation_required,
+        conditions: body.conditions.spec(),
+    };
+    let id = s
+        .engine
+        .create_rollout(
+            caller.tenant,
+            req,
+            caller.user.has(Permission::APPROVE_ROLLOUT),
+            caller.name(),
+        )
+        .await?;
+    let (r, groups) = load(&s, &caller, id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(rollout_json(&r, Some(&groups), &base)),
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+struct UpdateBody {
+    name: Option<String>,
+    description: Option<String>,
+}
+
+async fn update(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    base: BaseUrl,
+    Body(body): Body<UpdateBody>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::UPDATE_ROLLOUT])?;
+    s.engine
+        .update_rollout(
+            caller.tenant,
+            id,
+            body.name,
+            body.description,
+            caller.name(),
+        )
+        .await?;
+    let (r, groups) = load(&s, &caller, id).await?;
+    Ok(Json(rollout_json(&r, Some(&groups), &base)))
+}
+
+async fn operate(
+    s: &ApiState,
+    caller: &Caller,
+    id: i64,
+    op: Operation,
+    perm: Permission,
+    remark: Option<&str>,
+) -> ApiResult<StatusCode> {
+    caller.require(&[perm])?;
+    s.engine
+        .rollout_operation(caller.tenant, id, op, remark, caller.name())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn remove(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Delete,
+        Permission::DELETE_ROLLOUT,
+        None,
+    )
+    .await
+}
+
+async fn start(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Start,
+        Permission::HANDLE_ROLLOUT,
+        None,
+    )
+    .await
+}
+
+async fn pause(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Pause,
+        Permission::HANDLE_ROLLOUT,
+        None,
+    )
+    .await
+}
+
+async fn resume(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Resume,
+        Permission::HANDLE_ROLLOUT,
+        None,
+    )
+    .await
+}
+
+/// hawkBit's code requires UPDATE_ROLLOUT to stop (§12 #6).
+async fn stop(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Stop,
+        Permission::UPDATE_ROLLOUT,
+        None,
+    )
+    .await
+}
+
+async fn trigger_next(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<StatusCode> {
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::TriggerNextGroup,
+        Permission::UPDATE_ROLLOUT,
+        None,
+    )
+    .await
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RemarkQuery {
+    remark: Option<String>,
+}
+
+fn check_remark(r: &RemarkQuery) -> ApiResult<()> {
+    match &r.remark {
+        Some(m) if m.chars().count() > 255 => Err(ApiError::BadRequest(
+            "remark must be at most 255 characters".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+async fn approve(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<RemarkQuery>,
+) -> ApiResult<StatusCode> {
+    check_remark(&q)?;
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Approve,
+        Permission::APPROVE_ROLLOUT,
+        q.remark.as_deref(),
+    )
+    .await
+}
+
+async fn deny(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    Query(q): Query<RemarkQuery>,
+) -> ApiResult<StatusCode> {
+    check_remark(&q)?;
+    operate(
+        &s,
+        &caller,
+        id,
+        Operation::Deny,
+        Permission::APPROVE_ROLLOUT,
+        q.remark.as_deref(),
+    )
+    .await
+}
+
+async fn retry(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    base: BaseUrl,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    caller.require(&[Permission::CREATE_ROLLOUT])?;
+    let new = s
+        .engine
+        .retry_rollout(
+            caller.tenant,
+            id,
+            caller.user.has(Permission::APPROVE_ROLLOUT),
+            caller.name(),
+        )
+        .await?;
+    let (r, groups) = load(&s, &caller, new).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(rollout_json(&r, Some(&groups), &base)),
+    ))
+}
+
+async fn confirmation_flow(s: &ApiState, caller: &Caller) -> ApiResult<bool> {
+    let mut c = conn(s).await?;
+    let cfg = tenants::configs(&mut c, caller.tenant).await?;
+    Ok(cfg
+        .get(config_keys::CONFIRMATION_FLOW)
+        .and_then(Value::as_bool)
+        .unwrap_or(false))
+}
+
+async fn groups(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+    page: Page,
+    base: BaseUrl,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_ROLLOUT])?;
+    let q = page.filter(Entity::RolloutGroup)?;
+    let order = page.order_by(store::GROUP_SORT_FIELDS, "g.id ASC")?;
+    let flow = confirmation_flow(&s, &caller).await?;
+    let mut c = conn(&s).await?;
+    let r = store::find(&mut c, caller.tenant, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))?;
+    let (rows, total) =
+        store::list_groups(&mut c, id, q.as_ref(), &order, page.offset(), page.limit()).await?;
+    let content = rows
+        .iter()
+        .map(|g| group_json(&r, g, page.full(), flow, &base))
+        .collect();
+    Ok(Json(paged(content, total)))
+}
+
+async fn find_group(
+    s: &ApiState,
+    caller: &Caller,
+    id: i64,
+    group: i64,
+) -> ApiResult<(RolloutRow, GroupRow)> {
+    let (r, groups) = load(s, caller, id).await?;
+    let g = groups
+        .into_iter()
+        .find(|g| g.id == group)
+        .ok_or_else(|| ApiError::NotFound(format!("group {group} of rollout {id} not found")))?;
+    Ok((r, g))
+}
+
+async fn group(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path((id, group)): Path<(i64, i64)>,
+    base: BaseUrl,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_ROLLOUT])?;
+    let (r, g) = find_group(&s, &caller, id, group).await?;
+    let flow = confirmation_flow(&s, &caller).await?;
+    Ok(Json(group_json(&r, &g, true, flow, &base)))
+}
+
+async fn group_targets(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path((id, group)): Path<(i64, i64)>,
+    page: Page,
+    base: BaseUrl,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_ROLLOUT, Permission::READ_TARGET])?;
+    find_group(&s, &caller, id, group).await?;
+    let q = page.filter(Entity::Target)?;
+    let order = page.order_by(crate::store::targets::SORT_FIELDS, "t.controller_id ASC")?;
+    let mut c = conn(&s).await?;
+    let (rows, total) = store::group_targets(
+        &mut c,
+        caller.tenant,
+        group,
+        q.as_ref(),
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
+    let content = rows
+        .iter()
+        .map(|t| super::targets::target_json(t, &base, &caller))
+        .collect();
+    Ok(Json(paged(content, total)))
+}
+
+async fn set_statistics(
+    State(s): State<ApiState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Value>> {
+    caller.require(&[Permission::READ_REPOSITORY])?;
+    let mut c = conn(&s).await?;
+    crate::store::repository::set_facts(&mut c, caller.tenant.0, id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("distribution set {id} not found")))?;
+    let stats = store::statistics_of_set(&mut c, caller.tenant, id).await?;
+    let mut v = json!({});
+    if !stats.is_empty() {
+        let mut rollouts = serde_json::Map::new();
+        let mut total = 0;
+        for (status, n) in stats {
+            total += n;
+            rollouts.insert(status, json!(n));
+        }
+        rollouts.insert("total".into(), json!(total));
+        v["rollouts"] = Value::Object(rollouts);
+    }
+    Ok(Json(v))
+}
