@@ -1016,21 +1016,30 @@ impl Engine {
             store::group_ready(conn, g.id, have).await?;
             return Ok(Step::More);
         }
-        let (after, exclusive) = if plain_prefix {
+        let (mut after, exclusive) = if plain_prefix {
             (store::max_member(conn, r.id).await?, false)
         } else {
             (own_max, true)
         };
-        let (added, _) = store::fill_chunk(
-            conn,
-            &e,
-            g.id,
-            after,
-            to_add.min(limits::FILL_CHUNK),
-            exclusive,
-        )
-        .await?;
-        if added == 0 || added == to_add {
+        // One step adds up to FILL_CHUNK members, scanning windows of target ids until it has
+        // them or the tenant's targets are exhausted.
+        let want = to_add.min(limits::FILL_CHUNK);
+        let mut added = 0;
+        let mut window = (want * 2).clamp(1000, 200000);
+        let exhausted = loop {
+            let f = store::fill_chunk(conn, &e, g.id, after, want - added, window, exclusive)
+                .await?;
+            added += f.added;
+            if added >= want {
+                break false;
+            }
+            if f.scanned < window {
+                break true;
+            }
+            after = f.scanned_to;
+            window = (window * 2).min(1000000);
+        };
+        if exhausted || added == to_add {
             store::group_ready(conn, g.id, have + added).await?;
         }
         Ok(Step::More)

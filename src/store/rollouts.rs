@@ -775,33 +775,59 @@ pub async fn members(conn: &mut PgConnection, group: i64) -> Result<(i64, i64)> 
 /// The highest target id that is a member of any group of the rollout.
 pub async fn max_member(conn: &mut PgConnection, rollout: i64) -> Result<i64> {
     Ok(sqlx::query_scalar(
-        "SELECT COALESCE(max(target_id), 0) FROM rollout_target_group WHERE rollout_id = $1",
+        "SELECT COALESCE(max(m.target_id), 0) FROM rollout_group g
+         CROSS JOIN LATERAL (SELECT max(target_id) AS target_id FROM rollout_target_group
+                             WHERE group_id = g.id) m
+         WHERE g.rollout_id = $1",
     )
     .bind(rollout)
     .fetch_one(conn)
     .await?)
 }
 
-/// Add up to `limit` eligible targets with id above `after` to a group, lowest ids first.
-/// `exclusive` = some other group's members may lie above `after` and must be skipped.
-/// Returns (added, highest added id).
+/// What one fill statement did.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Filled {
+    pub added: i64,
+    /// Highest target id added (0 if none).
+    pub last_added: i64,
+    /// Highest target id looked at (0 if none).
+    pub scanned_to: i64,
+    /// Target ids looked at.
+    pub scanned: i64,
+}
+
+/// Add up to `limit` eligible targets to a group, lowest ids first, looking at the next
+/// `window` target ids of the tenant above `after`. The window keeps every statement an index
+/// range scan whatever the filter's selectivity (a plain `ORDER BY id LIMIT` over a selective
+/// filter makes the planner sort the whole table per chunk). `exclusive` = some other group's
+/// members may lie above `after` and must be skipped.
 pub async fn fill_chunk(
     conn: &mut PgConnection,
     e: &Eligible<'_>,
     group: i64,
     after: i64,
     limit: i64,
+    window: i64,
     exclusive: bool,
-) -> Result<(i64, i64)> {
+) -> Result<Filled> {
     let mut qb = QueryBuilder::new(
-        "WITH ins AS (INSERT INTO rollout_target_group (group_id, target_id, rollout_id) SELECT ",
+        "WITH bound AS (SELECT max(id) AS hi, count(*) AS n FROM (SELECT id FROM target WHERE tenant_id = ",
     );
-    qb.push_bind(group)
+    qb.push_bind(e.tenant)
+        .push(" AND id > ")
+        .push_bind(after)
+        .push(" ORDER BY id LIMIT ")
+        .push_bind(window)
+        .push(
+            ") w), ins AS (INSERT INTO rollout_target_group (group_id, target_id, rollout_id) SELECT ",
+        )
+        .push_bind(group)
         .push(", t.id, ")
         .push_bind(e.rollout.id)
-        .push(" FROM target t WHERE t.id > ")
+        .push(" FROM target t, bound WHERE t.id > ")
         .push_bind(after)
-        .push(" AND ");
+        .push(" AND t.id <= bound.hi AND ");
     e.push(&mut qb);
     if exclusive {
         qb.push(" AND NOT EXISTS (SELECT 1 FROM rollout_target_group m WHERE m.rollout_id = ")
@@ -810,7 +836,13 @@ pub async fn fill_chunk(
     }
     qb.push(" ORDER BY t.id LIMIT ")
         .push_bind(limit)
-        .push(" RETURNING target_id) SELECT count(*), COALESCE(max(target_id), 0) FROM ins");
+        .push(
+            " RETURNING target_id)
+             SELECT (SELECT count(*) FROM ins) AS added,
+                    (SELECT COALESCE(max(target_id), 0) FROM ins) AS last_added,
+                    (SELECT COALESCE(hi, 0) FROM bound) AS scanned_to,
+                    (SELECT n FROM bound) AS scanned",
+        );
     Ok(qb.build_query_as().fetch_one(conn).await?)
 }
 
@@ -850,7 +882,7 @@ pub async fn schedule_chunk(
 ) -> Result<(i64, i64)> {
     Ok(sqlx::query_as(
         "WITH chunk AS (
-             SELECT m.target_id FROM rollout_target_group m
+             SELECT m.target_id FROM rollout_target_group m JOIN target t ON t.id = m.target_id
              WHERE m.group_id = $1 AND m.target_id > $2 ORDER BY m.target_id LIMIT $3),
          cancelled AS (
              UPDATE action a SET status = 'CANCELED', active = false, last_modified_at = epoch_ms()
@@ -954,6 +986,13 @@ pub async fn action_presence(conn: &mut PgConnection, rollout: i64) -> Result<(b
 
 /// Remove a rollout with its groups and memberships (its actions must be gone).
 pub async fn hard_delete(conn: &mut PgConnection, rollout: i64) -> Result<()> {
+    sqlx::query(
+        "DELETE FROM rollout_target_group
+         WHERE group_id IN (SELECT id FROM rollout_group WHERE rollout_id = $1)",
+    )
+        .bind(rollout)
+        .execute(&mut *conn)
+        .await?;
     sqlx::query("DELETE FROM rollout WHERE id = $1")
         .bind(rollout)
         .execute(conn)

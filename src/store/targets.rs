@@ -214,6 +214,11 @@ pub async fn set_auto_confirm(
 
 /// Delete a target (its actions and history go with it). Returns its last address.
 pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<String>> {
+    // Rollout memberships carry no foreign key (filling speed); they go with their target.
+    sqlx::query("DELETE FROM rollout_target_group WHERE target_id = $1")
+        .bind(target.0)
+        .execute(&mut *conn)
+        .await?;
     Ok(
         sqlx::query_scalar("DELETE FROM target WHERE id = $1 RETURNING address")
             .bind(target.0)
