@@ -122,7 +122,10 @@ async fn database_exists(conn: &mut PgConnection, name: &str) -> bool {
 pub fn pool(url: &str, size: u32) -> Result<PgPool> {
     let opts = PgConnectOptions::from_str(url)
         .map_err(StoreError::Permanent)?
-        .disable_statement_logging();
+        .disable_statement_logging()
+        // Short, planned-once statements: JIT compilation only adds latency (hundreds of ms on
+        // the first large scan of a rollout fill).
+        .options([("jit", "off")]);
     Ok(PgPoolOptions::new()
         .max_connections(size)
         .acquire_timeout(Duration::from_secs(5))
