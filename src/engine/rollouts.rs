@@ -285,6 +285,8 @@ enum Step {
     More,
     /// Nothing to do now.
     Idle,
+    /// Another transaction holds the rollout (a report batch, another instance): try again soon.
+    Busy,
 }
 
 impl Engine {
@@ -889,7 +891,7 @@ impl Engine {
     async fn step(&self, id: i64) -> Result<Step, EngineError> {
         let mut tx = self.pool.begin().await?;
         let Some(r) = store::try_lock(&mut tx, id).await? else {
-            return Ok(Step::Idle);
+            return Ok(Step::Busy);
         };
         let mut out = Vec::new();
         let cfg = flags(&mut tx, r.tenant_id).await?;
@@ -1027,8 +1029,8 @@ impl Engine {
         let mut added = 0;
         let mut window = (want * 2).clamp(1000, 200000);
         let exhausted = loop {
-            let f = store::fill_chunk(conn, &e, g.id, after, want - added, window, exclusive)
-                .await?;
+            let f =
+                store::fill_chunk(conn, &e, g.id, after, want - added, window, exclusive).await?;
             added += f.added;
             if added >= want {
                 break false;
@@ -1404,18 +1406,24 @@ impl Engine {
         });
     }
 
-    /// Run every rollout with work until it has none (used by the executor loop and tests).
-    pub async fn run_rollout_steps(&self) -> Result<usize, EngineError> {
+    /// Run every rollout with work until it has none. Returns the steps taken and whether some
+    /// rollout was busy elsewhere (worth another pass soon).
+    pub async fn run_rollout_steps(&self) -> Result<(usize, bool), EngineError> {
         let ids = {
             let mut conn = self.pool.acquire().await?;
             store::with_work(&mut conn).await?
         };
         let mut steps = 0;
+        let mut busy = false;
         for id in ids {
             loop {
                 match self.step(id).await {
                     Ok(Step::More) => steps += 1,
                     Ok(Step::Idle) => break,
+                    Ok(Step::Busy) => {
+                        busy = true;
+                        break;
+                    }
                     Err(e) => {
                         tracing::warn!(rollout = id, error.message = %e, "rollout step failed");
                         break;
@@ -1423,22 +1431,28 @@ impl Engine {
                 }
             }
         }
-        Ok(steps)
+        Ok((steps, busy))
     }
 }
 
 /// The rollout executor: runs steps whenever woken (API operations, reports that started a
-/// group) and on a timer for `startAt` and missed wake-ups.
+/// group) and on a timer for `startAt` and missed wake-ups; soon again when a rollout was held
+/// by another transaction.
 pub async fn run_executor(engine: Arc<Engine>, tick: Duration, token: CancellationToken) {
     let wake = engine.rollout_wake.clone();
     loop {
-        if let Err(e) = engine.run_rollout_steps().await {
-            tracing::warn!(error.message = %e, "rollout executor pass failed");
-        }
+        let pause = match engine.run_rollout_steps().await {
+            Ok((_, true)) => Duration::from_millis(20).min(tick),
+            Ok(_) => tick,
+            Err(e) => {
+                tracing::warn!(error.message = %e, "rollout executor pass failed");
+                tick
+            }
+        };
         tokio::select! {
             _ = token.cancelled() => return,
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(tick) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }

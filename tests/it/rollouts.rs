@@ -1024,3 +1024,95 @@ async fn million_target_rollout_is_created_and_split() {
         t1.elapsed()
     );
 }
+
+#[tokio::test]
+async fn start_at_confirmation_and_a_newer_rollout_taking_over() {
+    let mut app = app().await;
+    fleet(&app, "s", 2).await;
+    let ds1 = app.create_set("fw1").await;
+    let ds2 = app.create_set("fw2").await;
+
+    // startAt in the past: the executor starts it once READY (§4.8).
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let a = create(
+        &app,
+        json!({"name": "a", "distributionSetId": ds1, "targetFilterQuery": "controllerId==s-*",
+               "amountGroups": 2, "startAt": now,
+               "successCondition": {"condition": "THRESHOLD", "expression": "100"}}),
+    )
+    .await;
+    assert_eq!(a["startAt"], now);
+    let a_id = a["id"].as_i64().unwrap();
+    let first = deployments(&mut app, 1).await;
+    assert_eq!(first[0].0, "s-00");
+    wait_rollout(&app, a_id, |r| r["status"] == "running").await;
+
+    // A newer rollout over the same devices (single assignment): s-00's running action of `a`
+    // is cancelled (CANCEL_DOWNLOAD first, the new deployment after CANCELED), s-01's
+    // SCHEDULED action of `a` is cancelled silently and s-01 is deployed at once.
+    let b = create(
+        &app,
+        json!({"name": "b", "distributionSetId": ds2, "targetFilterQuery": "controllerId==s-*"}),
+    )
+    .await;
+    let b_id = b["id"].as_i64().unwrap();
+    ready(&app, b_id).await;
+    start(&app, b_id).await;
+    let mut cancel = None;
+    let mut deployed = Vec::new();
+    while cancel.is_none() || deployed.is_empty() {
+        let d = next_of(&mut app, &["CANCEL_DOWNLOAD", "DOWNLOAD_AND_INSTALL"]).await;
+        let thing = header(&d, "thingId").unwrap();
+        let action = body_json(&d)["actionId"].as_i64().unwrap();
+        match header(&d, "topic").as_deref() {
+            Some("CANCEL_DOWNLOAD") => {
+                assert_eq!((thing.as_str(), action), ("s-00", first[0].1));
+                cancel = Some(action);
+            }
+            _ => deployed.push((thing, action)),
+        }
+    }
+    assert_eq!(deployed[0].0, "s-01");
+    let v = wait_rollout(&app, a_id, |r| r["totalTargetsPerStatus"]["cancelled"] == 1).await;
+    assert_eq!(
+        v["totalTargetsPerStatus"]["running"], 1,
+        "the cancelling action still runs"
+    );
+    app.send(status(first[0].1, "CANCELED")).await;
+    let next = deployments(&mut app, 1).await;
+    assert_eq!(next[0].0, "s-00");
+    wait_rollout(&app, a_id, |r| r["totalTargetsPerStatus"]["cancelled"] == 2).await;
+
+    // Confirmation flow: groups require confirmation by default, devices get CONFIRM first.
+    let (s, _) = app
+        .api_put(
+            "/system/configs/user.confirmation.flow.enabled",
+            json!({"value": true}),
+        )
+        .await;
+    assert!(s.is_success());
+    let c = create(
+        &app,
+        json!({"name": "c", "distributionSetId": ds1, "targetFilterQuery": "controllerId==s-01"}),
+    )
+    .await;
+    let c_id = c["id"].as_i64().unwrap();
+    ready(&app, c_id).await;
+    assert_eq!(groups(&app, c_id).await[0]["confirmationRequired"], true);
+    start(&app, c_id).await;
+    // s-01's action of `b` is open: it is cancelled first.
+    let d = next_of(&mut app, &["CANCEL_DOWNLOAD"]).await;
+    app.send(status(
+        body_json(&d)["actionId"].as_i64().unwrap(),
+        "CANCELED",
+    ))
+    .await;
+    let d = next_of(&mut app, &["CONFIRM"]).await;
+    let action = body_json(&d)["actionId"].as_i64().unwrap();
+    app.send(status(action, "CONFIRMED")).await;
+    let d = next_of(&mut app, &["DOWNLOAD_AND_INSTALL"]).await;
+    assert_eq!(body_json(&d)["actionId"], action);
+}
