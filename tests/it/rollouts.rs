@@ -895,6 +895,34 @@ async fn two_instances_share_the_work_and_count_every_report_once() {
     assert_eq!(v["totalTargetsPerStatus"]["finished"], 20);
     assert_eq!(seen.len(), 20);
     assert_quiet(&mut app, 300).await;
+    // The counters the triggers maintained equal a GROUP BY over the actions (§8).
+    let pool = sqlx::PgPool::connect(&format!(
+        "postgres://postgres@127.0.0.1:5432/{}",
+        app.db_name
+    ))
+    .await
+    .unwrap();
+    let drift: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM rollout_group g LEFT JOIN (
+             SELECT rollout_group_id AS id,
+                    count(*) FILTER (WHERE status = 'SCHEDULED') AS s,
+                    count(*) FILTER (WHERE status = 'FINISHED') AS f,
+                    count(*) FILTER (WHERE status = 'ERROR') AS e,
+                    count(*) FILTER (WHERE status = 'CANCELED') AS c,
+                    count(*) FILTER (WHERE status = 'DOWNLOADED') AS d,
+                    count(*) AS n
+             FROM action WHERE rollout_group_id IS NOT NULL GROUP BY 1) a ON a.id = g.id
+         WHERE g.n_scheduled <> COALESCE(a.s, 0) OR g.n_finished <> COALESCE(a.f, 0)
+            OR g.n_error <> COALESCE(a.e, 0) OR g.n_canceled <> COALESCE(a.c, 0)
+            OR g.n_downloaded <> COALESCE(a.d, 0)
+            OR g.n_scheduled + g.n_running + g.n_downloaded + g.n_finished + g.n_error
+               + g.n_canceled <> COALESCE(a.n, 0)",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(drift, 0, "group counters drifted from the actions");
+    pool.close().await;
     // The peer answers for the same data.
     let (s, v2) = second.get(&format!("/rollouts/{id}")).await;
     assert_eq!(s, StatusCode::OK);
