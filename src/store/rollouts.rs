@@ -834,15 +834,13 @@ pub async fn fill_chunk(
             .push_bind(e.rollout.id)
             .push(" AND m.target_id = t.id)");
     }
-    qb.push(" ORDER BY t.id LIMIT ")
-        .push_bind(limit)
-        .push(
-            " RETURNING target_id)
+    qb.push(" ORDER BY t.id LIMIT ").push_bind(limit).push(
+        " RETURNING target_id)
              SELECT (SELECT count(*) FROM ins) AS added,
                     (SELECT COALESCE(max(target_id), 0) FROM ins) AS last_added,
                     (SELECT COALESCE(hi, 0) FROM bound) AS scanned_to,
                     (SELECT n FROM bound) AS scanned",
-        );
+    );
     Ok(qb.build_query_as().fetch_one(conn).await?)
 }
 
@@ -990,9 +988,9 @@ pub async fn hard_delete(conn: &mut PgConnection, rollout: i64) -> Result<()> {
         "DELETE FROM rollout_target_group
          WHERE group_id IN (SELECT id FROM rollout_group WHERE rollout_id = $1)",
     )
-        .bind(rollout)
-        .execute(&mut *conn)
-        .await?;
+    .bind(rollout)
+    .execute(&mut *conn)
+    .await?;
     sqlx::query("DELETE FROM rollout WHERE id = $1")
         .bind(rollout)
         .execute(conn)
