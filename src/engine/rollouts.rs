@@ -909,6 +909,8 @@ impl Engine {
             }
             RolloutStatus::Starting => self.step_starting(&mut tx, &r, cfg).await?,
             RolloutStatus::Running => self.step_running(&mut tx, &r, cfg, &mut out).await?,
+            // A group that started before the pause still gets all its actions activated.
+            RolloutStatus::Paused => self.step_activate(&mut tx, &r, cfg, &mut out).await?,
             RolloutStatus::Stopping => self.step_stopping(&mut tx, &r, &mut out).await?,
             RolloutStatus::Deleting => self.step_deleting(&mut tx, &r, &mut out).await?,
             _ => Step::Idle,
@@ -1165,15 +1167,10 @@ impl Engine {
         cfg: Flags,
         out: &mut Vec<Pending>,
     ) -> Result<Step, EngineError> {
-        let groups = store::groups(conn, r.id).await?;
-        if let Some(g) = groups
-            .iter()
-            .find(|g| g.status() == GroupStatus::Running && g.n_scheduled > 0)
-        {
-            self.activate(conn, r, g, limits::ACTIVATE_CHUNK, cfg, out)
-                .await?;
+        if self.step_activate(conn, r, cfg, out).await? == Step::More {
             return Ok(Step::More);
         }
+        let groups = store::groups(conn, r.id).await?;
         let mut changed = false;
         if r.dynamic {
             changed |= self.enrol(conn, r, &groups, cfg, out).await?;
@@ -1185,6 +1182,28 @@ impl Engine {
         };
         changed |= self.evaluate_and_apply(conn, r, &groups, cfg, out).await?;
         Ok(if changed { Step::More } else { Step::Idle })
+    }
+
+    /// Activate the next chunk of SCHEDULED actions of a running group, if any.
+    async fn step_activate(
+        &self,
+        conn: &mut PgConnection,
+        r: &RolloutRow,
+        cfg: Flags,
+        out: &mut Vec<Pending>,
+    ) -> Result<Step, EngineError> {
+        let groups = store::groups(conn, r.id).await?;
+        match groups
+            .iter()
+            .find(|g| g.status() == GroupStatus::Running && g.n_scheduled > 0)
+        {
+            Some(g) => {
+                self.activate(conn, r, g, limits::ACTIVATE_CHUNK, cfg, out)
+                    .await?;
+                Ok(Step::More)
+            }
+            None => Ok(Step::Idle),
+        }
     }
 
     /// Dynamic enrolment (§3.7, with §12 #13: evaluation still runs in the same step).

@@ -356,13 +356,16 @@ pub async fn lock_of_actions(conn: &mut PgConnection, actions: &[i64]) -> Result
     .await?)
 }
 
-/// Ids of rollouts the executor has work for, oldest first: active states, plus running
-/// rollouts (evaluation, activation, enrolment).
+/// Ids of rollouts the executor has work for, oldest first: active states (running ones for
+/// evaluation, activation, enrolment), due `startAt`s, and paused rollouts whose running
+/// groups are not fully activated yet.
 pub async fn with_work(conn: &mut PgConnection) -> Result<Vec<i64>> {
     Ok(sqlx::query_scalar(
         "SELECT id FROM rollout
          WHERE status IN ('CREATING', 'STARTING', 'RUNNING', 'STOPPING', 'DELETING')
             OR (status = 'READY' AND start_at IS NOT NULL AND start_at <= epoch_ms())
+            OR (status = 'PAUSED' AND EXISTS (SELECT 1 FROM rollout_group g
+                WHERE g.rollout_id = rollout.id AND g.status = 'RUNNING' AND g.n_scheduled > 0))
          ORDER BY id",
     )
     .fetch_all(conn)
