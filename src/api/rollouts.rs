@@ -582,6 +582,13 @@ async fn retry(
     base: BaseUrl,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(&[Permission::CREATE_ROLLOUT])?;
+    // The retry copies `startAt`, so scheduling rights apply as on creation (§3.8).
+    let (source, _) = load(&s, &caller, id).await?;
+    if source.start_at.is_some() && !caller.user.has(Permission::HANDLE_ROLLOUT) {
+        return Err(ApiError::Forbidden(
+            "You need permission to start rollouts to create a scheduled rollout".into(),
+        ));
+    }
     let new = s
         .engine
         .retry_rollout(
