@@ -16,6 +16,7 @@ use super::target_types::{
 use super::targets::target_json;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
+use crate::store::filter::Entity;
 use crate::store::tags::{self, TagRow};
 use crate::store::targets::{self, TargetRow};
 
@@ -89,11 +90,18 @@ async fn list(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::TargetTag)?;
     let order = page.order_by(tags::SORT_FIELDS, "g.id ASC")?;
     let mut c = conn(&s).await?;
-    let (rows, total) =
-        tags::list(&mut c, caller.tenant, &order, page.offset(), page.limit()).await?;
+    let (rows, total) = tags::list(
+        &mut c,
+        caller.tenant,
+        q.as_ref(),
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
     Ok(Json(paged(
         rows.iter().map(|t| tag_json(&base, t)).collect(),
         total,
@@ -197,7 +205,7 @@ async fn assigned(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::Target)?;
     let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
     let mut c = conn(&s).await?;
     tags::find(&mut c, caller.tenant, id)
@@ -207,6 +215,7 @@ async fn assigned(
         &mut c,
         caller.tenant,
         id,
+        q.as_ref(),
         &order,
         page.offset(),
         page.limit(),

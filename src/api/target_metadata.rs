@@ -11,6 +11,7 @@ use serde_json::{Value, json};
 use super::target_types::{Ids, begin, check_text, commit, conn, find_target, lock_target};
 use super::{ApiError, ApiResult, ApiState, Body, Caller, Page, paged};
 use crate::auth::Permission;
+use crate::store::filter::Entity;
 use crate::store::target_metadata::{self as md, MetadataRow};
 
 /// hawkBit's default `maxMetaDataEntriesPerTarget`.
@@ -62,7 +63,7 @@ async fn list(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::TargetMetadata)?;
     let order = page.order_by(md::SORT_FIELDS, "md.key ASC")?;
     let mut c = conn(&s).await?;
     let t = find_target(&mut c, &caller, &controller_id).await?;
@@ -70,6 +71,7 @@ async fn list(
         &mut c,
         caller.tenant,
         t.id,
+        q.as_ref(),
         &order,
         page.offset(),
         page.limit(),

@@ -20,6 +20,7 @@ use sqlx::pool::PoolConnection;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::store::StoreError;
+use crate::store::filter::Entity;
 use crate::store::target_types::{
     self as types, CompatibleDsType, NewTargetType, TargetTypeRow, TargetTypeUpdate,
 };
@@ -289,11 +290,18 @@ async fn list(
     page: Page,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    page.reject_query()?;
+    let q = page.filter(Entity::TargetType)?;
     let order = page.order_by(types::SORT_FIELDS, "tt.id ASC")?;
     let mut c = conn(&s).await?;
-    let (rows, total) =
-        types::list(&mut c, caller.tenant, &order, page.offset(), page.limit()).await?;
+    let (rows, total) = types::list(
+        &mut c,
+        caller.tenant,
+        q.as_ref(),
+        &order,
+        page.offset(),
+        page.limit(),
+    )
+    .await?;
     Ok(Json(paged(
         rows.iter().map(|t| type_json(&base, t)).collect(),
         total,

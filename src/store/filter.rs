@@ -32,6 +32,8 @@ pub enum Entity {
     SoftwareModuleMetadata,
     TargetType,
     TargetTag,
+    /// Metadata entries of a target.
+    TargetMetadata,
 }
 
 /// A parsed query, validated for one entity, ready to be pushed into SQL.
@@ -360,6 +362,14 @@ fn module_metadata_field(name: &str) -> Option<FieldDef> {
     })
 }
 
+fn target_metadata_field(name: &str) -> Option<FieldDef> {
+    Some(match name {
+        "key" => col("{a}.key", TEXT),
+        "value" => col("{a}.value", TEXT),
+        _ => return None,
+    })
+}
+
 fn base(name: &str) -> Option<FieldDef> {
     BASE_FIELDS
         .iter()
@@ -415,6 +425,7 @@ fn resolve(entity: Entity, field: &str) -> Result<Field, RsqlError> {
         Entity::SoftwareModuleMetadata => module_metadata_field(&lower),
         Entity::TargetType => type_or_tag_field(&lower, true),
         Entity::TargetTag => type_or_tag_field(&lower, false),
+        Entity::TargetMetadata => target_metadata_field(&lower),
     };
     if let Some(d) = def {
         return Ok(Field {
@@ -1043,6 +1054,15 @@ mod tests {
                     "createdat",
                 ],
             ),
+            (
+                Entity::TargetType,
+                &["id", "key", "name", "description", "colour", "createdat"],
+            ),
+            (
+                Entity::TargetTag,
+                &["id", "name", "description", "colour", "lastmodifiedby"],
+            ),
+            (Entity::TargetMetadata, &["key", "value"]),
         ];
         for (entity, names) in fields {
             for name in *names {
@@ -1070,6 +1090,17 @@ mod tests {
             Filter::parse(Entity::Target, "attribute.==1"),
             Err(RsqlError::UnknownField(_))
         ));
+        // Tags have no key; metadata entries have only key and value.
+        for (entity, q) in [
+            (Entity::TargetTag, "key==x"),
+            (Entity::TargetMetadata, "createdat==1"),
+            (Entity::TargetMetadata, "metadata.x==1"),
+        ] {
+            assert!(
+                matches!(Filter::parse(entity, q), Err(RsqlError::UnknownField(_))),
+                "{entity:?} {q}"
+            );
+        }
     }
 
     #[test]

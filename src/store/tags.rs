@@ -1,7 +1,8 @@
 //! Target tags and which targets carry them (rollouts.md §1.1: target ↔ tag is M:N).
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::filter::{Filter, push_and};
 use super::targets::{COLUMNS as TARGET_COLUMNS, TargetRow};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
@@ -34,27 +35,30 @@ pub const SORT_FIELDS: &[(&str, &str)] = &[
     ("lastmodifiedby", "g.last_modified_by"),
 ];
 
-/// A page of the tenant's tags and their total; `order_by` comes from [`SORT_FIELDS`] only.
+/// A page of the tenant's tags matching `q` (an [`Entity::TargetTag`](super::filter::Entity)
+/// filter) and their total; `order_by` comes from [`SORT_FIELDS`] only.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<TagRow>, i64)> {
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM target_tag g WHERE g.tenant_id = $1
-         ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM target_tag WHERE tenant_id = $1")
-        .bind(tenant.0)
-        .fetch_one(conn)
-        .await?;
+    let mut page = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM target_tag g WHERE g.tenant_id = "
+    ));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "g");
+    page.push(format!(" ORDER BY {order_by} OFFSET "));
+    page.push_bind(offset);
+    page.push(" LIMIT ");
+    page.push_bind(limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new("SELECT count(*) FROM target_tag g WHERE g.tenant_id = ");
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "g");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 
@@ -144,36 +148,42 @@ pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Resul
     )
 }
 
-/// A page of the targets carrying a tag and their total; `order_by` comes from
+/// A page of the targets carrying a tag and matching `q` (an
+/// [`Entity::Target`](super::filter::Entity) filter) and their total; `order_by` comes from
 /// [`super::targets::SORT_FIELDS`] only.
 pub async fn assigned_targets(
     conn: &mut PgConnection,
     tenant: TenantId,
     tag_id: i64,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<TargetRow>, i64)> {
-    let rows = sqlx::query_as(&format!(
+    let scope = |qb: &mut QueryBuilder<'_, Postgres>| {
+        qb.push_bind(tenant.0);
+        qb.push(" AND a.tag_id = ");
+        qb.push_bind(tag_id);
+        push_and(qb, q, "t");
+    };
+    let mut page = QueryBuilder::new(format!(
         "SELECT {TARGET_COLUMNS} FROM target t
          JOIN target_tag_assignment a ON a.target_id = t.id
          LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND a.tag_id = $2 ORDER BY {order_by} OFFSET $3 LIMIT $4"
-    ))
-    .bind(tenant.0)
-    .bind(tag_id)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar(
+         WHERE t.tenant_id = "
+    ));
+    scope(&mut page);
+    page.push(format!(" ORDER BY {order_by} OFFSET "));
+    page.push_bind(offset);
+    page.push(" LIMIT ");
+    page.push_bind(limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(
         "SELECT count(*) FROM target t JOIN target_tag_assignment a ON a.target_id = t.id
-         WHERE t.tenant_id = $1 AND a.tag_id = $2",
-    )
-    .bind(tenant.0)
-    .bind(tag_id)
-    .fetch_one(conn)
-    .await?;
+         WHERE t.tenant_id = ",
+    );
+    scope(&mut count);
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 

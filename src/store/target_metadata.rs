@@ -1,8 +1,9 @@
 //! Operator-owned key/value metadata of targets (rollouts.md §1.1: key ≤ 128, value ≤ 4000).
 //! Every statement joins the target to check its tenant.
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 
+use super::filter::{Filter, push_and};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -16,26 +17,40 @@ pub struct MetadataRow {
 /// Sortable metadata fields: API name → column.
 pub const SORT_FIELDS: &[(&str, &str)] = &[("key", "md.key"), ("value", "md.value")];
 
-/// A page of a target's metadata and their total; `order_by` comes from [`SORT_FIELDS`] only.
+/// A page of a target's metadata matching `q` (an
+/// [`Entity::TargetMetadata`](super::filter::Entity) filter) and their total; `order_by` comes
+/// from [`SORT_FIELDS`] only.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     target_id: i64,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<MetadataRow>, i64)> {
-    let rows = sqlx::query_as(&format!(
+    let scope = |qb: &mut QueryBuilder<'_, Postgres>| {
+        qb.push_bind(tenant.0);
+        qb.push(" AND md.target_id = ");
+        qb.push_bind(target_id);
+        push_and(qb, q, "md");
+    };
+    let mut page = QueryBuilder::new(
         "SELECT md.key, md.value FROM target_metadata md JOIN target t ON t.id = md.target_id
-         WHERE t.tenant_id = $1 AND md.target_id = $2 ORDER BY {order_by} OFFSET $3 LIMIT $4"
-    ))
-    .bind(tenant.0)
-    .bind(target_id)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = count(conn, tenant, target_id).await?;
+         WHERE t.tenant_id = ",
+    );
+    scope(&mut page);
+    page.push(format!(" ORDER BY {order_by} OFFSET "));
+    page.push_bind(offset);
+    page.push(" LIMIT ");
+    page.push_bind(limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new(
+        "SELECT count(*) FROM target_metadata md JOIN target t ON t.id = md.target_id
+         WHERE t.tenant_id = ",
+    );
+    scope(&mut count);
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 

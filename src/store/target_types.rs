@@ -2,8 +2,9 @@
 //! to them by id (`target.target_type_id`); THING_CREATED names them (see
 //! [`super::targets::set_type_by_name`]).
 
-use sqlx::PgConnection;
+use sqlx::{PgConnection, QueryBuilder};
 
+use super::filter::{Filter, push_and};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -37,28 +38,31 @@ pub const SORT_FIELDS: &[(&str, &str)] = &[
     ("lastmodifiedby", "tt.last_modified_by"),
 ];
 
-/// A page of the tenant's target types and their total; `order_by` comes from [`SORT_FIELDS`]
-/// only.
+/// A page of the tenant's target types matching `q` (an
+/// [`Entity::TargetType`](super::filter::Entity) filter) and their total; `order_by` comes from
+/// [`SORT_FIELDS`] only.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
+    q: Option<&Filter>,
     order_by: &str,
     offset: i64,
     limit: i64,
 ) -> Result<(Vec<TargetTypeRow>, i64)> {
-    let rows = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM target_type tt WHERE tt.tenant_id = $1
-         ORDER BY {order_by} OFFSET $2 LIMIT $3"
-    ))
-    .bind(tenant.0)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
-    .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM target_type WHERE tenant_id = $1")
-        .bind(tenant.0)
-        .fetch_one(conn)
-        .await?;
+    let mut page = QueryBuilder::new(format!(
+        "SELECT {COLUMNS} FROM target_type tt WHERE tt.tenant_id = "
+    ));
+    page.push_bind(tenant.0);
+    push_and(&mut page, q, "tt");
+    page.push(format!(" ORDER BY {order_by} OFFSET "));
+    page.push_bind(offset);
+    page.push(" LIMIT ");
+    page.push_bind(limit);
+    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
+    let mut count = QueryBuilder::new("SELECT count(*) FROM target_type tt WHERE tt.tenant_id = ");
+    count.push_bind(tenant.0);
+    push_and(&mut count, q, "tt");
+    let total = count.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
 }
 

@@ -773,3 +773,149 @@ async fn target_metadata_crud_limits_and_quota() {
         );
     }
 }
+
+/// Percent-encode a `q=` value completely (`;`, `,`, `*`, `=` reach the server as typed).
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// `GET <path>?q=<q>`: 200 with the list body, or the error status and body.
+async fn get_q(app: &TestApp, path: &str, q: &str) -> (StatusCode, Value) {
+    app.api_get(&format!("{path}?q={}", enc(q))).await
+}
+
+/// The `field` of every listed item, in order; checks that `total` matches the page.
+fn listed(s: StatusCode, v: &Value, field: &str) -> Vec<String> {
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let items = v["content"].as_array().expect("content");
+    assert_eq!(v["total"], items.len(), "{v}");
+    items
+        .iter()
+        .map(|i| i[field].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn q_filters_target_types_tags_tagged_targets_and_metadata() {
+    let app = spawn_app_with(&[]).await;
+    let (s, v) = app
+        .api_post(
+            "/targettypes",
+            json!([{"name": "Gateway", "key": "gw", "colour": "red"},
+                   {"name": "Sensor", "key": "sensor", "description": "field sensors"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = app
+        .api_post(
+            "/targets",
+            json!([{"controllerId": "dev-1", "name": "kitchen"},
+                   {"controllerId": "dev-2", "name": "garage"},
+                   {"controllerId": "dev-3", "name": "attic"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = app
+        .api_post(
+            "/targettags",
+            json!([{"name": "eu", "colour": "blue"}, {"name": "beta", "description": "early"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let eu = v[0]["id"].as_i64().expect("id");
+    let (s, v) = app
+        .api_post(
+            &format!("/targettags/{eu}/assigned"),
+            json!(["dev-1", "dev-2"]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = app
+        .api_post(
+            "/targets/dev-1/metadata",
+            json!([{"key": "site", "value": "Berlin"}, {"key": "rack", "value": "7"},
+                   {"key": "sitecode", "value": "BER-1"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    const FIELD: &str = "hawkbit.server.error.rest.param.rsqlInvalidField";
+
+    // GET /targettypes: matches (case-insensitive, wildcards, composition), a non-match, and
+    // an unknown field.
+    let types = "/targettypes";
+    for (q, want) in [
+        ("key==GW", vec!["Gateway"]),
+        ("name==*sor", vec!["Sensor"]),
+        ("colour==red,description==field*", vec!["Gateway", "Sensor"]),
+        ("description=is=null", vec!["Gateway"]),
+        ("name==nothing", vec![]),
+    ] {
+        let (s, v) = get_q(&app, types, q).await;
+        assert_eq!(listed(s, &v, "name"), want, "q={q}");
+    }
+    let (s, v) = get_q(&app, types, "controllerid==x").await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+
+    // GET /targettags: tags have no key.
+    let tags = "/targettags";
+    for (q, want) in [
+        ("name==EU", vec!["eu"]),
+        ("colour!=blue", vec!["beta"]),
+        ("description==ea*;name==beta", vec!["beta"]),
+        ("name==gamma", vec![]),
+    ] {
+        let (s, v) = get_q(&app, tags, q).await;
+        assert_eq!(listed(s, &v, "name"), want, "q={q}");
+    }
+    let (s, v) = get_q(&app, tags, "key==eu").await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+
+    // GET /targettags/{id}/assigned: the target fields, within the tag's targets only.
+    let assigned = format!("/targettags/{eu}/assigned");
+    for (q, want) in [
+        ("name==garage", vec!["dev-2"]),
+        ("controllerId==dev-*", vec!["dev-1", "dev-2"]),
+        ("metadata.site==berlin", vec!["dev-1"]),
+        ("name==attic", vec![]),
+    ] {
+        let (s, v) = get_q(&app, &assigned, q).await;
+        assert_eq!(listed(s, &v, "controllerId"), want, "q={q}");
+    }
+    let (s, v) = get_q(&app, &assigned, "colour==blue").await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+
+    // GET /targets/{id}/metadata: key and value.
+    let md = "/targets/dev-1/metadata";
+    for (q, want) in [
+        ("key==site", vec!["site"]),
+        ("key==site*", vec!["site", "sitecode"]),
+        ("value==ber*", vec!["site", "sitecode"]),
+        ("key=in=(rack,site);value!=7", vec!["site"]),
+        ("value==Paris", vec![]),
+    ] {
+        let (s, v) = get_q(&app, md, q).await;
+        assert_eq!(listed(s, &v, "key"), want, "q={q}");
+    }
+    let (s, v) = get_q(&app, md, "createdat==1").await;
+    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+    // Paging applies after filtering, and the total counts every match.
+    let (s, v) = app
+        .api_get(&format!(
+            "{md}?q={}&limit=1&sort=key:DESC",
+            enc("key==site*")
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["content"][0]["key"].clone()),
+        (json!(2), json!("sitecode"))
+    );
+}

@@ -1,0 +1,129 @@
+//! Statements of distribution-set invalidation (rollouts.md §6.6): marking the set invalid,
+//! dropping its auto-assignments, finding its rollouts and open actions. The state changes of
+//! rollouts and actions reuse [`super::rollouts`] and [`super::actions`].
+
+use sqlx::PgConnection;
+
+use super::Result;
+use crate::domain::ids::TenantId;
+
+/// Lock a distribution set of the tenant that is not deleted, for the rest of the
+/// transaction. False when there is none.
+pub async fn lock_set(conn: &mut PgConnection, tenant: TenantId, ds: i64) -> Result<bool> {
+    Ok(sqlx::query_scalar::<_, i64>(
+        "SELECT id FROM distribution_set WHERE tenant_id = $1 AND id = $2 AND NOT deleted
+         FOR UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(ds)
+    .fetch_optional(conn)
+    .await?
+    .is_some())
+}
+
+/// Mark a set invalid; an invalid set stays unchanged (idempotent).
+pub async fn mark_invalid(conn: &mut PgConnection, ds: i64, user: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE distribution_set SET valid = false, last_modified_at = epoch_ms(),
+                last_modified_by = $2, opt_lock_revision = opt_lock_revision + 1
+         WHERE id = $1 AND valid",
+    )
+    .bind(ds)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Remove the set from every target filter that auto-assigns it. Returns how many.
+pub async fn clear_auto_assignments(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: i64,
+    user: &str,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "UPDATE target_filter_query SET auto_assign_ds_id = NULL, auto_assign_action_type = NULL,
+                auto_assign_weight = NULL, confirmation_required = NULL,
+                last_modified_at = epoch_ms(), last_modified_by = $3,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE tenant_id = $1 AND auto_assign_ds_id = $2",
+    )
+    .bind(tenant.0)
+    .bind(ds)
+    .bind(user)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
+
+/// Lock the set's rollouts in one of `statuses`, in id order (the lock order of every rollout
+/// writer). Returns (id, status).
+pub async fn lock_rollouts_of_set(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: i64,
+    statuses: &[&str],
+) -> Result<Vec<(i64, String)>> {
+    Ok(sqlx::query_as(
+        "SELECT id, status FROM rollout WHERE tenant_id = $1 AND ds_id = $2 AND status = ANY($3)
+         ORDER BY id FOR UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(ds)
+    .bind(statuses)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Ids of the set's active actions, in id order, outside the rollouts in `skip`; CANCELING ones
+/// only with `include_canceling`. Not locked: callers lock them chunk by chunk.
+pub async fn open_actions(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: i64,
+    skip: &[i64],
+    include_canceling: bool,
+) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(
+        "SELECT id FROM action
+         WHERE tenant_id = $1 AND ds_id = $2 AND active AND ($4 OR status <> 'CANCELING')
+           AND (rollout_id IS NULL OR NOT (rollout_id = ANY($3)))
+         ORDER BY id",
+    )
+    .bind(tenant.0)
+    .bind(ds)
+    .bind(skip)
+    .bind(include_canceling)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// An open action of the set, locked, with what a cancel message to its device needs.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct OpenAction {
+    pub id: i64,
+    pub target_id: i64,
+    pub status: String,
+    pub controller_id: String,
+    pub address: Option<String>,
+}
+
+/// Lock those of `ids` that are still active (and not CANCELING unless `include_canceling`), in
+/// id order.
+pub async fn lock_open_actions(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    include_canceling: bool,
+) -> Result<Vec<OpenAction>> {
+    Ok(sqlx::query_as(
+        "SELECT a.id, a.target_id, a.status, t.controller_id, t.address
+         FROM action a JOIN target t ON t.id = a.target_id
+         WHERE a.id = ANY($1) AND a.active AND ($2 OR a.status <> 'CANCELING')
+         ORDER BY a.id FOR UPDATE OF a",
+    )
+    .bind(ids)
+    .bind(include_canceling)
+    .fetch_all(conn)
+    .await?)
+}
