@@ -6,6 +6,7 @@
 //! Handlers parse the request, call `engine` or `store`, and map the result. No SQL here.
 
 pub mod health;
+pub mod invalidation;
 pub mod repository;
 pub mod rollouts;
 pub mod system;
@@ -14,6 +15,7 @@ pub mod target_filters;
 pub mod target_metadata;
 pub mod target_types;
 pub mod targets;
+pub mod ui;
 
 use std::sync::Arc;
 
@@ -45,6 +47,7 @@ pub struct ApiState {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .merge(health::router())
+        .merge(invalidation::router())
         .merge(repository::router())
         .merge(rollouts::router())
         .merge(system::router())
@@ -53,6 +56,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(tags::router())
         .merge(target_filters::router())
         .merge(target_metadata::router())
+        .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
 }
@@ -421,16 +425,6 @@ impl PageParams {
         match self.q.as_deref().filter(|q| !q.trim().is_empty()) {
             Some(q) => Ok(Some(Filter::parse(entity, q)?)),
             None => Ok(None),
-        }
-    }
-
-    /// Refuse `q=` on an endpoint that does not filter.
-    pub fn reject_query(&self) -> ApiResult<()> {
-        match &self.q {
-            Some(q) if !q.trim().is_empty() => Err(ApiError::BadRequest(
-                "the q= filter is not supported on this endpoint yet".into(),
-            )),
-            _ => Ok(()),
         }
     }
 }

@@ -8,6 +8,7 @@
 pub mod assignment;
 pub mod dispatch;
 mod inbound;
+pub mod invalidation;
 pub mod rollouts;
 pub mod timers;
 

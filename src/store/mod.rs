@@ -7,6 +7,7 @@
 pub mod actions;
 pub mod filter;
 pub mod inbox;
+pub mod invalidation;
 pub mod outbox;
 pub mod repository;
 pub mod rollouts;
