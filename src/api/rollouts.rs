@@ -27,17 +27,7 @@ pub fn router() -> Router<ApiState> {
             "/rest/v1/rollouts/{id}",
             get(one).put(update).delete(remove),
         )
-        .route("/rest/v1/rollouts/{id}/start", post(start))
-        .route("/rest/v1/rollouts/{id}/pause", post(pause))
-        .route("/rest/v1/rollouts/{id}/resume", post(resume))
-        .route("/rest/v1/rollouts/{id}/stop", post(stop))
-        .route("/rest/v1/rollouts/{id}/approve", post(approve))
-        .route("/rest/v1/rollouts/{id}/deny", post(deny))
-        .route(
-            "/rest/v1/rollouts/{id}/triggerNextGroup",
-            post(trigger_next),
-        )
-        .route("/rest/v1/rollouts/{id}/retry", post(retry))
+        .route("/rest/v1/rollouts/{id}/{op}", post(post_operation))
         .route("/rest/v1/rollouts/{id}/deploygroups", get(groups))
         .route("/rest/v1/rollouts/{id}/deploygroups/{group}", get(group))
         .route(
@@ -413,6 +403,26 @@ async fn update(
     Ok(Json(rollout_json(&r, Some(&groups), &base)))
 }
 
+/// The operation a `POST /rollouts/{id}/{op}` names, with the permission it needs (§9.2;
+/// stopping needs UPDATE_ROLLOUT as in hawkBit's code, §12 #6).
+fn operation(op: &str) -> Option<(Operation, Permission)> {
+    Some(match op {
+        "start" => (Operation::Start, Permission::HANDLE_ROLLOUT),
+        "pause" => (Operation::Pause, Permission::HANDLE_ROLLOUT),
+        "resume" => (Operation::Resume, Permission::HANDLE_ROLLOUT),
+        "stop" => (Operation::Stop, Permission::UPDATE_ROLLOUT),
+        "triggerNextGroup" => (Operation::TriggerNextGroup, Permission::UPDATE_ROLLOUT),
+        "approve" => (Operation::Approve, Permission::APPROVE_ROLLOUT),
+        "deny" => (Operation::Deny, Permission::APPROVE_ROLLOUT),
+        _ => return None,
+    })
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RemarkQuery {
+    remark: Option<String>,
+}
+
 async fn operate(
     s: &ApiState,
     caller: &Caller,
@@ -444,141 +454,39 @@ async fn remove(
     .await
 }
 
-async fn start(
+/// `POST /rollouts/{id}/{op}`: start, pause, resume, stop, triggerNextGroup, approve and deny
+/// (the last two with an optional `remark` of at most 255 characters), and retry.
+async fn post_operation(
     State(s): State<ApiState>,
     caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Start,
-        Permission::HANDLE_ROLLOUT,
-        None,
-    )
-    .await
-}
-
-async fn pause(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Pause,
-        Permission::HANDLE_ROLLOUT,
-        None,
-    )
-    .await
-}
-
-async fn resume(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Resume,
-        Permission::HANDLE_ROLLOUT,
-        None,
-    )
-    .await
-}
-
-/// hawkBit's code requires UPDATE_ROLLOUT to stop (§12 #6).
-async fn stop(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Stop,
-        Permission::UPDATE_ROLLOUT,
-        None,
-    )
-    .await
-}
-
-async fn trigger_next(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<StatusCode> {
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::TriggerNextGroup,
-        Permission::UPDATE_ROLLOUT,
-        None,
-    )
-    .await
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RemarkQuery {
-    remark: Option<String>,
-}
-
-fn check_remark(r: &RemarkQuery) -> ApiResult<()> {
-    match &r.remark {
-        Some(m) if m.chars().count() > 255 => Err(ApiError::BadRequest(
-            "remark must be at most 255 characters".into(),
-        )),
-        _ => Ok(()),
+    Path((id, op)): Path<(i64, String)>,
+    Query(q): Query<RemarkQuery>,
+    base: BaseUrl,
+) -> ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    if op == "retry" {
+        return Ok(retry(s, caller, id, base).await?.into_response());
     }
-}
-
-async fn approve(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-    Query(q): Query<RemarkQuery>,
-) -> ApiResult<StatusCode> {
-    check_remark(&q)?;
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Approve,
-        Permission::APPROVE_ROLLOUT,
-        q.remark.as_deref(),
-    )
-    .await
-}
-
-async fn deny(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-    Query(q): Query<RemarkQuery>,
-) -> ApiResult<StatusCode> {
-    check_remark(&q)?;
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Deny,
-        Permission::APPROVE_ROLLOUT,
-        q.remark.as_deref(),
-    )
-    .await
+    let (op, perm) =
+        operation(&op).ok_or_else(|| ApiError::NotFound(format!("no such operation {op:?}")))?;
+    if q.remark.as_ref().is_some_and(|m| m.chars().count() > 255) {
+        return Err(ApiError::BadRequest(
+            "remark must be at most 255 characters".into(),
+        ));
+    }
+    let remark = match op {
+        Operation::Approve | Operation::Deny => q.remark.as_deref(),
+        _ => None,
+    };
+    Ok(operate(&s, &caller, id, op, perm, remark)
+        .await?
+        .into_response())
 }
 
 async fn retry(
-    State(s): State<ApiState>,
+    s: ApiState,
     caller: Caller,
-    Path(id): Path<i64>,
+    id: i64,
     base: BaseUrl,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(&[Permission::CREATE_ROLLOUT])?;

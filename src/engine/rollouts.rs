@@ -1282,26 +1282,15 @@ impl Engine {
         store::finish_open_groups(conn, r.id).await?;
         let open = store::lock_active(conn, r.id, limits::STOP_CHUNK, false).await?;
         if !open.is_empty() {
-            let mut updates = actions::ActionUpdates::default();
-            let mut history = actions::NewHistory::default();
-            for (id, _) in &open {
-                updates.id.push(*id);
-                updates
-                    .status
-                    .push(ActionStatus::Canceling.as_db().to_owned());
-                updates.active.push(true);
-                history.push(
-                    *id,
-                    ActionStatus::Canceling.as_db(),
-                    None,
-                    &[format!(
-                        "{SERVER_PREFIX}A cancellation has been performed by server."
-                    )],
-                );
-                out.push(Pending::Action(*id));
-            }
-            actions::update_states_keep_reports(conn, &updates).await?;
-            actions::insert_history(conn, &history).await?;
+            let ids: Vec<i64> = open.iter().map(|(id, _)| *id).collect();
+            set_by_server(
+                conn,
+                &ids,
+                ActionStatus::Canceling,
+                "A cancellation has been performed by server.",
+            )
+            .await?;
+            out.extend(ids.iter().map(|id| Pending::Action(*id)));
             if open.len() as i64 == limits::STOP_CHUNK {
                 return Ok(Step::More);
             }
@@ -1335,27 +1324,15 @@ impl Engine {
         store::finish_open_groups(conn, r.id).await?;
         let open = store::lock_active(conn, r.id, limits::STOP_CHUNK, true).await?;
         if !open.is_empty() {
-            let mut updates = actions::ActionUpdates::default();
-            let mut history = actions::NewHistory::default();
-            let mut targets = Vec::new();
-            for (id, target) in &open {
-                updates.id.push(*id);
-                updates
-                    .status
-                    .push(ActionStatus::Canceled.as_db().to_owned());
-                updates.active.push(false);
-                history.push(
-                    *id,
-                    ActionStatus::Canceled.as_db(),
-                    None,
-                    &[format!(
-                        "{SERVER_PREFIX}A force quit has been performed by server."
-                    )],
-                );
-                targets.push(*target);
-            }
-            actions::update_states_keep_reports(conn, &updates).await?;
-            actions::insert_history(conn, &history).await?;
+            let ids: Vec<i64> = open.iter().map(|(id, _)| *id).collect();
+            let mut targets: Vec<i64> = open.iter().map(|(_, t)| *t).collect();
+            set_by_server(
+                conn,
+                &ids,
+                ActionStatus::Canceled,
+                "A force quit has been performed by server.",
+            )
+            .await?;
             targets.sort_unstable();
             targets.dedup();
             store::reset_assigned(conn, &targets).await?;
@@ -1474,6 +1451,26 @@ pub async fn run_executor(engine: Arc<Engine>, tick: Duration, token: Cancellati
             _ = tokio::time::sleep(pause) => {}
         }
     }
+}
+
+/// Set actions to a status decided by the server, with the history entry saying so.
+async fn set_by_server(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    status: ActionStatus,
+    message: &str,
+) -> Result<(), StoreError> {
+    let mut updates = actions::ActionUpdates::default();
+    let mut history = actions::NewHistory::default();
+    let message = [format!("{SERVER_PREFIX}{message}")];
+    for id in ids {
+        updates.id.push(*id);
+        updates.status.push(status.as_db().to_owned());
+        updates.active.push(status != ActionStatus::Canceled);
+        history.push(*id, status.as_db(), None, &message);
+    }
+    actions::update_states_keep_reports(conn, &updates).await?;
+    actions::insert_history(conn, &history).await
 }
 
 async fn set_type(conn: &mut PgConnection, ds: i64) -> Result<i64, StoreError> {
