@@ -12,15 +12,22 @@
 //! * [`amqp`] — thin lapin adapter: topology, the batching consumer, the outbox publisher.
 //! * [`api`] — axum: the hawkBit-compatible Management API and `/health`.
 //! * [`app`] wires them together; [`config`] and [`telemetry`] are read once at start.
+//! * [`sim`] — `simulate`: a fleet of virtual devices behind one DMF connector (for demos and
+//!   load); [`demo`] runs the service, a fleet and a rollout in one process.
+//! * [`bench`] — `bench`: the load benchmark; runs `serve` as a child on its own database and
+//!   vhost, measures it against raw RabbitMQ/PostgreSQL ceilings, writes a table and a JSON report.
 
 pub mod amqp;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bench;
 pub mod config;
+pub mod demo;
 pub mod dmf;
 pub mod domain;
 pub mod engine;
 pub mod shutdown;
+pub mod sim;
 pub mod store;
 pub mod telemetry;

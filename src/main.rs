@@ -43,5 +43,23 @@ async fn main() -> ExitCode {
             }
         }
         Command::Healthcheck(args) => app::healthcheck(args.http_addr).await,
+        Command::Bench(args) => dmf_broker::bench::run(args).await,
+        Command::Simulate(args) => {
+            telemetry::init(&args.log.filter, &args.log.format);
+            if let Err(msg) = args.validate() {
+                eprintln!("dmf-broker: {msg}");
+                return ExitCode::from(2);
+            }
+            let token = CancellationToken::new();
+            shutdown::cancel_on_signal(token.clone());
+            match dmf_broker::sim::run(args, token).await {
+                Ok(_) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!(error.message = %e, error.cause_chain = ?e, "simulator failed");
+                    ExitCode::from(1)
+                }
+            }
+        }
+        Command::Demo(args) => dmf_broker::demo::main(args).await,
     }
 }

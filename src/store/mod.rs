@@ -5,6 +5,7 @@
 //! Never outside this module: SQL text, sqlx row types.
 
 pub mod actions;
+pub mod bench;
 pub mod filter;
 pub mod inbox;
 pub mod invalidation;

@@ -1,6 +1,7 @@
 //! The one integration-test binary: the whole service against real PostgreSQL and RabbitMQ.
 
 mod auth;
+mod bench;
 mod dmf;
 mod flows;
 mod helpers;
@@ -10,5 +11,6 @@ mod repository;
 mod resilience;
 mod rollouts;
 mod schemas;
+mod simulate;
 mod target_types;
 mod ui;

@@ -1,0 +1,157 @@
+//! The SQL of `dmf-broker bench` (`crate::bench`): the database it owns for one run, the raw
+//! PostgreSQL ceilings it measures on scratch tables, and bulk targets for the rollout-creation
+//! figure. Never used by the service itself.
+
+use std::str::FromStr;
+
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use super::{Result, StoreError};
+
+/// A single connection to `url` (the bench measures on one connection, as the service's
+/// consumer commits its batches on one).
+pub async fn connect(url: &str) -> Result<PgConnection> {
+    Ok(PgConnectOptions::from_str(url)
+        .map_err(StoreError::Permanent)?
+        .disable_statement_logging()
+        .connect()
+        .await?)
+}
+
+/// Drop the database named in `url`, disconnecting whoever still uses it.
+pub async fn drop_database(url: &str) -> Result<()> {
+    let opts = PgConnectOptions::from_str(url).map_err(StoreError::Permanent)?;
+    let Some(name) = opts.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut conn = opts
+        .database("postgres")
+        .disable_statement_logging()
+        .connect()
+        .await?;
+    let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {quoted} WITH (FORCE)"))
+        .execute(&mut conn)
+        .await?;
+    let _ = conn.close().await;
+    Ok(())
+}
+
+/// `SELECT version()`, for the report.
+pub async fn server_version(conn: &mut PgConnection) -> Result<String> {
+    Ok(sqlx::query_scalar("SELECT version()")
+        .fetch_one(conn)
+        .await?)
+}
+
+/// The id of a tenant by its (upper-case) name.
+pub async fn tenant_id(conn: &mut PgConnection, name: &str) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT id FROM tenant WHERE name = $1")
+        .bind(name)
+        .fetch_optional(conn)
+        .await?)
+}
+
+/// A scratch table of `rows` rows shaped like the hot part of `action` (id, status, time).
+pub async fn create_update_scratch(conn: &mut PgConnection, rows: i64) -> Result<()> {
+    sqlx::query("DROP TABLE IF EXISTS bench_update_scratch")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_update_scratch (
+             id bigint PRIMARY KEY,
+             status integer NOT NULL,
+             last_modified_at bigint NOT NULL)",
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO bench_update_scratch (id, status, last_modified_at)
+         SELECT i, 0, 0 FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("ANALYZE bench_update_scratch")
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// One batch of the raw update ceiling, in its own transaction:
+/// `UPDATE … FROM unnest(ids, statuses)`, the statement shape the service uses for batches.
+pub async fn update_scratch_batch(
+    conn: &mut PgConnection,
+    ids: &[i64],
+    statuses: &[i32],
+    now_ms: i64,
+) -> Result<u64> {
+    let mut tx = conn.begin().await?;
+    let n = sqlx::query(
+        "UPDATE bench_update_scratch s SET status = u.status, last_modified_at = $3
+         FROM unnest($1::bigint[], $2::integer[]) AS u(id, status)
+         WHERE s.id = u.id",
+    )
+    .bind(ids)
+    .bind(statuses)
+    .bind(now_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    tx.commit().await?;
+    Ok(n)
+}
+
+/// The raw floor of splitting a rollout: insert `rows` (group, target) pairs, one transaction.
+pub async fn insert_pairs_scratch(conn: &mut PgConnection, rows: i64) -> Result<u64> {
+    sqlx::query("DROP TABLE IF EXISTS bench_pairs_scratch")
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "CREATE TABLE bench_pairs_scratch (
+             rollout_group bigint NOT NULL,
+             target bigint NOT NULL,
+             PRIMARY KEY (rollout_group, target))",
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(sqlx::query(
+        "INSERT INTO bench_pairs_scratch (rollout_group, target)
+         SELECT i / 20000, i FROM generate_series(1, $1) AS i",
+    )
+    .bind(rows)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected())
+}
+
+/// Remove the scratch tables.
+pub async fn drop_scratch(conn: &mut PgConnection) -> Result<()> {
+    sqlx::query("DROP TABLE IF EXISTS bench_update_scratch, bench_pairs_scratch")
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+/// Insert `count` plain targets `<prefix><0000001>` (no address: they are never contacted).
+pub async fn insert_targets(
+    conn: &mut PgConnection,
+    tenant: i64,
+    prefix: &str,
+    count: i64,
+) -> Result<u64> {
+    Ok(sqlx::query(
+        "INSERT INTO target (tenant_id, controller_id, name, security_token, update_status,
+                             created_by, last_modified_by)
+         SELECT $1, $2 || lpad(i::text, 7, '0'), $2 || lpad(i::text, 7, '0'), md5(i::text),
+                'REGISTERED', 'bench', 'bench'
+         FROM generate_series(1, $3) AS i",
+    )
+    .bind(tenant)
+    .bind(prefix)
+    .bind(count)
+    .execute(conn)
+    .await?
+    .rows_affected())
+}
