@@ -433,6 +433,26 @@ async fn error_threshold_and_count_shut_the_rollout_down_until_resumed() {
         statuses(&groups(&app, id2).await),
         vec!["error", "scheduled"]
     );
+    // Stopping the paused rollout removes the SCHEDULED actions of the group that never ran
+    // (nothing reached those devices) and ends every group.
+    let (_, acts) = app
+        .api_get(&format!("/actions?q=rollout.id=={id2};status==scheduled"))
+        .await;
+    assert_eq!(acts["total"], 2);
+    let (s, _) = app
+        .api_post(&format!("/rollouts/{id2}/stop"), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let v = wait_rollout(&app, id2, |r| r["status"] == "stopped").await;
+    assert_eq!(v["totalTargetsPerStatus"]["scheduled"], 0);
+    let (_, acts) = app
+        .api_get(&format!("/actions?q=rollout.id=={id2};status==scheduled"))
+        .await;
+    assert_eq!(acts["total"], 0);
+    assert_eq!(
+        statuses(&groups(&app, id2).await),
+        vec!["error", "finished"]
+    );
 }
 
 #[tokio::test]
