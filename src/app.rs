@@ -106,6 +106,7 @@ impl Application {
                     .clone()
                     .unwrap_or_else(|| format!("http://{}", args.http_addr)),
                 enrol_idle_ms: args.dynamic_idle_ms,
+                max_actions_per_target: args.max_actions_per_target,
             },
         ));
         engine

@@ -140,6 +140,10 @@ pub struct ServeArgs {
     /// `dynamicRolloutsMinInvolvePeriodMS`).
     #[arg(long, env = "DMF_DYNAMIC_IDLE_MS", default_value_t = 60000)]
     pub dynamic_idle_ms: i64,
+    /// Actions a target may have (hawkBit's `maxActionsPerTarget`); a rollout leaves out
+    /// targets that reached it.
+    #[arg(long, env = "DMF_MAX_ACTIONS_PER_TARGET", default_value_t = 2000)]
+    pub max_actions_per_target: i64,
     /// Further tenants besides DEFAULT and the users file's (comma-separated).
     #[arg(long, env = "DMF_TENANTS", value_delimiter = ',')]
     pub tenants: Vec<String>,

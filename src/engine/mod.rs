@@ -122,6 +122,9 @@ pub struct EngineSettings {
     pub public_url: String,
     /// Throttle of dynamic enrolment after an empty pass (ms).
     pub enrol_idle_ms: i64,
+    /// `maxActionsPerTarget` (rollouts.md §3.6): a rollout leaves out targets that have this
+    /// many actions.
+    pub max_actions_per_target: i64,
 }
 
 pub struct Engine {

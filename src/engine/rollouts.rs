@@ -1134,12 +1134,27 @@ impl Engine {
             .iter()
             .find(|g| g.status() == GroupStatus::Ready && !g.dynamic)
         {
-            let after = store::max_scheduled_target(conn, g.id).await?;
-            let (created, _) =
-                store::schedule_chunk(conn, r, g.id, after, limits::SCHEDULE_CHUNK, !cfg.multi)
-                    .await?;
-            if created < limits::SCHEDULE_CHUNK {
-                store::set_group_status(conn, &[g.id], GroupStatus::Scheduled.as_db()).await?;
+            let mut after = store::max_scheduled_target(conn, g.id).await?;
+            loop {
+                let s = store::schedule_chunk(
+                    conn,
+                    r,
+                    g.id,
+                    after,
+                    limits::SCHEDULE_CHUNK,
+                    !cfg.multi,
+                    self.settings.max_actions_per_target,
+                )
+                .await?;
+                if s.members < limits::SCHEDULE_CHUNK {
+                    store::set_group_status(conn, &[g.id], GroupStatus::Scheduled.as_db()).await?;
+                    break;
+                }
+                if s.created > 0 {
+                    break;
+                }
+                // A whole chunk of targets at their action quota: move on within this step.
+                after = s.last_member;
             }
             return Ok(Step::More);
         }

@@ -870,9 +870,21 @@ pub async fn max_scheduled_target(conn: &mut PgConnection, group: i64) -> Result
     .await?)
 }
 
+/// What one scheduling statement did.
+#[derive(Debug, Clone, Copy, sqlx::FromRow)]
+pub struct Scheduled {
+    /// Members looked at.
+    pub members: i64,
+    /// Highest member target id looked at.
+    pub last_member: i64,
+    /// Actions created.
+    pub created: i64,
+}
+
 /// Create SCHEDULED actions for up to `limit` members of a group above `after` (§4.6 A). In
 /// single-assignment mode, other rollouts' SCHEDULED actions of those targets are cancelled
-/// first (not of required-migration-step sets). Returns (created, highest target id).
+/// first (not of required-migration-step sets). A target that already has `quota` actions
+/// (`maxActionsPerTarget`, §3.6) gets none: it is left out of the rollout instead of failing it.
 pub async fn schedule_chunk(
     conn: &mut PgConnection,
     r: &RolloutRow,
@@ -880,14 +892,18 @@ pub async fn schedule_chunk(
     after: i64,
     limit: i64,
     single: bool,
-) -> Result<(i64, i64)> {
+    quota: i64,
+) -> Result<Scheduled> {
     Ok(sqlx::query_as(
         "WITH chunk AS (
              SELECT m.target_id FROM rollout_target_group m JOIN target t ON t.id = m.target_id
              WHERE m.group_id = $1 AND m.target_id > $2 ORDER BY m.target_id LIMIT $3),
+         allowed AS (
+             SELECT c.target_id FROM chunk c
+             WHERE (SELECT count(*) FROM action x WHERE x.target_id = c.target_id) < $12),
          cancelled AS (
              UPDATE action a SET status = 'CANCELED', active = false, last_modified_at = epoch_ms()
-             FROM chunk c, distribution_set d
+             FROM allowed c, distribution_set d
              WHERE $4 AND a.target_id = c.target_id AND a.status = 'SCHEDULED'
                AND a.rollout_id IS DISTINCT FROM $5 AND d.id = a.ds_id AND NOT d.required_migration_step
              RETURNING a.id),
@@ -896,9 +912,11 @@ pub async fn schedule_chunk(
                                  forced_time, rollout_id, rollout_group_id, initiated_by,
                                  created_by, last_modified_by)
              SELECT $6, c.target_id, $7, $8, 'SCHEDULED', false, $9, $10, $5, $1, $11, $11, $11
-             FROM chunk c ORDER BY c.target_id
+             FROM allowed c ORDER BY c.target_id
              RETURNING target_id)
-         SELECT count(*), COALESCE(max(target_id), 0) FROM ins",
+         SELECT (SELECT count(*) FROM chunk) AS members,
+                (SELECT COALESCE(max(target_id), 0) FROM chunk) AS last_member,
+                (SELECT count(*) FROM ins) AS created",
     )
     .bind(group)
     .bind(after)
@@ -911,6 +929,7 @@ pub async fn schedule_chunk(
     .bind(r.weight)
     .bind(r.forced_time)
     .bind(&r.created_by)
+    .bind(quota)
     .fetch_one(conn)
     .await?)
 }

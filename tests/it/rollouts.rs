@@ -1164,3 +1164,42 @@ async fn start_at_confirmation_and_a_newer_rollout_taking_over() {
     let d = next_of(&mut app, &["DOWNLOAD_AND_INSTALL"]).await;
     assert_eq!(body_json(&d)["actionId"], action);
 }
+
+#[tokio::test]
+async fn targets_at_their_action_quota_are_left_out_of_a_rollout() {
+    let mut args = FAST.to_vec();
+    args.extend(["--max-actions-per-target", "2"]);
+    let mut app = spawn_app_with(&args).await;
+    fleet(&app, "q", 2).await;
+    let ds_old = app.create_set("old").await;
+    let ds_new = app.create_set("new").await;
+    // q-00 gets two (offline, already finished) actions: its quota is used up.
+    for _ in 0..2 {
+        let (s, v) = app
+            .api_post(
+                &format!("/distributionsets/{ds_old}/assignedTargets?offline=true"),
+                json!([{"id": "q-00"}]),
+            )
+            .await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    let r = create(
+        &app,
+        json!({"name": "quota", "distributionSetId": ds_new, "targetFilterQuery": "controllerId==q-*"}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    ready(&app, id).await;
+    start(&app, id).await;
+    let d = deployments(&mut app, 1).await;
+    assert_eq!(d[0].0, "q-01");
+    assert_quiet(&mut app, 300).await;
+    let (_, acts) = app.api_get(&format!("/actions?q=rollout.id=={id}")).await;
+    assert_eq!(acts["total"], 1);
+    let (_, own) = app.api_get("/targets/q-00/actions").await;
+    assert_eq!(own["total"], 2);
+    // The rollout completes over the targets it could take.
+    app.send(status(d[0].1, "FINISHED")).await;
+    let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    assert_eq!(v["totalTargets"], 1);
+}
