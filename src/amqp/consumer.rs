@@ -140,6 +140,7 @@ impl Consumer {
                 _ = token.cancelled() => {
                     // Stop consuming; unacked prefetched deliveries return to the queue.
                     let _ = self.channel.basic_cancel(self.tag.as_str().into(), BasicCancelOptions::default()).await;
+                    let _ = self.channel.close(200, "shutting down".into()).await;
                     return Ok(());
                 }
                 next = self.stream.next() => next,

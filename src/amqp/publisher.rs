@@ -107,6 +107,11 @@ impl Publisher {
                 }
             }
             if token.is_cancelled() {
+                // Closed here, so the connection's close finds no channel half-open.
+                let _ = self.channel.close(200, "shutting down".into()).await;
+                if let Some(p) = self.probe.take() {
+                    let _ = p.close(200, "shutting down".into()).await;
+                }
                 return Ok(());
             }
             let notified = async {
