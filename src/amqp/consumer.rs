@@ -240,8 +240,16 @@ impl Consumer {
         }
         let mut backoff = Duration::from_millis(100);
         loop {
+            let started = Instant::now();
             let err = match self.engine.handle_batch(incoming).await {
-                Ok(v) => return Some(v),
+                Ok(v) => {
+                    tracing::debug!(
+                        messages = incoming.len(),
+                        elapsed_us = started.elapsed().as_micros() as u64,
+                        "batch committed"
+                    );
+                    return Some(v);
+                }
                 Err(e) => e,
             };
             // An error while the database is unreachable says nothing about the messages, whatever

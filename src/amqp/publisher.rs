@@ -142,6 +142,7 @@ impl Publisher {
     /// One round; returns whether there may be more.
     async fn round(&mut self) -> Result<bool, DrainError> {
         let pool = self.engine.pool().clone();
+        let round_started = Instant::now();
         let mut tx = pool.begin().await.map_err(StoreError::from)?;
         if !outbox::try_lock_drainer(&mut tx).await? {
             return Ok(false);
@@ -216,6 +217,11 @@ impl Publisher {
         }
         outbox::delete(&mut tx, &ids).await?;
         tx.commit().await.map_err(StoreError::from)?;
+        tracing::debug!(
+            rows = rows.len(),
+            elapsed_us = round_started.elapsed().as_micros() as u64,
+            "outbox round published"
+        );
         Ok(full)
     }
 
