@@ -327,6 +327,7 @@ impl Engine {
         };
         let mut tx = self.pool.begin().await?;
         // 2. The distribution set.
+        store::lock_set_row(&mut tx, tenant, req.ds_id).await?;
         let set = repository::set_facts(&mut tx, tenant.0, req.ds_id)
             .await?
             .filter(|s| !s.deleted)

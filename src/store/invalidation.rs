@@ -12,7 +12,7 @@ use crate::domain::ids::TenantId;
 pub async fn lock_set(conn: &mut PgConnection, tenant: TenantId, ds: i64) -> Result<bool> {
     Ok(sqlx::query_scalar::<_, i64>(
         "SELECT id FROM distribution_set WHERE tenant_id = $1 AND id = $2 AND NOT deleted
-         FOR UPDATE",
+         FOR NO KEY UPDATE",
     )
     .bind(tenant.0)
     .bind(ds)

@@ -97,6 +97,8 @@ pub struct SetFacts {
     pub complete: bool,
 }
 
+/// The facts of a set that decide whether it may be assigned, share-locked so that an
+/// invalidation (which locks the set for update) cannot slip in before this transaction ends.
 pub async fn set_facts(
     conn: &mut PgConnection,
     tenant: i64,
@@ -109,7 +111,7 @@ pub async fn set_facts(
                               AND NOT EXISTS (SELECT 1 FROM distribution_set_module dm
                                               JOIN software_module m ON m.id = dm.sm_id
                                               WHERE dm.ds_id = d.id AND m.type_id = e.sm_type_id)) AS complete
-         FROM distribution_set d WHERE d.tenant_id = $1 AND d.id = $2",
+         FROM distribution_set d WHERE d.tenant_id = $1 AND d.id = $2 FOR SHARE OF d",
     )
     .bind(tenant)
     .bind(ds_id)

@@ -1135,6 +1135,20 @@ pub async fn statistics_of_set(
     .await?)
 }
 
+/// Take the set's row before reading its facts: creating a rollout may then mark it locked
+/// without upgrading a share lock (two creations would deadlock), and an invalidation waits.
+/// `NO KEY UPDATE` leaves the foreign-key checks of action inserts unblocked.
+pub async fn lock_set_row(conn: &mut PgConnection, tenant: TenantId, ds: i64) -> Result<()> {
+    sqlx::query(
+        "SELECT 1 FROM distribution_set WHERE tenant_id = $1 AND id = $2 FOR NO KEY UPDATE",
+    )
+    .bind(tenant.0)
+    .bind(ds)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Lock the implicit-lock flag of a distribution set (§1.3).
 pub async fn lock_set_implicitly(conn: &mut PgConnection, ds: i64) -> Result<()> {
     sqlx::query("UPDATE distribution_set SET locked = true WHERE id = $1 AND NOT locked")
