@@ -1203,3 +1203,31 @@ async fn targets_at_their_action_quota_are_left_out_of_a_rollout() {
     let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
     assert_eq!(v["totalTargets"], 1);
 }
+
+#[tokio::test]
+async fn concurrent_creations_on_one_set_all_succeed() {
+    let app = app().await;
+    fleet(&app, "k", 3).await;
+    let ds = app.create_set("fw").await;
+    let posts = (0..6).map(|i| {
+        let app = &app;
+        async move {
+            app.api_post(
+                "/rollouts",
+                json!({"name": format!("par-{i}"), "distributionSetId": ds,
+                       "targetFilterQuery": "controllerId==k-*"}),
+            )
+            .await
+        }
+    });
+    for (s, v) in futures::future::join_all(posts).await {
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+    }
+    let (_, l) = app.api_get("/rollouts").await;
+    assert_eq!(l["total"], 6);
+    let (_, set) = app.api_get(&format!("/distributionsets/{ds}")).await;
+    assert_eq!(
+        set["locked"], true,
+        "creating a rollout locks its set implicitly"
+    );
+}
