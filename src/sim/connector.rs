@@ -403,6 +403,9 @@ async fn converse(
         };
         let _ = tokio::time::timeout(SETTLE_TIMEOUT, settle).await;
     }
+    // Close the channels here, so the connection's close finds none half-open.
+    let _ = consume.close(200, "simulator stopped".into()).await;
+    let _ = out.channel.close(200, "simulator stopped".into()).await;
     result
 }
 
