@@ -287,6 +287,8 @@ enum Step {
     Idle,
     /// Another transaction holds the rollout (a report batch, another instance): try again soon.
     Busy,
+    /// Filling ended and the rollout now waits for approval: call the webhook after commit.
+    AwaitsApproval,
 }
 
 impl Engine {
@@ -917,15 +919,11 @@ impl Engine {
             _ => Step::Idle,
         };
         outbox::enqueue(&mut tx, &out).await?;
-        let approval = status_of(&r) == RolloutStatus::Creating
-            && store::find(&mut tx, TenantId(r.tenant_id), r.id)
-                .await?
-                .is_some_and(|n| n.status == RolloutStatus::WaitingForApproval.as_db());
         tx.commit().await?;
         if !out.is_empty() {
             self.outbox_wake.notify_one();
         }
-        if approval {
+        if step == Step::AwaitsApproval {
             self.notify_approval_needed(&r).await;
         }
         Ok(step)
@@ -958,7 +956,11 @@ impl Engine {
             };
             store::set_status(conn, r.id, next.as_db(), "system").await?;
             tracing::info!(rollout = r.id, status = %next, "rollout filled");
-            return Ok(Step::More);
+            return Ok(if next == RolloutStatus::WaitingForApproval {
+                Step::AwaitsApproval
+            } else {
+                Step::More
+            });
         };
         let g = &groups[pos];
         let gf = group_filter(g)?;
@@ -1430,7 +1432,7 @@ impl Engine {
         for id in ids {
             loop {
                 match self.step(id).await {
-                    Ok(Step::More) => steps += 1,
+                    Ok(Step::More | Step::AwaitsApproval) => steps += 1,
                     Ok(Step::Idle) => break,
                     Ok(Step::Busy) => {
                         busy = true;
