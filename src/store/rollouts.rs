@@ -421,14 +421,31 @@ pub async fn list(
             f.push_sql(qb, "r");
         }
     };
-    let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM {FROM}"));
+    page(conn, COLUMNS, FROM, condition, order_by, offset, limit).await
+}
+
+/// A page of rows `SELECT <columns> FROM <from> <condition> ORDER BY ... OFFSET ... LIMIT ...`
+/// and the total count under the same condition.
+async fn page<T>(
+    conn: &mut PgConnection,
+    columns: &str,
+    from: &str,
+    condition: impl Fn(&mut QueryBuilder<'_, Postgres>),
+    order_by: &str,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<T>, i64)>
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM {from}"));
     condition(&mut qb);
     qb.push(format!(" ORDER BY {order_by} OFFSET "))
         .push_bind(offset)
         .push(" LIMIT ")
         .push_bind(limit);
     let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
-    let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {FROM}"));
+    let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {from}"));
     condition(&mut qb);
     let total = qb.build_query_scalar().fetch_one(conn).await?;
     Ok((rows, total))
@@ -473,17 +490,16 @@ pub async fn list_groups(
             f.push_sql(qb, "g");
         }
     };
-    let mut qb = QueryBuilder::new(format!("SELECT {GROUP_COLUMNS} FROM rollout_group g"));
-    condition(&mut qb);
-    qb.push(format!(" ORDER BY {order_by} OFFSET "))
-        .push_bind(offset)
-        .push(" LIMIT ")
-        .push_bind(limit);
-    let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
-    let mut qb = QueryBuilder::new("SELECT count(*) FROM rollout_group g");
-    condition(&mut qb);
-    let total = qb.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    page(
+        conn,
+        GROUP_COLUMNS,
+        "rollout_group g",
+        condition,
+        order_by,
+        offset,
+        limit,
+    )
+    .await
 }
 
 /// Ids of the targets of a group: its members and the targets of its actions (§12 #16), for the
@@ -1178,18 +1194,14 @@ pub async fn group_targets(
             f.push_sql(qb, "t");
         }
     };
-    let mut qb = QueryBuilder::new(format!(
-        "SELECT {} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-        super::targets::COLUMNS
-    ));
-    condition(&mut qb);
-    qb.push(format!(" ORDER BY {order_by} OFFSET "))
-        .push_bind(offset)
-        .push(" LIMIT ")
-        .push_bind(limit);
-    let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
-    let mut qb = QueryBuilder::new("SELECT count(*) FROM target t");
-    condition(&mut qb);
-    let total = qb.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    page(
+        conn,
+        super::targets::COLUMNS,
+        "target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
+        condition,
+        order_by,
+        offset,
+        limit,
+    )
+    .await
 }
