@@ -119,7 +119,7 @@ pub async fn lock_open_actions(
     Ok(sqlx::query_as(
         "SELECT a.id, a.target_id, a.status, t.controller_id, t.address
          FROM action a JOIN target t ON t.id = a.target_id
-         WHERE a.id = ANY($1) AND a.active AND ($2 OR a.status <> 'CANCELING')
+         WHERE a.id IN (SELECT unnest($1::bigint[])) AND a.active AND ($2 OR a.status <> 'CANCELING')
          ORDER BY a.id FOR UPDATE OF a",
     )
     .bind(ids)
