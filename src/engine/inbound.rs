@@ -237,9 +237,10 @@ impl Engine {
                 _ => None,
             })
             .collect();
-        // Rollout rows first: the lock order of every writer of a rollout (engine::rollouts).
-        let rollouts = self.lock_rollouts_of(conn, &ids).await?;
         let rows = actions::lock(conn, &ids).await?;
+        let mut rollouts: Vec<i64> = rows.iter().filter_map(|r| r.rollout_id).collect();
+        rollouts.sort_unstable();
+        rollouts.dedup();
         let mut state: HashMap<i64, (actions::ActionRow, ActionState, bool)> = HashMap::new();
         for row in rows {
             let st = ActionState {

@@ -22,7 +22,7 @@ use crate::domain::ids::TenantId;
 use crate::domain::rollout::{self, Operation, RolloutStatus};
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
-use crate::store::{actions, invalidation as store, outbox, rollouts, tenants};
+use crate::store::{actions, invalidation as store, rollouts, tenants};
 
 /// What happens to the set's rollouts and open actions (`actionCancelationType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,7 +172,7 @@ impl Engine {
         force: bool,
     ) -> Result<usize, EngineError> {
         let mut tx = self.pool.begin().await?;
-        // Rollout rows first, then actions, then targets: the lock order of status reports.
+        // Rollout rows first, then actions, then targets: the lock order of the executor.
         rollouts::lock_of_actions(&mut tx, ids).await?;
         let open = store::lock_open_actions(&mut tx, ids, force).await?;
         if open.is_empty() {
@@ -230,9 +230,7 @@ impl Engine {
             // Rendered at publish time: CANCEL_DOWNLOAD (or MULTI_ACTION with the cancel).
             out.extend(open.iter().map(|a| Pending::Action(a.id)));
         }
-        outbox::enqueue(&mut tx, &out).await?;
-        tx.commit().await?;
-        self.outbox_wake.notify_one();
+        self.commit_with_outbox(tx, out).await?;
         Ok(open.len())
     }
 }

@@ -18,6 +18,7 @@ pub struct ActionRow {
     pub address: Option<String>,
     pub security_token: String,
     pub ds_id: i64,
+    pub rollout_id: Option<i64>,
     pub status: String,
     pub active: bool,
     pub action_type: String,
@@ -29,7 +30,7 @@ pub struct ActionRow {
 }
 
 const ACTION_COLUMNS: &str = "a.id, a.tenant_id, tn.name AS tenant, a.target_id, t.controller_id,
-    t.address, t.security_token, a.ds_id, a.status, a.active, a.action_type, a.weight,
+    t.address, t.security_token, a.ds_id, a.rollout_id, a.status, a.active, a.action_type, a.weight,
     a.intermediate_reports, a.mw_schedule, a.mw_duration, a.mw_timezone";
 
 /// Lock actions by id (in id order, so concurrent instances do not deadlock).
@@ -37,7 +38,7 @@ pub async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>
     Ok(sqlx::query_as(&format!(
         "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          JOIN tenant tn ON tn.id = a.tenant_id
-         WHERE a.id = ANY($1) ORDER BY a.id FOR UPDATE OF a"
+         WHERE a.id IN (SELECT unnest($1::bigint[])) ORDER BY a.id FOR UPDATE OF a"
     ))
     .bind(ids)
     .fetch_all(conn)
@@ -48,7 +49,7 @@ pub async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>
 pub async fn by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
     Ok(sqlx::query_as(&format!(
         "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
-         JOIN tenant tn ON tn.id = a.tenant_id WHERE a.id = ANY($1) ORDER BY a.id"
+         JOIN tenant tn ON tn.id = a.tenant_id WHERE a.id IN (SELECT unnest($1::bigint[])) ORDER BY a.id"
     ))
     .bind(ids)
     .fetch_all(conn)
@@ -61,7 +62,7 @@ pub async fn open_of_targets(conn: &mut PgConnection, targets: &[i64]) -> Result
     Ok(sqlx::query_as(&format!(
         "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          JOIN tenant tn ON tn.id = a.tenant_id
-         WHERE a.target_id = ANY($1) AND a.active ORDER BY a.target_id, a.weight DESC, a.id"
+         WHERE a.target_id IN (SELECT unnest($1::bigint[])) AND a.active ORDER BY a.target_id, a.weight DESC, a.id"
     ))
     .bind(targets)
     .fetch_all(conn)
@@ -85,7 +86,7 @@ pub async fn lock_targets(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Ta
     Ok(sqlx::query_as(
         "SELECT id, controller_id, address, assigned_ds_id, installed_ds_id, installation_date,
                 update_status, request_attributes
-         FROM target WHERE id = ANY($1) ORDER BY id FOR UPDATE",
+         FROM target WHERE id IN (SELECT unnest($1::bigint[])) ORDER BY id FOR UPDATE",
     )
     .bind(ids)
     .fetch_all(conn)
@@ -259,7 +260,7 @@ pub async fn lock_superseded(
     Ok(sqlx::query_as(
         "SELECT a.id, a.target_id, a.status, a.active FROM action a
          JOIN distribution_set d ON d.id = a.ds_id
-         WHERE a.target_id = ANY($1) AND (a.active OR a.status = 'SCHEDULED')
+         WHERE a.target_id IN (SELECT unnest($1::bigint[])) AND (a.active OR a.status = 'SCHEDULED')
            AND NOT d.required_migration_step AND NOT (a.id = ANY($2))
          ORDER BY a.id FOR UPDATE OF a",
     )
@@ -282,7 +283,7 @@ pub async fn assign_targets(
                 installation_date = CASE WHEN $3 THEN epoch_ms() ELSE installation_date END,
                 update_status = CASE WHEN $3 THEN 'IN_SYNC' ELSE 'PENDING' END,
                 last_modified_at = epoch_ms()
-         WHERE id = ANY($1)",
+         WHERE id IN (SELECT unnest($1::bigint[]))",
     )
     .bind(targets)
     .bind(ds_id)

@@ -58,10 +58,11 @@ impl Row {
     }
 }
 
-/// Append rows in order with one statement per kind, and wake the publishers.
-pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<()> {
+/// Append rows in order with one statement, and wake the publishers. Returns the row ids, in
+/// the order of `items`.
+pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<Vec<i64>> {
     if items.is_empty() {
-        return Ok(());
+        return Ok(Vec::new());
     }
     // Column arrays for one multi-row INSERT; order within `items` is kept through `ord`.
     let mut ord = Vec::new();
@@ -95,7 +96,9 @@ pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<()> {
         // bigint[][] cannot be unnested per row, so id lists travel as JSON text.
         action_ids.push(b.map(|ids| serde_json::to_string(ids).unwrap_or_default()));
     }
-    sqlx::query(
+    // Ids come from the sequence in `ord` order (INSERT … SELECT … ORDER BY assigns them row
+    // by row as sorted), so sorting the returned ids restores the order of `items`.
+    let mut ids: Vec<i64> = sqlx::query_scalar(
         "INSERT INTO outbox (kind, exchange, headers, content_type, content_encoding, correlation_id,
                              body, action_id, target_id, action_ids)
          SELECT kind, exchange, headers, content_type, content_encoding, correlation_id, body,
@@ -106,7 +109,8 @@ pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<()> {
                      $8::bytea[], $9::bigint[], $10::bigint[], $11::text[])
               AS u(ord, kind, exchange, headers, content_type, content_encoding, correlation_id,
                    body, action_id, target_id, ids)
-         ORDER BY ord",
+         ORDER BY ord
+         RETURNING id",
     )
     .bind(&ord)
     .bind(&kind)
@@ -119,49 +123,57 @@ pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<()> {
     .bind(&action_id)
     .bind(&target_id)
     .bind(&action_ids)
-    .execute(&mut *conn)
+    .fetch_all(&mut *conn)
     .await?;
+    ids.sort_unstable();
     sqlx::query("SELECT pg_notify($1, '')")
         .bind(CHANNEL)
         .execute(conn)
         .await?;
-    Ok(())
+    Ok(ids)
 }
 
-/// Take the publishing turn: one drainer at a time across instances keeps messages to a device
-/// in commit order. Held until the transaction ends.
-///
-/// The round's transaction only deletes rows that were already published and confirmed, so it
-/// commits without waiting for the WAL flush: a database crash can at worst resurrect rows that
-/// are then published again (at-least-once, which DMF tolerates), never lose one. That saves a
-/// disk flush on the path of every outbound message.
-pub async fn try_lock_drainer(conn: &mut PgConnection) -> Result<bool> {
-    sqlx::query("SET LOCAL synchronous_commit TO OFF")
-        .execute(&mut *conn)
-        .await?;
-    // An arbitrary constant key for the advisory lock ("dmf-outbox").
-    Ok(
-        sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(7400117001)")
-            .fetch_one(conn)
-            .await?,
-    )
-}
+/// How a publishing round's transaction begins. The round only deletes rows that were already
+/// published and confirmed, so it commits without waiting for the WAL flush: a database crash
+/// can at worst resurrect rows that are then published again (at-least-once, which DMF
+/// tolerates), never lose one. That saves a disk flush on the path of every outbound message.
+pub const BEGIN_ROUND: &str = "BEGIN; SET LOCAL synchronous_commit TO OFF";
 
-/// The oldest `limit` rows, locked for this transaction.
+/// The publishing turn: one drainer at a time across instances keeps messages to a device in
+/// commit order. Taken by the claiming statement itself (no extra round trip) and held until
+/// the transaction ends; a claim that does not get it finds no rows. The key is an arbitrary
+/// constant ("dmf-outbox").
+const TURN: &str = "WITH turn AS (SELECT pg_try_advisory_xact_lock(7400117001) AS held)";
+
+/// Take the turn and the oldest `limit` rows, locked for this transaction.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Row>> {
-    Ok(sqlx::query_as(
-        "SELECT id, kind, exchange, headers, content_type, content_encoding, correlation_id, body,
+    Ok(sqlx::query_as(&format!(
+        "{TURN}
+         SELECT id, kind, exchange, headers, content_type, content_encoding, correlation_id, body,
                 action_id, target_id, action_ids, attempts
-         FROM outbox ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-    )
+         FROM outbox WHERE (SELECT held FROM turn) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+    ))
     .bind(limit)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Take the turn and lock those of `ids` still waiting (not published meanwhile by another
+/// round), in id order.
+pub async fn claim_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
+    Ok(sqlx::query_scalar(&format!(
+        "{TURN}
+         SELECT id FROM outbox WHERE (SELECT held FROM turn) AND id IN (SELECT unnest($1::bigint[]))
+         ORDER BY id FOR UPDATE SKIP LOCKED"
+    ))
+    .bind(ids)
     .fetch_all(conn)
     .await?)
 }
 
 /// Remove published (or deliberately dropped) rows.
 pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE id = ANY($1)")
+    sqlx::query("DELETE FROM outbox WHERE id IN (SELECT unnest($1::bigint[]))")
         .bind(ids)
         .execute(conn)
         .await?;
@@ -170,10 +182,12 @@ pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
 
 /// Count a failed publish attempt for rows.
 pub async fn record_failure(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
-    sqlx::query("UPDATE outbox SET attempts = attempts + 1 WHERE id = ANY($1)")
-        .bind(ids)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT unnest($1::bigint[]))",
+    )
+    .bind(ids)
+    .execute(conn)
+    .await?;
     Ok(())
 }
 

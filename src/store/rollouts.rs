@@ -339,8 +339,8 @@ pub async fn try_lock(conn: &mut PgConnection, id: i64) -> Result<Option<Rollout
     .await?)
 }
 
-/// Lock the rollouts that own any of these actions, in id order (the order every writer of a
-/// rollout takes its locks in), and return them.
+/// Lock the rollouts that own any of these actions, in id order (rollout rows before action
+/// rows: the order of every writer that waits for a rollout), and return them.
 pub async fn lock_of_actions(conn: &mut PgConnection, actions: &[i64]) -> Result<Vec<RolloutRow>> {
     if actions.is_empty() {
         return Ok(Vec::new());
@@ -348,10 +348,23 @@ pub async fn lock_of_actions(conn: &mut PgConnection, actions: &[i64]) -> Result
     Ok(sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM {FROM}
          WHERE r.id IN (SELECT DISTINCT rollout_id FROM action
-                        WHERE id = ANY($1) AND rollout_id IS NOT NULL)
+                        WHERE id IN (SELECT unnest($1::bigint[])) AND rollout_id IS NOT NULL)
          ORDER BY r.id FOR UPDATE OF r"
     ))
     .bind(actions)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// Lock those of these rollouts that no other transaction holds, in id order, and return them.
+pub async fn try_lock_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<RolloutRow>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM {FROM} WHERE r.id = ANY($1) ORDER BY r.id FOR UPDATE OF r SKIP LOCKED"
+    ))
+    .bind(ids)
     .fetch_all(conn)
     .await?)
 }
@@ -966,10 +979,12 @@ pub async fn lock_scheduled(
     limit: i64,
 ) -> Result<Vec<Activation>> {
     Ok(sqlx::query_as(
+        // The chunk is chosen (and locked) before the join, so only its rows meet `target`.
         "SELECT a.id, a.target_id, t.assigned_ds_id, t.auto_confirm_at IS NOT NULL AS auto_confirm
-         FROM action a JOIN target t ON t.id = a.target_id
-         WHERE a.rollout_group_id = $1 AND a.status = 'SCHEDULED'
-         ORDER BY a.id LIMIT $2 FOR UPDATE OF a",
+         FROM (SELECT id, target_id FROM action
+               WHERE rollout_group_id = $1 AND status = 'SCHEDULED'
+               ORDER BY id LIMIT $2 FOR UPDATE) a
+         JOIN target t ON t.id = a.target_id ORDER BY a.id",
     )
     .bind(group)
     .bind(limit)
