@@ -133,31 +133,127 @@ impl Publisher {
         }
     }
 
-    /// Publish rounds until the outbox is empty (or another instance holds the turn).
+    /// Publish until the outbox is empty (or another instance holds the turn): the fast lane
+    /// first, whenever it has messages, then regular rounds.
     async fn drain(&mut self) -> Result<(), DrainError> {
-        while self.round().await? {}
-        Ok(())
+        loop {
+            let fresh = self.engine.take_fresh(self.batch as usize);
+            let more = if fresh.is_empty() {
+                self.round().await?
+            } else {
+                self.fast_round(fresh).await?;
+                true
+            };
+            if !more {
+                return Ok(());
+            }
+        }
     }
 
-    /// One round; returns whether there may be more.
+    /// One regular round: claim the oldest rows, render, publish; returns whether there may be
+    /// more.
     async fn round(&mut self) -> Result<bool, DrainError> {
         let pool = self.engine.pool().clone();
-        let round_started = Instant::now();
-        let mut tx = pool.begin().await.map_err(StoreError::from)?;
-        if !outbox::try_lock_drainer(&mut tx).await? {
-            return Ok(false);
-        }
+        let started = Instant::now();
+        let mut tx = pool
+            .begin_with(outbox::BEGIN_ROUND)
+            .await
+            .map_err(StoreError::from)?;
         let rows = outbox::claim(&mut tx, self.batch).await?;
         if rows.is_empty() {
             return Ok(false);
         }
         let full = rows.len() as i64 == self.batch;
+        let claimed_us = started.elapsed().as_micros() as u64;
         let rendered = self.engine.render(&mut tx, &rows).await?;
-        let mut ids = Vec::with_capacity(rows.len());
-        let mut confirms = Vec::new();
-        let mut publish_error = None;
-        for r in &rendered {
-            for m in &r.messages {
+        let rendered_us = started.elapsed().as_micros() as u64;
+        let items: Vec<(i64, &[Outbound])> = rendered
+            .iter()
+            .map(|r| (r.outbox_id, r.messages.as_slice()))
+            .collect();
+        let (ids, failure) = self.publish(&items).await?;
+        if let Some(error) = failure {
+            tx.rollback().await.map_err(StoreError::from)?;
+            let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+            let all: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            outbox::record_failure(&mut conn, &all).await?;
+            let dead: Vec<i64> = rows
+                .iter()
+                .filter(|r| r.attempts + 1 >= MAX_ATTEMPTS)
+                .map(|r| r.id)
+                .collect();
+            if !dead.is_empty() {
+                tracing::error!(
+                    count = dead.len(),
+                    "outbox rows dropped after repeated publish failures"
+                );
+                outbox::delete(&mut conn, &dead).await?;
+            }
+            return Err(error.into());
+        }
+        outbox::delete(&mut tx, &ids).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::debug!(
+            rows = rows.len(),
+            claimed_us,
+            rendered_us,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "outbox round published"
+        );
+        Ok(full)
+    }
+
+    /// Publish messages of the fast lane: rendered in their producing transaction, so only
+    /// the publishing turn and their rows are taken (rows another round published meanwhile
+    /// are skipped). Rows it cannot publish stay for the regular rounds.
+    async fn fast_round(&mut self, fresh: Vec<(i64, Outbound)>) -> Result<(), DrainError> {
+        let pool = self.engine.pool().clone();
+        let started = Instant::now();
+        let mut tx = pool
+            .begin_with(outbox::BEGIN_ROUND)
+            .await
+            .map_err(StoreError::from)?;
+        let wanted: Vec<i64> = fresh.iter().map(|(id, _)| *id).collect();
+        let held = outbox::claim_ids(&mut tx, &wanted).await?;
+        if held.is_empty() {
+            return Ok(());
+        }
+        // Both lists are in id order.
+        let mut next = held.iter().peekable();
+        let items: Vec<(i64, &[Outbound])> = fresh
+            .iter()
+            .filter(|(id, _)| next.next_if_eq(&id).is_some())
+            .map(|(id, m)| (*id, std::slice::from_ref(m)))
+            .collect();
+        let (ids, failure) = self.publish(&items).await?;
+        if let Some(error) = failure {
+            tx.rollback().await.map_err(StoreError::from)?;
+            let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+            outbox::record_failure(&mut conn, &held).await?;
+            return Err(error.into());
+        }
+        outbox::delete(&mut tx, &ids).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        tracing::debug!(
+            rows = ids.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "fast lane published"
+        );
+        Ok(())
+    }
+
+    /// Publish the messages of outbox rows in order and wait for every confirm. Returns the rows
+    /// that were fully handed over (those of a missing exchange count as handed over, their
+    /// messages dropped), or the failure when a publish failed or the broker nacked.
+    async fn publish(
+        &mut self,
+        items: &[(i64, &[Outbound])],
+    ) -> Result<(Vec<i64>, Option<TransportError>), DrainError> {
+        let mut ids = Vec::with_capacity(items.len());
+        let mut confirms = Vec::with_capacity(items.len());
+        let mut failure = None;
+        'rows: for (id, messages) in items {
+            for m in messages.iter() {
                 if !self.exchange_exists(&m.exchange).await? {
                     tracing::warn!(exchange = %m.exchange, tenant = m.header("tenant").unwrap_or(""),
                         thing_id = m.header("thingId").unwrap_or(""), "connector exchange does not exist; message dropped");
@@ -176,53 +272,22 @@ impl Publisher {
                 {
                     Ok(c) => confirms.push(c),
                     Err(e) => {
-                        publish_error = Some(e);
-                        break;
+                        failure = Some(TransportError::from(e));
+                        break 'rows;
                     }
                 }
             }
-            if publish_error.is_some() {
-                break;
-            }
-            ids.push(r.outbox_id);
+            ids.push(*id);
         }
-        let mut nacked = publish_error.is_some();
         for c in confirms {
             match c.await {
                 Ok(conf) if conf.is_ack() => {}
-                _ => nacked = true,
+                _ => {
+                    failure.get_or_insert(TransportError::Closed);
+                }
             }
         }
-        if nacked {
-            tx.rollback().await.map_err(StoreError::from)?;
-            let all: Vec<i64> = rows.iter().map(|r| r.id).collect();
-            let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-            outbox::record_failure(&mut conn, &all).await?;
-            let dead: Vec<i64> = rows
-                .iter()
-                .filter(|r| r.attempts + 1 >= MAX_ATTEMPTS)
-                .map(|r| r.id)
-                .collect();
-            if !dead.is_empty() {
-                tracing::error!(
-                    count = dead.len(),
-                    "outbox rows dropped after repeated publish failures"
-                );
-                outbox::delete(&mut conn, &dead).await?;
-            }
-            return Err(publish_error
-                .map(TransportError::from)
-                .unwrap_or(TransportError::Closed)
-                .into());
-        }
-        outbox::delete(&mut tx, &ids).await?;
-        tx.commit().await.map_err(StoreError::from)?;
-        tracing::debug!(
-            rows = rows.len(),
-            elapsed_us = round_started.elapsed().as_micros() as u64,
-            "outbox round published"
-        );
-        Ok(full)
+        Ok((ids, failure))
     }
 
     /// Whether an exchange exists, by a passive declare on a spare channel (a failed passive

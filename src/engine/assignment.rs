@@ -14,7 +14,7 @@ use crate::domain::ids::{TargetId, TenantId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
-use crate::store::{actions, outbox, repository, targets, tenants};
+use crate::store::{actions, repository, targets, tenants};
 
 /// A maintenance window as the API gives it.
 #[derive(Debug, Clone)]
@@ -167,9 +167,7 @@ impl Engine {
                 out.extend(outcome.action_ids.iter().map(|id| Pending::Action(*id)));
             }
         }
-        outbox::enqueue(&mut tx, &out).await?;
-        tx.commit().await?;
-        self.outbox_wake.notify_one();
+        self.commit_with_outbox(tx, out).await?;
         tracing::info!(
             ds_id,
             assigned = outcome.assigned,
@@ -298,9 +296,7 @@ impl Engine {
             actions::insert_history(&mut tx, &history).await?;
             out.push(Pending::Action(a.id));
         }
-        outbox::enqueue(&mut tx, &out).await?;
-        tx.commit().await?;
-        self.outbox_wake.notify_one();
+        self.commit_with_outbox(tx, out).await?;
         Ok(())
     }
 
@@ -316,19 +312,19 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
         let tenant_name: String = tenants::name_of(&mut tx, tenant).await?;
         let address = targets::delete(&mut tx, TargetId(row.id)).await?;
-        if let Some(exchange) = address.as_deref().and_then(exchange_of) {
-            outbox::enqueue(
-                &mut tx,
-                &[Pending::Message(envelope::encode_thing_deleted(
+        let out = address
+            .as_deref()
+            .and_then(exchange_of)
+            .map(|exchange| {
+                Pending::Message(envelope::encode_thing_deleted(
                     &exchange,
                     &tenant_name,
                     controller_id,
-                ))],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        self.outbox_wake.notify_one();
+                ))
+            })
+            .into_iter()
+            .collect();
+        self.commit_with_outbox(tx, out).await?;
         Ok(())
     }
 

@@ -267,18 +267,16 @@ fn software_module(m: &repository::ModulePayload) -> SoftwareModule {
 }
 
 impl Engine {
-    /// Render claimed outbox rows, reading the state they refer to with a few set-based queries.
-    pub async fn render(&self, conn: &mut PgConnection, rows: &[Row]) -> Result<Vec<Rendered>> {
-        let pending: Vec<(i64, Option<Pending>)> =
-            rows.iter().map(|r| (r.id, r.pending())).collect();
+    /// Read the state `pending` items refer to, with a few set-based queries.
+    async fn context(&self, conn: &mut PgConnection, pending: &[&Pending]) -> Result<Context> {
         let mut action_ids = Vec::new();
         let mut target_ids = Vec::new();
-        for (_, p) in &pending {
+        for p in pending {
             match p {
-                Some(Pending::Action(a)) => action_ids.push(*a),
-                Some(Pending::Batch(ids)) => action_ids.extend(ids),
-                Some(Pending::Target(t)) => target_ids.push(*t),
-                _ => {}
+                Pending::Action(a) => action_ids.push(*a),
+                Pending::Batch(ids) => action_ids.extend(ids),
+                Pending::Target(t) => target_ids.push(*t),
+                Pending::Message(_) => {}
             }
         }
         let mut ctx = Context {
@@ -288,53 +286,82 @@ impl Engine {
             flags: BTreeMap::new(),
             now: now_ms(),
         };
-        if !action_ids.is_empty() || !target_ids.is_empty() {
-            for a in actions::by_ids(conn, &action_ids).await? {
-                target_ids.push(a.target_id);
-                ctx.actions.insert(a.id, a);
-            }
-            target_ids.sort_unstable();
-            target_ids.dedup();
-            for a in actions::open_of_targets(conn, &target_ids).await? {
-                ctx.open.entry(a.target_id).or_default().push(a);
-            }
-            let mut ds: Vec<i64> = ctx
-                .actions
-                .values()
-                .chain(ctx.open.values().flatten())
-                .map(|a| a.ds_id)
-                .collect();
-            ds.sort_unstable();
-            ds.dedup();
-            ctx.modules = repository::modules_of_sets(conn, &ds)
-                .await?
-                .into_iter()
-                .map(|(id, ms)| (id, ms.iter().map(software_module).collect()))
-                .collect();
-            let mut names: Vec<String> = ctx
-                .actions
-                .values()
-                .chain(ctx.open.values().flatten())
-                .map(|a| a.tenant.clone())
-                .collect();
-            names.sort();
-            names.dedup();
-            ctx.flags = tenants::flags_by_name(
-                conn,
-                &names,
-                &[
-                    config_keys::MULTI_ASSIGNMENTS,
-                    config_keys::BATCH_ASSIGNMENTS,
-                ],
-            )
-            .await?;
+        if action_ids.is_empty() && target_ids.is_empty() {
+            return Ok(ctx);
         }
+        for a in actions::by_ids(conn, &action_ids).await? {
+            target_ids.push(a.target_id);
+            ctx.actions.insert(a.id, a);
+        }
+        target_ids.sort_unstable();
+        target_ids.dedup();
+        for a in actions::open_of_targets(conn, &target_ids).await? {
+            ctx.open.entry(a.target_id).or_default().push(a);
+        }
+        let mut ds: Vec<i64> = ctx
+            .actions
+            .values()
+            .chain(ctx.open.values().flatten())
+            .map(|a| a.ds_id)
+            .collect();
+        ds.sort_unstable();
+        ds.dedup();
+        ctx.modules = repository::modules_of_sets(conn, &ds)
+            .await?
+            .into_iter()
+            .map(|(id, ms)| (id, ms.iter().map(software_module).collect()))
+            .collect();
+        let mut names: Vec<&str> = ctx
+            .actions
+            .values()
+            .chain(ctx.open.values().flatten())
+            .map(|a| a.tenant.as_str())
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let names: Vec<String> = names.into_iter().map(str::to_owned).collect();
+        ctx.flags = tenants::flags_by_name(
+            conn,
+            &names,
+            &[
+                config_keys::MULTI_ASSIGNMENTS,
+                config_keys::BATCH_ASSIGNMENTS,
+            ],
+        )
+        .await?;
+        Ok(ctx)
+    }
+
+    /// Render claimed outbox rows.
+    pub async fn render(&self, conn: &mut PgConnection, rows: &[Row]) -> Result<Vec<Rendered>> {
+        let pending: Vec<(i64, Option<Pending>)> =
+            rows.iter().map(|r| (r.id, r.pending())).collect();
+        let refs: Vec<&Pending> = pending.iter().filter_map(|(_, p)| p.as_ref()).collect();
+        let ctx = self.context(conn, &refs).await?;
         Ok(pending
             .into_iter()
             .map(|(id, p)| Rendered {
                 outbox_id: id,
                 messages: p.map(|p| ctx.render(&p)).unwrap_or_default(),
             })
+            .collect())
+    }
+
+    /// Render items now, inside the producing transaction, into ready messages: they describe
+    /// the state this transaction commits, and leave through the publisher's fast lane right
+    /// after the commit. Items that say nothing now (a deployment held back behind a pending
+    /// cancellation, a target without a DMF address) vanish, as they would at publish time.
+    pub async fn prerender(
+        &self,
+        conn: &mut PgConnection,
+        items: &[Pending],
+    ) -> Result<Vec<Pending>> {
+        let refs: Vec<&Pending> = items.iter().collect();
+        let ctx = self.context(conn, &refs).await?;
+        Ok(items
+            .iter()
+            .flat_map(|p| ctx.render(p))
+            .map(Pending::Message)
             .collect())
     }
 }

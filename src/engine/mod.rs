@@ -1,7 +1,9 @@
 //! Use cases. Everything that changes state goes through here: a batch of inbound DMF messages
 //! ([`Engine::handle_batch`]), assignments and cancellations from the Management API, tenant
 //! configuration. Each runs in one transaction that also writes the outbox rows of the messages
-//! it causes; [`dispatch`] renders those rows when the publisher drains them.
+//! it causes; [`dispatch`] renders those rows when the publisher drains them, or — for the
+//! deployments a rollout starts — inside the producing transaction, so that they reach the
+//! publisher's fast lane right after the commit ([`Engine::commit_with_outbox`]).
 //!
 //! Never here: lapin or axum types, SQL text.
 
@@ -15,13 +17,17 @@ pub mod timers;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use sqlx::PgPool;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio::sync::{Mutex, Notify};
 
-use crate::dmf::envelope::Inbound;
+use crate::dmf::envelope::{Inbound, Outbound};
 use crate::domain::Invalid;
 use crate::domain::ids::{TenantId, TenantName};
+use crate::store::outbox::{self, Pending};
 use crate::store::{self, StoreError, tenants};
+
+/// Most messages waiting in the fast lane; beyond it, rows wait for the regular drain.
+const FAST_LANE_CAP: usize = 50_000;
 
 /// Tenant configuration keys the service knows.
 pub mod config_keys {
@@ -134,6 +140,9 @@ pub struct Engine {
     tenants: Mutex<HashMap<String, TenantId>>,
     /// Wakes the in-process outbox publisher right after a commit that wrote outbox rows.
     outbox_wake: Arc<Notify>,
+    /// The fast lane: committed outbox rows that were rendered in their transaction, with their
+    /// messages, for the in-process publisher to send without a claim-and-render round.
+    fresh: std::sync::Mutex<Vec<(i64, Outbound)>>,
     /// Inbound messages dead-lettered since start.
     dead_letters: std::sync::atomic::AtomicU64,
     /// Wakes the rollout executor (API operations, groups started by reports).
@@ -153,6 +162,7 @@ impl Engine {
             settings,
             tenants: Mutex::new(HashMap::new()),
             outbox_wake: Arc::new(Notify::new()),
+            fresh: Default::default(),
             dead_letters: Default::default(),
             rollout_wake: Arc::new(Notify::new()),
             rollout_kick: Default::default(),
@@ -175,6 +185,39 @@ impl Engine {
 
     pub fn outbox_wake(&self) -> Arc<Notify> {
         self.outbox_wake.clone()
+    }
+
+    /// Write `out` to the outbox in `tx` and commit; then hand the rendered messages among them
+    /// to the fast lane and wake the publisher.
+    pub(crate) async fn commit_with_outbox(
+        &self,
+        mut tx: Transaction<'_, Postgres>,
+        out: Vec<Pending>,
+    ) -> Result<(), StoreError> {
+        let ids = outbox::enqueue(&mut tx, &out).await?;
+        tx.commit().await?;
+        if out.is_empty() {
+            return Ok(());
+        }
+        {
+            let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+            for (id, p) in ids.into_iter().zip(out) {
+                if let Pending::Message(m) = p
+                    && fresh.len() < FAST_LANE_CAP
+                {
+                    fresh.push((id, m));
+                }
+            }
+        }
+        self.outbox_wake.notify_one();
+        Ok(())
+    }
+
+    /// Take up to `max` messages of the fast lane, oldest first.
+    pub fn take_fresh(&self, max: usize) -> Vec<(i64, Outbound)> {
+        let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());
+        let n = max.min(fresh.len());
+        fresh.drain(..n).collect()
     }
 
     pub fn count_dead_letter(&self) {
@@ -311,12 +354,7 @@ impl Engine {
         }
         let digests: Vec<Vec<u8>> = batch.iter().map(|m| m.digest.clone()).collect();
         store::inbox::record(&mut tx, &digests).await?;
-        let wrote_outbox = !outbox.is_empty();
-        store::outbox::enqueue(&mut tx, &outbox).await?;
-        tx.commit().await?;
-        if wrote_outbox {
-            self.outbox_wake.notify_one();
-        }
+        self.commit_with_outbox(tx, outbox).await?;
         if self
             .rollout_kick
             .swap(false, std::sync::atomic::Ordering::Relaxed)

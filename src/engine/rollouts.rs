@@ -25,7 +25,7 @@ use crate::domain::rollout::{
 use crate::store::filter::{Entity, Filter};
 use crate::store::outbox::Pending;
 use crate::store::rollouts::{self as store, Conditions, Eligible, GroupRow, NewGroup, RolloutRow};
-use crate::store::{StoreError, actions, outbox, repository, tenants};
+use crate::store::{StoreError, actions, repository, tenants};
 
 /// Quotas and chunk sizes (rollouts.md §3.6, §10.3).
 pub mod limits {
@@ -668,12 +668,8 @@ impl Engine {
             Operation::Update => {}
             _ => store::set_status(&mut tx, id, next.as_db(), user).await?,
         }
-        outbox::enqueue(&mut tx, &out).await?;
-        tx.commit().await?;
+        self.commit_with_outbox(tx, out).await?;
         tracing::info!(rollout = id, ?op, from = %status, to = %next, "rollout operation");
-        if !out.is_empty() {
-            self.outbox_wake.notify_one();
-        }
         self.rollout_wake.notify_one();
         Ok(())
     }
@@ -711,26 +707,26 @@ impl Engine {
         Ok(())
     }
 
-    /// Inside a status-report transaction: lock the rollouts of these actions (before the
-    /// actions themselves, the lock order of every rollout writer).
-    pub(super) async fn lock_rollouts_of(
-        &self,
-        conn: &mut PgConnection,
-        actions: &[i64],
-    ) -> Result<Vec<RolloutRow>, StoreError> {
-        store::lock_of_actions(conn, actions).await
-    }
-
     /// Inside a status-report transaction, after the reports were applied: evaluate the running
     /// rollouts among `rollouts` from their group counters and act at once — start the next
     /// group, finish groups, pause on errors, finish the rollout (§4.2 [ours: event-driven]).
+    ///
+    /// The rollout rows are taken last and only if free (`SKIP LOCKED`): a report batch never
+    /// waits for a rollout, so it neither stalls behind an executor step nor starves it (the
+    /// executor, which locks a rollout before its actions, can then never deadlock with it).
+    /// A rollout held elsewhere is evaluated by the executor, woken after this commit.
     pub(super) async fn advance_rollouts(
         &self,
         conn: &mut PgConnection,
-        rollouts: &[RolloutRow],
+        rollouts: &[i64],
         out: &mut Vec<Pending>,
     ) -> Result<(), EngineError> {
-        for r in rollouts {
+        let locked = store::try_lock_many(conn, rollouts).await?;
+        if locked.len() < rollouts.len() {
+            self.rollout_kick
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        for r in &locked {
             if status_of(r) != RolloutStatus::Running {
                 continue;
             }
@@ -800,11 +796,15 @@ impl Engine {
         }
         store::set_group_status(conn, start, GroupStatus::Running.as_db()).await?;
         for g in groups.iter().filter(|g| start.contains(&g.id)) {
-            self.activate(conn, r, g, limits::ACTIVATE_INLINE, cfg, out)
+            let n = self
+                .activate(conn, r, g, limits::ACTIVATE_INLINE, cfg, out)
                 .await?;
+            if n as i64 == limits::ACTIVATE_INLINE {
+                // More to activate: the executor goes on right after this commit.
+                self.rollout_kick
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
+            }
         }
-        self.rollout_kick
-            .store(true, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
@@ -872,8 +872,11 @@ impl Engine {
             started.push(a.id);
             started_targets.push(a.target_id);
         }
+        // Cancellations of superseded actions first: the devices hear of them before (or, while
+        // they are pending, instead of) the new deployment.
+        let mut mine = Vec::new();
         if single && !started_targets.is_empty() {
-            self.supersede(conn, &started_targets, &started, cfg.autoclose, out)
+            self.supersede(conn, &started_targets, &started, cfg.autoclose, &mut mine)
                 .await?;
         }
         actions::update_states_keep_reports(conn, &updates).await?;
@@ -881,19 +884,24 @@ impl Engine {
         actions::assign_targets(conn, &started_targets, r.ds_id, false).await?;
         if !started.is_empty() {
             if cfg.batch {
-                out.push(Pending::Batch(started.clone()));
+                mine.push(Pending::Batch(started.clone()));
             } else {
-                out.extend(started.iter().map(|id| Pending::Action(*id)));
+                mine.extend(started.iter().map(|id| Pending::Action(*id)));
             }
         }
+        // Rendered here, so the messages take the fast lane straight after the commit: the
+        // cascade's latency and a group's dispatch rate both depend on it.
+        out.extend(self.prerender(conn, &mine).await?);
         Ok(batch.len())
     }
 
     /// One executor step for a rollout: lock it (skipping it when another worker holds it), do
     /// one bounded unit of work, commit.
     async fn step(&self, id: i64) -> Result<Step, EngineError> {
+        let started = std::time::Instant::now();
         let mut tx = self.pool.begin().await?;
         let Some(r) = store::try_lock(&mut tx, id).await? else {
+            tracing::debug!(rollout = id, "rollout step: busy");
             return Ok(Step::Busy);
         };
         let mut out = Vec::new();
@@ -918,11 +926,15 @@ impl Engine {
             RolloutStatus::Deleting => self.step_deleting(&mut tx, &r, &mut out).await?,
             _ => Step::Idle,
         };
-        outbox::enqueue(&mut tx, &out).await?;
-        tx.commit().await?;
-        if !out.is_empty() {
-            self.outbox_wake.notify_one();
-        }
+        let messages = out.len();
+        self.commit_with_outbox(tx, out).await?;
+        tracing::debug!(
+            rollout = id,
+            ?step,
+            messages,
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "rollout step"
+        );
         if step == Step::AwaitsApproval {
             self.notify_approval_needed(&r).await;
         }

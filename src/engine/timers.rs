@@ -20,7 +20,7 @@ use super::Engine;
 use super::inbound::now_ms;
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::store::outbox::Pending;
-use crate::store::{StoreError, actions, outbox};
+use crate::store::{StoreError, actions};
 
 /// Where the maintenance-window sweep stands.
 #[derive(Debug, Default)]
@@ -67,10 +67,8 @@ impl Engine {
         targets.dedup();
         if !targets.is_empty() {
             let pending: Vec<Pending> = targets.iter().map(|t| Pending::Target(*t)).collect();
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-            outbox::enqueue(&mut tx, &pending).await?;
-            tx.commit().await?;
-            self.outbox_wake.notify_one();
+            let tx = sqlx::Connection::begin(&mut *conn).await?;
+            self.commit_with_outbox(tx, pending).await?;
             tracing::debug!(
                 count = targets.len(),
                 "maintenance windows opened; current actions pushed"
