@@ -85,3 +85,38 @@ BEGIN
     WHERE rg.id = d.g AND (d.sch <> 0 OR d.run <> 0 OR d.dl <> 0 OR d.fin <> 0 OR d.err <> 0 OR d.can <> 0);
     RETURN NULL;
 END $$;
+
+-- Referential integrity between the hot tables and distribution sets / targets is checked on
+-- the rare side instead of per row on the hot one: a rollout creates, activates and finishes
+-- an action and (re)assigns a target per device, and each of those paid a lookup and a row lock
+-- per foreign key. The engine only writes sets it has share-locked and found valid, and
+-- targets it holds; deletions are guarded and cascaded by the triggers below.
+ALTER TABLE action DROP CONSTRAINT action_ds_id_fkey;
+ALTER TABLE action DROP CONSTRAINT action_target_id_fkey;
+ALTER TABLE target DROP CONSTRAINT target_assigned_ds_id_fkey;
+ALTER TABLE target DROP CONSTRAINT target_installed_ds_id_fkey;
+
+-- A set still referenced by an action or a target cannot be deleted (the Management API then
+-- soft-deletes it, as it did on the foreign-key violation).
+CREATE FUNCTION distribution_set_in_use() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF EXISTS (SELECT 1 FROM action WHERE tenant_id = OLD.tenant_id AND ds_id = OLD.id)
+       OR EXISTS (SELECT 1 FROM target WHERE assigned_ds_id = OLD.id OR installed_ds_id = OLD.id) THEN
+        RAISE foreign_key_violation USING MESSAGE =
+            format('distribution set %s is still referenced by actions or targets', OLD.id);
+    END IF;
+    RETURN OLD;
+END $$;
+
+CREATE TRIGGER distribution_set_in_use BEFORE DELETE ON distribution_set
+    FOR EACH ROW EXECUTE FUNCTION distribution_set_in_use();
+
+-- A deleted target takes its actions (and with them their history) along.
+CREATE FUNCTION target_actions_cascade() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    DELETE FROM action WHERE target_id IN (SELECT id FROM old_rows);
+    RETURN NULL;
+END $$;
+
+CREATE TRIGGER target_actions_cascade AFTER DELETE ON target
+    REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION target_actions_cascade();

@@ -642,3 +642,67 @@ async fn a_device_is_pushed_download_and_install_when_its_maintenance_window_ope
     app.send(thing_created("dev-mw")).await;
     assert_eq!(topic(&app.next_reply().await), "DOWNLOAD_AND_INSTALL");
 }
+
+/// References between targets, actions, their history and sets are kept by triggers instead of
+/// per-row foreign keys (migration 4): a set an action or a target still uses is only
+/// soft-deleted, and a deleted target takes its actions and their history along, after which
+/// its set can go for good.
+#[tokio::test]
+async fn deleting_targets_and_sets_keeps_references_whole() {
+    let mut app = spawn_app().await;
+    register(&app, "dev-gone").await;
+    register(&app, "dev-stays").await;
+    let gone_set = app.create_set("fw-gone").await;
+    let kept_set = app.create_set("fw-kept").await;
+    let gone = assign(&app, gone_set, json!([{"id": "dev-gone"}])).await;
+    let kept = assign(&app, kept_set, json!([{"id": "dev-stays"}])).await;
+    for _ in 0..2 {
+        app.next_reply().await;
+    }
+    app.send(status(gone[0], "RUNNING")).await;
+    let count_history =
+        |id: i64| format!("SELECT count(*) FROM action_status WHERE action_id = {id}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while sql(&app, &count_history(gone[0])) != "2" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "RUNNING never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A set in use by an action (and as the target's assigned set) is kept, marked deleted.
+    let (s, _) = app
+        .api_delete(&format!("/distributionsets/{kept_set}"))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, d) = app.api_get(&format!("/distributionsets/{kept_set}")).await;
+    assert_eq!(
+        (s, d["deleted"].as_bool()),
+        (StatusCode::OK, Some(true)),
+        "{d}"
+    );
+
+    // Deleting the target deletes its action and that action's history, nothing else.
+    let (s, _) = app.api_delete("/targets/dev-gone").await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(
+        sql(
+            &app,
+            &format!("SELECT count(*) FROM action WHERE id = {}", gone[0])
+        ),
+        "0"
+    );
+    assert_eq!(sql(&app, &count_history(gone[0])), "0");
+    let (s, a) = app.api_get(&format!("/actions/{}", kept[0])).await;
+    assert_eq!(s, StatusCode::OK, "{a}");
+    assert_ne!(sql(&app, &count_history(kept[0])), "0");
+
+    // Nothing refers to the first set any more: it is deleted for good.
+    let (s, _) = app
+        .api_delete(&format!("/distributionsets/{gone_set}"))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app.api_get(&format!("/distributionsets/{gone_set}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

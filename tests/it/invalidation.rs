@@ -156,31 +156,6 @@ async fn last_history(app: &TestApp, target: &str, id: i64) -> Value {
     v["content"][0].clone()
 }
 
-/// Run SQL in the test's database (fixtures the API cannot create).
-fn psql(app: &TestApp, sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &app.db_name,
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql on PATH");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_running() {
     let mut app = spawn_app_with(FAST).await;
@@ -194,7 +169,7 @@ async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_runnin
         .await;
     assert_eq!(s, StatusCode::CREATED, "{f}");
     let filter = f["id"].as_i64().expect("filter id");
-    psql(
+    sql(
         &app,
         &format!(
             "UPDATE target_filter_query SET auto_assign_ds_id = {ds}, \
