@@ -395,7 +395,10 @@ impl Engine {
                         .unwrap_or(false),
                     _ => false,
                 };
-            if outcome.follow_up || window_open {
+            // A follow-up sends the target's current action; with none left open there is
+            // nothing to send (the usual end of a deployment), so no outbox row is written.
+            let has_open = open.get(&row.target_id).is_some_and(|l| !l.is_empty());
+            if (outcome.follow_up && has_open) || window_open {
                 out.push(Pending::Target(row.target_id));
             }
         }
