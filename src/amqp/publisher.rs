@@ -114,13 +114,21 @@ impl Publisher {
                 }
                 return Ok(());
             }
+            let own = self.engine.instance().to_owned();
             let notified = async {
                 match listener.as_mut() {
-                    Some(l) => {
-                        if l.try_recv().await.is_err() {
-                            tokio::time::sleep(Duration::from_secs(1)).await;
+                    Some(l) => loop {
+                        match l.try_recv().await {
+                            // Our own commits wake us in-process, after the fast-lane hand-over;
+                            // their notification would only race it into a regular round.
+                            Ok(Some(n)) if n.payload() == own => continue,
+                            Ok(_) => break,
+                            Err(_) => {
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                                break;
+                            }
                         }
-                    }
+                    },
                     None => std::future::pending().await,
                 }
             };

@@ -140,6 +140,8 @@ pub struct Engine {
     tenants: Mutex<HashMap<String, TenantId>>,
     /// Wakes the in-process outbox publisher right after a commit that wrote outbox rows.
     outbox_wake: Arc<Notify>,
+    /// Names this process in outbox notifications.
+    instance: String,
     /// The fast lane: committed outbox rows that were rendered in their transaction, with their
     /// messages, for the in-process publisher to send without a claim-and-render round.
     fresh: std::sync::Mutex<Vec<(i64, Outbound)>>,
@@ -162,6 +164,7 @@ impl Engine {
             settings,
             tenants: Mutex::new(HashMap::new()),
             outbox_wake: Arc::new(Notify::new()),
+            instance: uuid::Uuid::new_v4().to_string(),
             fresh: Default::default(),
             dead_letters: Default::default(),
             rollout_wake: Arc::new(Notify::new()),
@@ -194,7 +197,7 @@ impl Engine {
         mut tx: Transaction<'_, Postgres>,
         out: Vec<Pending>,
     ) -> Result<(), StoreError> {
-        let ids = outbox::enqueue(&mut tx, &out).await?;
+        let ids = outbox::enqueue(&mut tx, &self.instance, &out).await?;
         tx.commit().await?;
         if out.is_empty() {
             return Ok(());
@@ -211,6 +214,11 @@ impl Engine {
         }
         self.outbox_wake.notify_one();
         Ok(())
+    }
+
+    /// What this process's outbox notifications carry.
+    pub fn instance(&self) -> &str {
+        &self.instance
     }
 
     /// Take up to `max` messages of the fast lane, oldest first.

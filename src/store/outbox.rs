@@ -58,9 +58,14 @@ impl Row {
     }
 }
 
-/// Append rows in order with one statement, and wake the publishers. Returns the row ids, in
-/// the order of `items`.
-pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<Vec<i64>> {
+/// Append rows in order with one statement, and wake the publishers (the notification carries
+/// `instance`, so the writer's own publisher, woken in-process, can ignore it). Returns the row
+/// ids, in the order of `items`.
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    instance: &str,
+    items: &[Pending],
+) -> Result<Vec<i64>> {
     if items.is_empty() {
         return Ok(Vec::new());
     }
@@ -126,8 +131,9 @@ pub async fn enqueue(conn: &mut PgConnection, items: &[Pending]) -> Result<Vec<i
     .fetch_all(&mut *conn)
     .await?;
     ids.sort_unstable();
-    sqlx::query("SELECT pg_notify($1, '')")
+    sqlx::query("SELECT pg_notify($1, $2)")
         .bind(CHANNEL)
+        .bind(instance)
         .execute(conn)
         .await?;
     Ok(ids)
