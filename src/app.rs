@@ -20,6 +20,9 @@ use crate::domain::ids::TenantName;
 use crate::engine::{Engine, EngineSettings};
 use crate::{amqp, store};
 
+/// How often planner statistics of the hot tables are checked (see store::statistics).
+const STATISTICS_EVERY: Duration = Duration::from_secs(5);
+
 /// Liveness of the broker connection, for `/health`.
 #[derive(Debug, Default)]
 pub struct Health {
@@ -165,6 +168,24 @@ impl Application {
                 }
             })
         };
+        // Planner statistics of tables a fleet or a rollout can multiply within seconds.
+        tracker.spawn({
+            let engine = self.engine.clone();
+            let token = token.child_token();
+            async move {
+                let mut tick = tokio::time::interval(STATISTICS_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => return,
+                        _ = tick.tick() => {}
+                    }
+                    if let Err(e) = engine.refresh_statistics().await {
+                        tracing::warn!(error.message = %e, "statistics refresh failed");
+                    }
+                }
+            }
+        });
         // Timers push: a device hears of its action the moment a maintenance window opens.
         tracker.spawn({
             let engine = self.engine.clone();

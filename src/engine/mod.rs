@@ -372,6 +372,16 @@ impl Engine {
         Ok(verdicts)
     }
 
+    /// ANALYZE the fast-growing tables whose planner statistics fell behind.
+    pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let analyzed = store::statistics::refresh(&mut conn).await?;
+        if !analyzed.is_empty() {
+            tracing::debug!(tables = ?analyzed, "planner statistics refreshed");
+        }
+        Ok(())
+    }
+
     /// Forget inbox digests older than an hour.
     pub async fn purge_inbox(&self) -> Result<u64, StoreError> {
         let mut conn = self.pool.acquire().await?;

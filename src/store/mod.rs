@@ -12,6 +12,7 @@ pub mod invalidation;
 pub mod outbox;
 pub mod repository;
 pub mod rollouts;
+pub mod statistics;
 pub mod tags;
 pub mod target_filters;
 pub mod target_metadata;

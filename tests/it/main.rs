@@ -12,5 +12,6 @@ mod resilience;
 mod rollouts;
 mod schemas;
 mod simulate;
+mod statistics;
 mod target_types;
 mod ui;
