@@ -214,7 +214,9 @@ impl Publisher {
     /// Publish messages of the fast lane: rendered in their producing transaction, so only
     /// the publishing turn and their rows are taken (rows another round published meanwhile
     /// are skipped). Rows it cannot publish stay for the regular rounds.
-    async fn fast_round(&mut self, fresh: Vec<(i64, Outbound)>) -> Result<(), DrainError> {
+    async fn fast_round(&mut self, mut fresh: Vec<(i64, Outbound)>) -> Result<(), DrainError> {
+        // Hand-overs arrive in commit order; rows leave in id order, as from a regular round.
+        fresh.sort_unstable_by_key(|(id, _)| *id);
         let pool = self.engine.pool().clone();
         let started = Instant::now();
         let mut tx = pool
@@ -226,7 +228,7 @@ impl Publisher {
         if held.is_empty() {
             return Ok(());
         }
-        // Both lists are in id order.
+        // Both lists are in id order now.
         let mut next = held.iter().peekable();
         let items: Vec<(i64, &[Outbound])> = fresh
             .iter()
