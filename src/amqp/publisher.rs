@@ -77,6 +77,9 @@ impl Publisher {
         cfg: &AmqpArgs,
         engine: Arc<Engine>,
     ) -> Result<Self, TransportError> {
+        // What the fast lane gathered while no publisher ran is still in the outbox; the regular
+        // rounds send it in id order, with whatever else waited.
+        drop(engine.take_fresh(usize::MAX));
         let channel = conn.create_channel().await?;
         channel
             .confirm_select(ConfirmSelectOptions::default())

@@ -26,8 +26,10 @@ use crate::domain::ids::{TenantId, TenantName};
 use crate::store::outbox::{self, Pending};
 use crate::store::{self, StoreError, tenants};
 
-/// Most messages waiting in the fast lane; beyond it, rows wait for the regular drain.
-const FAST_LANE_CAP: usize = 50_000;
+/// Most messages waiting in the fast lane (a few MB); beyond it, rows wait for the regular
+/// drain. The publisher takes up to a round's worth at a time, so the cap is only reached while
+/// it is not running (broker away).
+const FAST_LANE_CAP: usize = 5_000;
 
 /// Tenant configuration keys the service knows.
 pub mod config_keys {
