@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_with};
+use crate::helpers::{TestApp, spawn_app_with, sql};
 
 /// The service with an extra user `reader` (password `pw`) that may only read targets.
 async fn spawn_with_reader() -> TestApp {
@@ -306,36 +306,11 @@ async fn target_types_crud_compatibility_and_errors() {
     }
 }
 
-/// Run SQL in the test's database (for fixtures the API cannot create).
-fn psql(app: &TestApp, sql: &str) {
-    let out = std::process::Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-U",
-            "postgres",
-            "-d",
-            &app.db_name,
-            "-q",
-            "-v",
-            "ON_ERROR_STOP=1",
-            "-c",
-            sql,
-        ])
-        .output()
-        .expect("psql on PATH");
-    assert!(
-        out.status.success(),
-        "psql: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 #[tokio::test]
 async fn target_type_accepts_at_most_50_set_types() {
     let app = spawn_app_with(&[]).await;
     // Set types are seeded, not created over REST: add 48 to the 3 seeded ones, 51 in all.
-    psql(
+    sql(
         &app,
         "INSERT INTO distribution_set_type (tenant_id, key, name, created_by, last_modified_by)
          SELECT t.id, 'extra-' || i, 'extra ' || i, 'test', 'test'
