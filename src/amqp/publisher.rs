@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
 use sqlx::postgres::PgListener;
 use tokio_util::sync::CancellationToken;
 
@@ -25,6 +25,10 @@ use crate::engine::Engine;
 use crate::store::{StoreError, outbox};
 
 pub const MAX_ATTEMPTS: i32 = 5;
+/// Rows one regular round may claim (in claims of `DMF_OUTBOX_BATCH`) before it waits for the
+/// confirms and commits: enough to keep the broker busy while the next claim renders, few
+/// enough that a broker failure republishes little.
+const ROUND_MAX: usize = 5_000;
 /// How long a positive exchange check is trusted.
 const EXCHANGE_TTL: Duration = Duration::from_secs(30);
 
@@ -55,6 +59,32 @@ fn properties(m: &Outbound) -> BasicProperties {
         p = p.with_content_encoding(enc.as_str().into());
     }
     p
+}
+
+/// What a round handed to the broker: rows fully published, their pending confirms, and the
+/// first publish failure.
+#[derive(Default)]
+struct Sent {
+    ids: Vec<i64>,
+    confirms: Vec<PublisherConfirm>,
+    failure: Option<TransportError>,
+}
+
+impl Sent {
+    /// Wait for every confirm. The rows handed over, or the failure when a publish failed or
+    /// the broker nacked.
+    async fn confirmed(self) -> (Vec<i64>, Option<TransportError>) {
+        let mut failure = self.failure;
+        for c in self.confirms {
+            match c.await {
+                Ok(conf) if conf.is_ack() => {}
+                _ => {
+                    failure.get_or_insert(TransportError::Closed);
+                }
+            }
+        }
+        (self.ids, failure)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -161,8 +191,10 @@ impl Publisher {
         }
     }
 
-    /// One regular round: claim the oldest rows, render, publish; returns whether there may be
-    /// more.
+    /// One regular round: claim the oldest rows, render and publish them, and while the broker
+    /// confirms those, claim and render the next ones in the same transaction (it keeps the
+    /// turn), up to [`ROUND_MAX`] rows or until the fast lane has messages; then wait for every
+    /// confirm and delete the rows. Returns whether there may be more.
     async fn round(&mut self) -> Result<bool, DrainError> {
         let pool = self.engine.pool().clone();
         let started = Instant::now();
@@ -170,28 +202,45 @@ impl Publisher {
             .begin_with(outbox::BEGIN_ROUND)
             .await
             .map_err(StoreError::from)?;
-        let rows = outbox::claim(&mut tx, self.batch).await?;
-        if rows.is_empty() {
+        let mut claimed: Vec<(i64, i32)> = Vec::new();
+        let mut sent = Sent::default();
+        let mut after = 0;
+        let mut claims = 0;
+        let more = loop {
+            let rows = outbox::claim(&mut tx, after, self.batch).await?;
+            let Some(last) = rows.last() else {
+                break false;
+            };
+            after = last.id;
+            claims += 1;
+            claimed.extend(rows.iter().map(|r| (r.id, r.attempts)));
+            let rendered = self.engine.render(&mut tx, &rows).await?;
+            let items: Vec<(i64, &[Outbound])> = rendered
+                .iter()
+                .map(|r| (r.outbox_id, r.messages.as_slice()))
+                .collect();
+            self.publish(&items, &mut sent).await?;
+            if sent.failure.is_some() || (rows.len() as i64) < self.batch {
+                break false;
+            }
+            if claimed.len() >= ROUND_MAX || self.engine.has_fresh() {
+                break true;
+            }
+        };
+        if claimed.is_empty() {
             return Ok(false);
         }
-        let full = rows.len() as i64 == self.batch;
-        let claimed_us = started.elapsed().as_micros() as u64;
-        let rendered = self.engine.render(&mut tx, &rows).await?;
-        let rendered_us = started.elapsed().as_micros() as u64;
-        let items: Vec<(i64, &[Outbound])> = rendered
-            .iter()
-            .map(|r| (r.outbox_id, r.messages.as_slice()))
-            .collect();
-        let (ids, failure) = self.publish(&items).await?;
+        let published_us = started.elapsed().as_micros() as u64;
+        let (ids, failure) = sent.confirmed().await;
         if let Some(error) = failure {
             tx.rollback().await.map_err(StoreError::from)?;
             let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-            let all: Vec<i64> = rows.iter().map(|r| r.id).collect();
+            let all: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
             outbox::record_failure(&mut conn, &all).await?;
-            let dead: Vec<i64> = rows
+            let dead: Vec<i64> = claimed
                 .iter()
-                .filter(|r| r.attempts + 1 >= MAX_ATTEMPTS)
-                .map(|r| r.id)
+                .filter(|(_, attempts)| attempts + 1 >= MAX_ATTEMPTS)
+                .map(|(id, _)| *id)
                 .collect();
             if !dead.is_empty() {
                 tracing::error!(
@@ -205,13 +254,13 @@ impl Publisher {
         outbox::delete(&mut tx, &ids).await?;
         tx.commit().await.map_err(StoreError::from)?;
         tracing::debug!(
-            rows = rows.len(),
-            claimed_us,
-            rendered_us,
+            rows = claimed.len(),
+            claims,
+            published_us,
             elapsed_us = started.elapsed().as_micros() as u64,
             "outbox round published"
         );
-        Ok(full)
+        Ok(more)
     }
 
     /// Publish messages of the fast lane: rendered in their producing transaction, so only
@@ -238,7 +287,9 @@ impl Publisher {
             .filter(|(id, _)| next.next_if_eq(&id).is_some())
             .map(|(id, m)| (*id, std::slice::from_ref(m)))
             .collect();
-        let (ids, failure) = self.publish(&items).await?;
+        let mut sent = Sent::default();
+        self.publish(&items, &mut sent).await?;
+        let (ids, failure) = sent.confirmed().await;
         if let Some(error) = failure {
             tx.rollback().await.map_err(StoreError::from)?;
             let mut conn = pool.acquire().await.map_err(StoreError::from)?;
@@ -255,16 +306,14 @@ impl Publisher {
         Ok(())
     }
 
-    /// Publish the messages of outbox rows in order and wait for every confirm. Returns the rows
-    /// that were fully handed over (those of a missing exchange count as handed over, their
-    /// messages dropped), or the failure when a publish failed or the broker nacked.
+    /// Publish the messages of outbox rows in order, adding to `sent`; confirms are awaited by
+    /// [`Sent::confirmed`]. Rows of a missing exchange count as handed over (their messages
+    /// dropped). Stops at the first failed publish.
     async fn publish(
         &mut self,
         items: &[(i64, &[Outbound])],
-    ) -> Result<(Vec<i64>, Option<TransportError>), DrainError> {
-        let mut ids = Vec::with_capacity(items.len());
-        let mut confirms = Vec::with_capacity(items.len());
-        let mut failure = None;
+        sent: &mut Sent,
+    ) -> Result<(), DrainError> {
         'rows: for (id, messages) in items {
             for m in messages.iter() {
                 if !self.exchange_exists(&m.exchange).await? {
@@ -283,24 +332,16 @@ impl Publisher {
                     )
                     .await
                 {
-                    Ok(c) => confirms.push(c),
+                    Ok(c) => sent.confirms.push(c),
                     Err(e) => {
-                        failure = Some(TransportError::from(e));
+                        sent.failure = Some(TransportError::from(e));
                         break 'rows;
                     }
                 }
             }
-            ids.push(*id);
+            sent.ids.push(*id);
         }
-        for c in confirms {
-            match c.await {
-                Ok(conf) if conf.is_ack() => {}
-                _ => {
-                    failure.get_or_insert(TransportError::Closed);
-                }
-            }
-        }
-        Ok((ids, failure))
+        Ok(())
     }
 
     /// Whether an exchange exists, by a passive declare on a spare channel (a failed passive

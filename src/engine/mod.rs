@@ -223,6 +223,15 @@ impl Engine {
         &self.instance
     }
 
+    /// Whether the fast lane holds messages.
+    pub fn has_fresh(&self) -> bool {
+        !self
+            .fresh
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty()
+    }
+
     /// Take up to `max` messages of the fast lane, oldest first.
     pub fn take_fresh(&self, max: usize) -> Vec<(i64, Outbound)> {
         let mut fresh = self.fresh.lock().unwrap_or_else(|e| e.into_inner());

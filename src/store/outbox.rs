@@ -151,15 +151,18 @@ pub const BEGIN_ROUND: &str = "BEGIN; SET LOCAL synchronous_commit TO OFF";
 /// constant ("dmf-outbox").
 const TURN: &str = "WITH turn AS (SELECT pg_try_advisory_xact_lock(7400117001) AS held)";
 
-/// Take the turn and the oldest `limit` rows, locked for this transaction.
-pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<Row>> {
+/// Take the turn and the oldest `limit` rows with an id above `after`, locked for this
+/// transaction (a round that holds the turn already claims again after its last row).
+pub async fn claim(conn: &mut PgConnection, after: i64, limit: i64) -> Result<Vec<Row>> {
     Ok(sqlx::query_as(&format!(
         "{TURN}
          SELECT id, kind, exchange, headers, content_type, content_encoding, correlation_id, body,
                 action_id, target_id, action_ids, attempts
-         FROM outbox WHERE (SELECT held FROM turn) ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
+         FROM outbox WHERE (SELECT held FROM turn) AND id > $2
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
     ))
     .bind(limit)
+    .bind(after)
     .fetch_all(conn)
     .await?)
 }
