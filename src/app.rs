@@ -22,6 +22,8 @@ use crate::{amqp, store};
 
 /// How often planner statistics of the hot tables are checked (see store::statistics).
 const STATISTICS_EVERY: Duration = Duration::from_secs(5);
+/// How long after a bulk write the statistics refresh looks (the write's step commits first).
+const GROWTH_SETTLE: Duration = Duration::from_millis(100);
 
 /// Liveness of the broker connection, for `/health`.
 #[derive(Debug, Default)]
@@ -175,10 +177,15 @@ impl Application {
             async move {
                 let mut tick = tokio::time::interval(STATISTICS_EVERY);
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let grown = engine.statistics_wake();
                 loop {
                     tokio::select! {
                         _ = token.cancelled() => return,
                         _ = tick.tick() => {}
+                        _ = grown.notified() => {
+                            // Noted when written: give the writing transaction time to commit.
+                            tokio::time::sleep(GROWTH_SETTLE).await;
+                        }
                     }
                     if let Err(e) = engine.refresh_statistics().await {
                         tracing::warn!(error.message = %e, "statistics refresh failed");

@@ -24,6 +24,7 @@ use crate::dmf::envelope::{Inbound, Outbound};
 use crate::domain::Invalid;
 use crate::domain::ids::{TenantId, TenantName};
 use crate::store::outbox::{self, Pending};
+use crate::store::statistics::Table;
 use crate::store::{self, StoreError, tenants};
 
 /// Most messages waiting in the fast lane (a few MB); beyond it, rows wait for the regular
@@ -135,6 +136,9 @@ pub struct EngineSettings {
     pub max_actions_per_target: i64,
 }
 
+/// Groups whose activation hint is remembered (a group needs one only while it activates).
+const ACTIVATION_HINTS_CAP: usize = 10_000;
+
 pub struct Engine {
     pool: PgPool,
     settings: EngineSettings,
@@ -157,6 +161,15 @@ pub struct Engine {
     http: reqwest::Client,
     /// State of the maintenance-window push sweep ([`timers`]).
     window_sweep: timers::WindowSweep,
+    /// Rows this process added to the hot tables since the last statistics refresh.
+    grown: std::sync::Mutex<HashMap<Table, i64>>,
+    /// Wakes the statistics refresh once `grown` is worth a look.
+    statistics_wake: Arc<Notify>,
+    /// Per group, an action id below which no SCHEDULED action is expected: activation pages
+    /// through a group in id order, so each chunk starts where the last one ended instead of
+    /// stepping over every action activated before. Only a hint (a chunk that rolled back moved
+    /// it too far; activation then starts over from the beginning).
+    activation_hint: std::sync::Mutex<HashMap<i64, i64>>,
 }
 
 impl Engine {
@@ -176,6 +189,9 @@ impl Engine {
                 .build()
                 .unwrap_or_default(),
             window_sweep: Default::default(),
+            grown: Default::default(),
+            statistics_wake: Arc::new(Notify::new()),
+            activation_hint: Default::default(),
         }
     }
 
@@ -383,10 +399,55 @@ impl Engine {
         Ok(verdicts)
     }
 
+    /// Note rows just written to a hot table; a bulk write wakes the statistics refresh.
+    pub(crate) fn note_growth(&self, table: Table, rows: i64) {
+        if rows <= 0 {
+            return;
+        }
+        let total = {
+            let mut grown = self.grown.lock().unwrap_or_else(|e| e.into_inner());
+            let n = grown.entry(table).or_default();
+            *n += rows;
+            *n
+        };
+        if total >= store::statistics::CHANGED_MIN {
+            self.statistics_wake.notify_one();
+        }
+    }
+
+    fn activation_hint(&self, group: i64) -> i64 {
+        let hints = self
+            .activation_hint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        hints.get(&group).copied().unwrap_or(0)
+    }
+
+    fn set_activation_hint(&self, group: i64, id: i64) {
+        let mut hints = self
+            .activation_hint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if hints.len() >= ACTIVATION_HINTS_CAP && !hints.contains_key(&group) {
+            hints.clear();
+        }
+        hints.insert(group, id);
+    }
+
+    pub fn statistics_wake(&self) -> Arc<Notify> {
+        self.statistics_wake.clone()
+    }
+
     /// ANALYZE the fast-growing tables whose planner statistics fell behind.
     pub async fn refresh_statistics(&self) -> Result<(), StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let analyzed = store::statistics::refresh(&mut conn).await?;
+        let grown: Vec<(Table, i64)> = self
+            .grown
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect();
+        let analyzed = store::statistics::refresh(&mut conn, &grown).await?;
         if !analyzed.is_empty() {
             tracing::debug!(tables = ?analyzed, "planner statistics refreshed");
         }

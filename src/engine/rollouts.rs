@@ -25,6 +25,7 @@ use crate::domain::rollout::{
 use crate::store::filter::{Entity, Filter};
 use crate::store::outbox::Pending;
 use crate::store::rollouts::{self as store, Conditions, Eligible, GroupRow, NewGroup, RolloutRow};
+use crate::store::statistics::Table;
 use crate::store::{StoreError, actions, repository, tenants};
 
 /// Quotas and chunk sizes (rollouts.md §3.6, §10.3).
@@ -844,10 +845,16 @@ impl Engine {
         cfg: Flags,
         out: &mut Vec<Pending>,
     ) -> Result<usize, EngineError> {
-        let batch = store::lock_scheduled(conn, g.id, which.limit()).await?;
-        if batch.is_empty() {
-            return Ok(0);
+        let hint = self.activation_hint(g.id);
+        let mut batch = store::lock_scheduled(conn, g.id, hint, which.limit()).await?;
+        if batch.is_empty() && hint > 0 && g.n_scheduled > 0 {
+            // The hint ran ahead (a chunk rolled back): start over.
+            batch = store::lock_scheduled(conn, g.id, 0, which.limit()).await?;
         }
+        let Some(last) = batch.last() else {
+            return Ok(0);
+        };
+        self.set_activation_hint(g.id, last.id);
         let single = !cfg.multi;
         let mut updates = actions::ActionUpdates::default();
         let mut history = actions::NewHistory::default();
@@ -1087,6 +1094,7 @@ impl Engine {
             after = f.scanned_to;
             window = (window * 2).min(1000000);
         };
+        self.note_growth(Table::RolloutTargetGroup, added);
         if exhausted || added == to_add {
             store::group_ready(conn, g.id, have + added).await?;
         }
@@ -1190,6 +1198,7 @@ impl Engine {
                     self.settings.max_actions_per_target,
                 )
                 .await?;
+                self.note_growth(Table::Action, s.created);
                 if s.members < limits::SCHEDULE_CHUNK {
                     store::set_group_status(conn, &[g.id], GroupStatus::Scheduled.as_db()).await?;
                     break;

@@ -972,22 +972,24 @@ pub struct Activation {
     pub auto_confirm: bool,
 }
 
-/// Lock up to `limit` SCHEDULED actions of a group, oldest first.
+/// Lock up to `limit` SCHEDULED actions of a group with an id above `after`, oldest first.
 pub async fn lock_scheduled(
     conn: &mut PgConnection,
     group: i64,
+    after: i64,
     limit: i64,
 ) -> Result<Vec<Activation>> {
     Ok(sqlx::query_as(
         // The chunk is chosen (and locked) before the join, so only its rows meet `target`.
         "SELECT a.id, a.target_id, t.assigned_ds_id, t.auto_confirm_at IS NOT NULL AS auto_confirm
          FROM (SELECT id, target_id FROM action
-               WHERE rollout_group_id = $1 AND status = 'SCHEDULED'
+               WHERE rollout_group_id = $1 AND id > $3 AND status = 'SCHEDULED'
                ORDER BY id LIMIT $2 FOR UPDATE) a
          JOIN target t ON t.id = a.target_id ORDER BY a.id",
     )
     .bind(group)
     .bind(limit)
+    .bind(after)
     .fetch_all(conn)
     .await?)
 }

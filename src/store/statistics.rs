@@ -7,27 +7,61 @@ use sqlx::PgConnection;
 
 use super::Result;
 
-/// Tables whose statistics are kept current (the outbox churns but is always read in id order).
-const TABLES: &[&str] = &["target", "action", "action_status", "rollout_target_group"];
+/// The tables whose statistics are kept current (the outbox churns but is always read in id
+/// order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Table {
+    Target,
+    Action,
+    ActionStatus,
+    RolloutTargetGroup,
+}
+
+impl Table {
+    pub const ALL: [Table; 4] = [
+        Table::Target,
+        Table::Action,
+        Table::ActionStatus,
+        Table::RolloutTargetGroup,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Target => "target",
+            Table::Action => "action",
+            Table::ActionStatus => "action_status",
+            Table::RolloutTargetGroup => "rollout_target_group",
+        }
+    }
+}
 
 /// ANALYZE a table once changes since its last ANALYZE reach this share of its rows (a table
 /// that grew from empty qualifies at once)…
 const CHANGED_SHARE: f64 = 0.2;
 /// …and at least this many.
-const CHANGED_MIN: i64 = 1000;
+pub const CHANGED_MIN: i64 = 1000;
 
-/// Analyze the tables whose statistics fell behind; returns their names.
-pub async fn refresh(conn: &mut PgConnection) -> Result<Vec<String>> {
+/// Analyze the tables whose statistics fell behind; returns their names. `grown` are rows the
+/// engine itself just added (committed): the server's own change counters lag by up to a second,
+/// so those are compared with what the planner believes (`reltuples`) directly.
+pub async fn refresh(conn: &mut PgConnection, grown: &[(Table, i64)]) -> Result<Vec<String>> {
+    let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
+    let grown_names: Vec<&str> = grown.iter().map(|(t, _)| t.name()).collect();
+    let grown_rows: Vec<i64> = grown.iter().map(|(_, n)| *n).collect();
     let stale: Vec<String> = sqlx::query_scalar(
-        "SELECT relname::text FROM pg_stat_user_tables
-         WHERE schemaname = current_schema() AND relname = ANY($1)
-           AND n_mod_since_analyze >= $2
-           AND n_mod_since_analyze >= $3 * n_live_tup
-         ORDER BY relname",
+        "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
+         LEFT JOIN (SELECT name, sum(n) AS n FROM unnest($4::text[], $5::bigint[]) AS g(name, n)
+                    GROUP BY name) g ON g.name = s.relname
+         WHERE s.schemaname = current_schema() AND s.relname = ANY($1)
+           AND ((s.n_mod_since_analyze >= $2 AND s.n_mod_since_analyze >= $3 * s.n_live_tup)
+                OR (g.n >= $2 AND g.n >= $3 * greatest(c.reltuples, 0)))
+         ORDER BY s.relname",
     )
-    .bind(TABLES)
+    .bind(&names)
     .bind(CHANGED_MIN)
     .bind(CHANGED_SHARE)
+    .bind(&grown_names)
+    .bind(&grown_rows)
     .fetch_all(&mut *conn)
     .await?;
     for table in &stale {

@@ -1250,3 +1250,40 @@ async fn a_fill_interrupted_mid_way_resumes_to_the_same_groups() {
     }
     pool.close().await;
 }
+
+/// A group larger than the first inline activation and an executor chunk, with a publisher that
+/// claims 7 outbox rows at a time: every device gets its deployment exactly once, in action id
+/// order (activation pages through the group from where the last chunk ended; a publishing round
+/// keeps claiming after its last row while earlier messages await their confirms).
+#[tokio::test]
+async fn a_large_group_leaves_complete_once_each_and_in_order() {
+    const DEVICES: usize = 1250;
+    let mut app = spawn_app_with(&["--rollout-tick-ms", "50", "--outbox-batch", "7"]).await;
+    fleet(&app, "big", DEVICES).await;
+    let ds = app.create_set("fw").await;
+    let r = create(
+        &app,
+        json!({"name": "big", "distributionSetId": ds, "targetFilterQuery": "controllerId==big-*",
+               "amountGroups": 1}),
+    )
+    .await;
+    let id = r["id"].as_i64().unwrap();
+    ready(&app, id).await;
+    start(&app, id).await;
+
+    let got = deployments(&mut app, DEVICES).await;
+    let actions: Vec<i64> = got.iter().map(|(_, a)| *a).collect();
+    assert!(
+        actions.windows(2).all(|w| w[0] < w[1]),
+        "deployments left out of action id order"
+    );
+    let things: BTreeSet<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
+    assert_eq!(things.len(), DEVICES, "a device got two deployments");
+    assert_quiet(&mut app, 300).await;
+    let v = wait_rollout(&app, id, |r| {
+        r["totalTargetsPerStatus"]["running"] == DEVICES
+    })
+    .await;
+    assert_eq!(v["totalTargetsPerStatus"]["scheduled"], 0);
+    assert_eq!(sql(&app, "SELECT count(*) FROM outbox"), "0");
+}
