@@ -80,6 +80,31 @@ impl ActionStatus {
     pub fn is_cancel(self) -> bool {
         matches!(self, Self::Canceling | Self::Canceled)
     }
+
+    /// The group counter an action in this status counts in (the buckets of the counter trigger,
+    /// rollouts.md §8). Rollout decisions read only these counters, so a report that keeps its
+    /// action in the same one (RUNNING → DOWNLOAD, say) cannot change any of them.
+    pub fn counter(self) -> Counter {
+        match self {
+            Self::Scheduled => Counter::Scheduled,
+            Self::Downloaded => Counter::Downloaded,
+            Self::Finished => Counter::Finished,
+            Self::Error => Counter::Error,
+            Self::Canceled => Counter::Canceled,
+            _ => Counter::Running,
+        }
+    }
+}
+
+/// The per-group action counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Counter {
+    Scheduled,
+    Running,
+    Downloaded,
+    Finished,
+    Error,
+    Canceled,
 }
 
 /// How forcefully the device should install (rollouts.md §4.9).
@@ -208,6 +233,14 @@ pub enum ReportRejected {
     MessageQuota,
     #[error("status message contains markup")]
     Markup,
+}
+
+/// Progress reports (DOWNLOAD, RETRIEVED, RUNNING, WARNING): on an active action they only
+/// append history and count as intermediate reports — status, target and what is sent stay as
+/// they are, whatever the tenant's settings (the report path then leaves the target alone).
+pub fn is_progress(status: ReportedStatus) -> bool {
+    use ReportedStatus as R;
+    matches!(status, R::Download | R::Retrieved | R::Running | R::Warning)
 }
 
 /// Apply one report to one action (§5.5 step 3–4).
@@ -835,6 +868,26 @@ mod tests {
                     st = out.next;
                 }
             }
+        }
+
+        /// What `is_progress` promises the report path: on an active action a progress report
+        /// changes nothing but the history and the intermediate-report count.
+        #[test]
+        fn progress_reports_touch_only_the_history(
+            status in any_status(),
+            ty in any_type(),
+            r in any_report(),
+            flow in any::<bool>(),
+            reports in 0..MAX_INTERMEDIATE_REPORTS,
+        ) {
+            prop_assume!(is_progress(r));
+            let st = ActionState { status, active: true, action_type: ty, intermediate_reports: reports };
+            let out = apply_report(st, &report(r), ReportContext { confirmation_flow_enabled: flow }).unwrap();
+            prop_assert_eq!(out.next, ActionState { intermediate_reports: reports + 1, ..st });
+            prop_assert_eq!(out.target, TargetEffect::None);
+            prop_assert!(!out.request_attributes);
+            prop_assert!(!out.follow_up);
+            prop_assert!(out.history.is_some());
         }
 
         /// A terminal report delivered twice (AMQP redelivery) changes nothing the second time.

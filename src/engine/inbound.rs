@@ -11,7 +11,7 @@ use crate::dmf::envelope::{self, Inbound};
 use crate::dmf::inbound::{AttributeMode as WireMode, AttributeUpdate};
 use crate::domain::action::{
     ActionState, ActionStatus, ActionType, Report, ReportContext, SERVER_PREFIX, TargetEffect,
-    apply_report,
+    apply_report, is_progress,
 };
 use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::maintenance::MaintenanceWindow;
@@ -238,9 +238,6 @@ impl Engine {
             })
             .collect();
         let rows = actions::lock(conn, &ids).await?;
-        let mut rollouts: Vec<i64> = rows.iter().filter_map(|r| r.rollout_id).collect();
-        rollouts.sort_unstable();
-        rollouts.dedup();
         let mut state: HashMap<i64, (actions::ActionRow, ActionState, bool)> = HashMap::new();
         for row in rows {
             let st = ActionState {
@@ -251,29 +248,38 @@ impl Engine {
             };
             state.insert(row.id, (row, st, false));
         }
-        let target_ids: Vec<i64> = {
-            let mut t: Vec<i64> = state.values().map(|(r, _, _)| r.target_id).collect();
-            t.sort_unstable();
-            t.dedup();
-            t
-        };
-        let mut targets: HashMap<i64, (actions::TargetState, bool)> =
-            actions::lock_targets(conn, &target_ids)
+        // A run of progress reports on active actions without a maintenance window only appends
+        // history (`is_progress`): their targets are neither locked nor read (the usual batch
+        // while a fleet downloads and installs).
+        let progress_only = run.iter().all(|m| {
+            matches!(m, Inbound::UpdateActionStatus { body, .. } if is_progress(body.action_status))
+        }) && state
+            .values()
+            .all(|(r, _, _)| r.active && r.mw_schedule.is_none());
+        let mut targets: HashMap<i64, (actions::TargetState, bool)> = HashMap::new();
+        let mut open: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        let mut flags = Default::default();
+        if !progress_only {
+            let mut target_ids: Vec<i64> = state.values().map(|(r, _, _)| r.target_id).collect();
+            target_ids.sort_unstable();
+            target_ids.dedup();
+            targets = actions::lock_targets(conn, &target_ids)
                 .await?
                 .into_iter()
                 .map(|t| (t.id, (t, false)))
                 .collect();
-        // Open actions per target, oldest first: the successor of a completed cancellation.
-        let mut open: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
-        for a in actions::open_of_targets(conn, &target_ids).await? {
-            open.entry(a.target_id).or_default().push((a.id, a.ds_id));
+            // Open actions per target, oldest first: the successor of a completed cancellation.
+            for a in actions::open_of_targets(conn, &target_ids).await? {
+                open.entry(a.target_id).or_default().push((a.id, a.ds_id));
+            }
+            for list in open.values_mut() {
+                list.sort_unstable();
+            }
+            let tenant_names: Vec<String> =
+                state.values().map(|(r, _, _)| r.tenant.clone()).collect();
+            flags = tenants::flags_by_name(conn, &tenant_names, &[config_keys::CONFIRMATION_FLOW])
+                .await?;
         }
-        for list in open.values_mut() {
-            list.sort_unstable();
-        }
-        let tenant_names: Vec<String> = state.values().map(|(r, _, _)| r.tenant.clone()).collect();
-        let flags =
-            tenants::flags_by_name(conn, &tenant_names, &[config_keys::CONFIRMATION_FLOW]).await?;
 
         let now = now_ms();
         let mut history = actions::NewHistory::default();
@@ -434,7 +440,18 @@ impl Engine {
         }
         actions::update_targets(conn, &tu).await?;
         // The reports that cross a group's threshold start the next group right here, in
-        // their own transaction (rollouts.md §4.2 [ours]).
+        // their own transaction (rollouts.md §4.2 [ours]). Only rollouts whose counters moved
+        // are evaluated: intermediate reports cannot change a decision.
+        let mut rollouts: Vec<i64> = state
+            .values()
+            .filter(|(row, st, _)| {
+                ActionStatus::from_db(&row.status).map(ActionStatus::counter)
+                    != Some(st.status.counter())
+            })
+            .filter_map(|(row, _, _)| row.rollout_id)
+            .collect();
+        rollouts.sort_unstable();
+        rollouts.dedup();
         if !rollouts.is_empty() {
             self.advance_rollouts(conn, &rollouts, out)
                 .await
