@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use sqlx::types::Json;
 use sqlx::{PgConnection, QueryBuilder};
 
 use super::filter::{Filter, push_and};
@@ -21,7 +22,7 @@ pub struct ModulePayload {
     pub metadata: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
 pub struct ArtifactPayload {
     pub sm_id: i64,
     pub filename: String,
@@ -33,54 +34,50 @@ pub struct ArtifactPayload {
     pub url_http: Option<String>,
 }
 
-/// The modules of several distribution sets, keyed by set id (modules in id order).
+/// The modules of several distribution sets, keyed by set id (modules in id order), with their
+/// artifacts and target-visible metadata aggregated in the same statement (one round trip on
+/// the path of every deployment that is rendered).
 pub async fn modules_of_sets(
     conn: &mut PgConnection,
     ds_ids: &[i64],
 ) -> Result<BTreeMap<i64, Vec<ModulePayload>>> {
-    let modules: Vec<(i64, i64, String, String, bool)> = sqlx::query_as(
-        "SELECT dm.ds_id, m.id, ty.key, m.version, m.encrypted
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        bool,
+        Json<Vec<ArtifactPayload>>,
+        Json<Vec<(String, String)>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT dm.ds_id, m.id, ty.key, m.version, m.encrypted,
+                COALESCE((SELECT json_agg(json_build_object(
+                              'sm_id', a.sm_id, 'filename', a.filename, 'size', a.size,
+                              'sha1', a.sha1, 'md5', a.md5, 'last_modified_at', a.last_modified_at,
+                              'url_https', a.url_https, 'url_http', a.url_http) ORDER BY a.id)
+                          FROM artifact a WHERE a.sm_id = m.id), '[]'),
+                COALESCE((SELECT json_agg(json_build_array(md.key, md.value) ORDER BY md.key)
+                          FROM software_module_metadata md
+                          WHERE md.sm_id = m.id AND md.target_visible), '[]')
          FROM distribution_set_module dm
          JOIN software_module m ON m.id = dm.sm_id
          JOIN software_module_type ty ON ty.id = m.type_id
          WHERE dm.ds_id = ANY($1) ORDER BY dm.ds_id, m.id",
     )
     .bind(ds_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let sm_ids: Vec<i64> = modules.iter().map(|m| m.1).collect();
-    let artifacts: Vec<ArtifactPayload> = sqlx::query_as(
-        "SELECT sm_id, filename, size, sha1, md5, last_modified_at, url_https, url_http
-         FROM artifact WHERE sm_id = ANY($1) ORDER BY sm_id, id",
-    )
-    .bind(&sm_ids)
-    .fetch_all(&mut *conn)
-    .await?;
-    let metadata: Vec<(i64, String, String)> = sqlx::query_as(
-        "SELECT sm_id, key, value FROM software_module_metadata
-         WHERE sm_id = ANY($1) AND target_visible ORDER BY sm_id, key",
-    )
-    .bind(&sm_ids)
     .fetch_all(conn)
     .await?;
-    let mut by_module_artifacts: BTreeMap<i64, Vec<ArtifactPayload>> = BTreeMap::new();
-    for a in artifacts {
-        by_module_artifacts.entry(a.sm_id).or_default().push(a);
-    }
-    let mut by_module_meta: BTreeMap<i64, Vec<(String, String)>> = BTreeMap::new();
-    for (sm, k, v) in metadata {
-        by_module_meta.entry(sm).or_default().push((k, v));
-    }
     let mut out: BTreeMap<i64, Vec<ModulePayload>> = BTreeMap::new();
-    for (ds_id, module_id, type_key, version, encrypted) in modules {
+    for (ds_id, module_id, type_key, version, encrypted, artifacts, metadata) in rows {
         out.entry(ds_id).or_default().push(ModulePayload {
             ds_id,
             module_id,
             type_key,
             version,
             encrypted,
-            artifacts: by_module_artifacts.remove(&module_id).unwrap_or_default(),
-            metadata: by_module_meta.remove(&module_id).unwrap_or_default(),
+            artifacts: artifacts.0,
+            metadata: metadata.0,
         });
     }
     Ok(out)

@@ -39,6 +39,20 @@ async fn assignment_is_delivered_and_finished_reports_bring_the_target_in_sync()
     app.send(thing_created("dev-a")).await;
     app.wait_target("dev-a", |_| true).await;
     let ds = app.create_set("fw").await;
+    // Module metadata reaches the device when it is target-visible, and only then.
+    let (_, sms) = app
+        .api_get(&format!("/distributionsets/{ds}/assignedSM"))
+        .await;
+    let sm = sms["content"][0]["id"].as_i64().expect("module id");
+    let (s, md) = app
+        .api_post(
+            &format!("/softwaremodules/{sm}/metadata"),
+            json!([{"key": "install.mode", "value": "ab", "targetVisible": true},
+                   {"key": "notes", "value": "internal"},
+                   {"key": "a.first", "value": "1", "targetVisible": true}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{md}");
     let (s, out) = app
         .api_post(
             &format!("/distributionsets/{ds}/assignedTargets"),
@@ -67,6 +81,10 @@ async fn assignment_is_delivered_and_finished_reports_bring_the_target_in_sync()
         "https://cdn.example.net/rootfs.img"
     );
     assert_eq!(body["softwareModules"][0]["artifacts"][0]["size"], 52428800);
+    assert_eq!(
+        body["softwareModules"][0]["metadata"],
+        json!([{"key": "a.first", "value": "1"}, {"key": "install.mode", "value": "ab"}])
+    );
     app.wait_target("dev-a", |t| t["updateStatus"] == "pending")
         .await;
 
