@@ -123,8 +123,12 @@ impl Engine {
                 }
                 if reg.inserted {
                     tracing::debug!(tenant = %tenant, thing_id = %cid, "target registered");
+                } else {
+                    // A device that registers again hears of its open actions. A new one has
+                    // none, and a follow-up rendered after its first rollout group started
+                    // would only repeat that group's deployment.
+                    out.push(Pending::Target(reg.id));
                 }
-                out.push(Pending::Target(reg.id));
                 Ok(Verdict::Done)
             }
             Inbound::ThingRemoved { thing_id, .. } => {
