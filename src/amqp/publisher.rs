@@ -16,6 +16,7 @@ use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareO
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
 use sqlx::postgres::PgListener;
+use sqlx::{PgPool, Postgres, Transaction};
 use tokio_util::sync::CancellationToken;
 
 use super::TransportError;
@@ -85,6 +86,35 @@ impl Sent {
         }
         (self.ids, failure)
     }
+}
+
+/// End a publishing transaction once everything it sent is confirmed: delete the rows handed
+/// over and commit; returns how many. On a failure roll back, count an attempt for every row of
+/// `claimed`, drop those of `last_attempt` (logged) and return the failure.
+async fn settle(
+    pool: &PgPool,
+    mut tx: Transaction<'_, Postgres>,
+    sent: Sent,
+    claimed: &[i64],
+    last_attempt: &[i64],
+) -> Result<usize, DrainError> {
+    let (ids, failure) = sent.confirmed().await;
+    if let Some(error) = failure {
+        tx.rollback().await.map_err(StoreError::from)?;
+        let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+        outbox::record_failure(&mut conn, claimed).await?;
+        if !last_attempt.is_empty() {
+            tracing::error!(
+                count = last_attempt.len(),
+                "outbox rows dropped after repeated publish failures"
+            );
+            outbox::delete(&mut conn, last_attempt).await?;
+        }
+        return Err(error.into());
+    }
+    outbox::delete(&mut tx, &ids).await?;
+    tx.commit().await.map_err(StoreError::from)?;
+    Ok(ids.len())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -231,28 +261,13 @@ impl Publisher {
             return Ok(false);
         }
         let published_us = started.elapsed().as_micros() as u64;
-        let (ids, failure) = sent.confirmed().await;
-        if let Some(error) = failure {
-            tx.rollback().await.map_err(StoreError::from)?;
-            let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-            let all: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
-            outbox::record_failure(&mut conn, &all).await?;
-            let dead: Vec<i64> = claimed
-                .iter()
-                .filter(|(_, attempts)| attempts + 1 >= MAX_ATTEMPTS)
-                .map(|(id, _)| *id)
-                .collect();
-            if !dead.is_empty() {
-                tracing::error!(
-                    count = dead.len(),
-                    "outbox rows dropped after repeated publish failures"
-                );
-                outbox::delete(&mut conn, &dead).await?;
-            }
-            return Err(error.into());
-        }
-        outbox::delete(&mut tx, &ids).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        let all: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
+        let last_attempt: Vec<i64> = claimed
+            .iter()
+            .filter(|(_, attempts)| attempts + 1 >= MAX_ATTEMPTS)
+            .map(|(id, _)| *id)
+            .collect();
+        settle(&pool, tx, sent, &all, &last_attempt).await?;
         tracing::debug!(
             rows = claimed.len(),
             claims,
@@ -289,17 +304,10 @@ impl Publisher {
             .collect();
         let mut sent = Sent::default();
         self.publish(&items, &mut sent).await?;
-        let (ids, failure) = sent.confirmed().await;
-        if let Some(error) = failure {
-            tx.rollback().await.map_err(StoreError::from)?;
-            let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-            outbox::record_failure(&mut conn, &held).await?;
-            return Err(error.into());
-        }
-        outbox::delete(&mut tx, &ids).await?;
-        tx.commit().await.map_err(StoreError::from)?;
+        // Rows at their last attempt are left for a regular round to drop.
+        let published = settle(&pool, tx, sent, &held, &[]).await?;
         tracing::debug!(
-            rows = ids.len(),
+            rows = published,
             elapsed_us = started.elapsed().as_micros() as u64,
             "fast lane published"
         );
