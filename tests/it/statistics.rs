@@ -17,6 +17,16 @@ fn analyzed(table: &str) -> String {
     format!("SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables WHERE relname = '{table}'")
 }
 
+/// How many rows the planner believes `table` has.
+fn planner_rows(app: &TestApp, table: &str) -> i64 {
+    sql(
+        app,
+        &format!("SELECT reltuples::bigint FROM pg_class WHERE relname = '{table}'"),
+    )
+    .parse()
+    .expect("a number")
+}
+
 /// Poll until `table` was analyzed by an explicit ANALYZE (`last_analyze`; autovacuum sets
 /// `last_autoanalyze`), failing after `within`.
 async fn wait_analyzed(app: &TestApp, table: &str, within: Duration) {
@@ -40,12 +50,7 @@ async fn a_table_that_grew_from_empty_is_analyzed_by_the_service() {
     );
     sql(&app, BULK_TARGETS);
     wait_analyzed(&app, "target", Duration::from_secs(20)).await;
-    let estimate: i64 = sql(
-        &app,
-        "SELECT reltuples::bigint FROM pg_class WHERE relname = 'target'",
-    )
-    .parse()
-    .expect("a number");
+    let estimate = planner_rows(&app, "target");
     assert!(
         estimate >= 4500,
         "planner estimate after ANALYZE: {estimate}"
@@ -89,12 +94,7 @@ async fn the_actions_a_rollout_creates_are_analyzed_without_waiting_for_the_next
         Duration::from_secs(4).saturating_sub(checked.elapsed()),
     )
     .await;
-    let estimate: i64 = sql(
-        &app,
-        "SELECT reltuples::bigint FROM pg_class WHERE relname = 'action'",
-    )
-    .parse()
-    .expect("a number");
+    let estimate = planner_rows(&app, "action");
     assert!(
         estimate >= 4500,
         "planner estimate after ANALYZE: {estimate}"
