@@ -155,6 +155,10 @@ impl Application {
             Duration::from_millis(self.args.rollout_tick_ms.max(10)),
             token.child_token(),
         ));
+        tracker.spawn(crate::engine::rollouts::approval::run_approval_notices(
+            self.engine.clone(),
+            token.child_token(),
+        ));
         let housekeeping = {
             let engine = self.engine.clone();
             let token = token.child_token();

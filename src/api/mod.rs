@@ -245,6 +245,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(msg) => ApiError::Conflict(msg),
             StoreError::Transient(e) => ApiError::Unavailable(e.into()),
             StoreError::Permanent(e) => ApiError::Internal(e.into()),
+            StoreError::Corrupt(m) => ApiError::Internal(anyhow::anyhow!(m)),
         }
     }
 }

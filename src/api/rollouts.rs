@@ -11,13 +11,13 @@ use serde_json::{Value, json};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
-use crate::domain::rollout::{GroupStatus, Operation, Progress, RolloutStatus};
+use crate::domain::ids::{GroupId, RolloutId};
+use crate::domain::rollout::spec::WithExpr;
+use crate::domain::rollout::{Group, Operation, Progress, Rollout};
 use crate::engine::config_keys;
-use crate::engine::rollouts::{
-    ActSpec, CondSet, CondSpec, CreateRollout, GroupSpec, group_progress, rollout_progress,
-};
+use crate::engine::rollouts::{ActSpec, CondSet, CondSpec, CreateRollout, GroupSpec};
 use crate::store::filter::Entity;
-use crate::store::rollouts::{self as store, DeletedMode, GroupRow, RolloutRow};
+use crate::store::rollouts::{self as store, DeletedMode};
 use crate::store::tenants;
 
 pub fn router() -> Router<ApiState> {
@@ -55,29 +55,22 @@ fn progress_json(p: &Progress) -> Value {
     })
 }
 
-fn status_name(r: &RolloutRow) -> String {
-    RolloutStatus::from_db(&r.status)
-        .map(RolloutStatus::api_name)
-        .unwrap_or_else(|| r.status.to_ascii_lowercase())
-}
-
 /// §9.4: compact, or full with progress, group count and operation links.
-fn rollout_json(r: &RolloutRow, groups: Option<&[GroupRow]>, base: &BaseUrl) -> Value {
+fn rollout_json(r: &Rollout, groups: Option<&[Group]>, base: &BaseUrl) -> Value {
     let path = format!("/rollouts/{}", r.id);
-    let ty = ActionType::from_db(&r.action_type).unwrap_or_default();
     let mut v = json!({
-        "id": r.id, "name": r.name,
-        "createdBy": r.created_by, "createdAt": r.created_at,
-        "lastModifiedBy": r.last_modified_by, "lastModifiedAt": r.last_modified_at,
-        "targetFilterQuery": r.target_filter, "distributionSetId": r.ds_id,
-        "status": status_name(r), "totalTargets": r.total_targets,
-        "forcetime": r.forced_time, "deleted": r.deleted, "type": ty.api_name(),
-        "weight": r.weight, "dynamic": r.dynamic,
+        "id": r.id.0, "name": r.name,
+        "createdBy": r.audit.created_by, "createdAt": r.audit.created_at,
+        "lastModifiedBy": r.audit.last_modified_by, "lastModifiedAt": r.audit.last_modified_at,
+        "targetFilterQuery": r.target_filter, "distributionSetId": r.ds.0,
+        "status": r.state.status().api_name(), "totalTargets": r.total_targets,
+        "forcetime": r.forced_time, "deleted": r.deleted, "type": r.action_type.api_name(),
+        "weight": r.weight, "dynamic": r.is_dynamic(),
         "_links": {"self": base.link(&path)},
     });
     put_opt(&mut v, "description", r.description.clone());
     if let Some(groups) = groups {
-        v["totalTargetsPerStatus"] = progress_json(&rollout_progress(r, groups));
+        v["totalTargetsPerStatus"] = progress_json(&r.progress(groups));
         v["totalGroups"] = json!(r.groups_created);
         put_opt(&mut v, "startAt", r.start_at);
         put_opt(&mut v, "approvalRemark", r.approval_remark.clone());
@@ -95,67 +88,71 @@ fn rollout_json(r: &RolloutRow, groups: Option<&[GroupRow]>, base: &BaseUrl) -> 
         }
         links["groups"] = base.link(&format!("{path}/deploygroups?offset=0&limit=50"));
         links["distributionset"] = json!({
-            "href": format!("{}/distributionsets/{}", base.0, r.ds_id),
+            "href": format!("{}/distributionsets/{}", base.0, r.ds),
             "name": format!("{}:{}", r.ds_name, r.ds_version),
         });
     }
     v
 }
 
-fn pair(kind: &Option<String>, exp: &Option<String>, key: &str) -> Option<Value> {
-    kind.as_ref().map(|k| {
-        let mut o = json!({ key: k });
-        put_opt(&mut o, "expression", exp.clone());
-        o
-    })
+fn pair(key: &str, kind: &str, exp: Option<&str>) -> Value {
+    let mut o = json!({ key: kind });
+    put_opt(&mut o, "expression", exp);
+    o
+}
+
+fn action_pair<A>(a: &WithExpr<A>, name: impl Fn(&A) -> &'static str) -> Value {
+    pair("action", name(&a.action), a.expression.as_deref())
+}
+
+/// The four condition/action pairs of a group, as hawkBit renders them.
+fn conditions_json(v: &mut Value, c: &crate::domain::rollout::Conditions) {
+    v["successCondition"] = pair(
+        "condition",
+        crate::domain::rollout::spec::SuccessCondition::KIND,
+        Some(c.success.threshold.text()),
+    );
+    v["successAction"] = action_pair(&c.success_action, |a| a.as_db());
+    put_opt(
+        v,
+        "errorCondition",
+        c.error
+            .as_ref()
+            .map(|e| pair("condition", e.kind.as_db(), Some(e.threshold.text()))),
+    );
+    put_opt(
+        v,
+        "errorAction",
+        c.error_action
+            .as_ref()
+            .map(|a| action_pair(a, |a| a.as_db())),
+    );
 }
 
 /// §9.5.
 fn group_json(
-    r: &RolloutRow,
-    g: &GroupRow,
+    r: &Rollout,
+    g: &Group,
     full: bool,
     confirmation_flow: bool,
     base: &BaseUrl,
 ) -> Value {
-    let status = GroupStatus::from_db(&g.status)
-        .map(GroupStatus::api_name)
-        .unwrap_or_else(|| g.status.to_ascii_lowercase());
     let mut v = json!({
-        "id": g.id, "name": g.name,
-        "createdBy": g.created_by, "createdAt": g.created_at,
-        "lastModifiedBy": g.last_modified_by, "lastModifiedAt": g.last_modified_at,
-        "status": status, "dynamic": g.dynamic, "totalTargets": g.total_targets,
+        "id": g.id.0, "name": g.name,
+        "createdBy": g.audit.created_by, "createdAt": g.audit.created_at,
+        "lastModifiedBy": g.audit.last_modified_by, "lastModifiedAt": g.audit.last_modified_at,
+        "status": g.state.api_name(), "dynamic": g.dynamic, "totalTargets": g.total_targets,
         "targetFilterQuery": g.target_filter,
         "targetPercentage": g.target_percentage,
-        "successCondition": {"condition": g.success_condition, "expression": g.success_condition_exp},
         "_links": {"self": base.link(&format!("/rollouts/{}/deploygroups/{}", r.id, g.id))},
     });
     put_opt(&mut v, "description", g.description.clone());
-    put_opt(
-        &mut v,
-        "successAction",
-        pair(
-            &Some(g.success_action.clone()),
-            &g.success_action_exp,
-            "action",
-        ),
-    );
-    put_opt(
-        &mut v,
-        "errorCondition",
-        pair(&g.error_condition, &g.error_condition_exp, "condition"),
-    );
-    put_opt(
-        &mut v,
-        "errorAction",
-        pair(&g.error_action, &g.error_action_exp, "action"),
-    );
+    conditions_json(&mut v, &g.conditions);
     if confirmation_flow {
         v["confirmationRequired"] = json!(g.confirmation_required);
     }
     if full {
-        v["totalTargetsPerStatus"] = progress_json(&group_progress(r, g));
+        v["totalTargetsPerStatus"] = progress_json(&g.progress(r.download_only()));
     }
     v
 }
@@ -208,7 +205,7 @@ async fn list(
     Ok(Json(paged(content, total)))
 }
 
-async fn load(s: &ApiState, caller: &Caller, id: i64) -> ApiResult<(RolloutRow, Vec<GroupRow>)> {
+async fn load(s: &ApiState, caller: &Caller, id: RolloutId) -> ApiResult<(Rollout, Vec<Group>)> {
     let mut c = conn(s).await?;
     let r = store::find(&mut c, caller.tenant, id)
         .await?
@@ -220,7 +217,7 @@ async fn load(s: &ApiState, caller: &Caller, id: i64) -> ApiResult<(RolloutRow, 
 async fn one(
     State(s): State<ApiState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(id): Path<RolloutId>,
     base: BaseUrl,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_ROLLOUT])?;
@@ -385,7 +382,7 @@ struct UpdateBody {
 async fn update(
     State(s): State<ApiState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(id): Path<RolloutId>,
     base: BaseUrl,
     Body(body): Body<UpdateBody>,
 ) -> ApiResult<Json<Value>> {
@@ -426,7 +423,7 @@ struct RemarkQuery {
 async fn operate(
     s: &ApiState,
     caller: &Caller,
-    id: i64,
+    id: RolloutId,
     op: Operation,
     perm: Permission,
     remark: Option<&str>,
@@ -441,7 +438,7 @@ async fn operate(
 async fn remove(
     State(s): State<ApiState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(id): Path<RolloutId>,
 ) -> ApiResult<StatusCode> {
     operate(
         &s,
@@ -459,7 +456,7 @@ async fn remove(
 async fn post_operation(
     State(s): State<ApiState>,
     caller: Caller,
-    Path((id, op)): Path<(i64, String)>,
+    Path((id, op)): Path<(RolloutId, String)>,
     Query(q): Query<RemarkQuery>,
     base: BaseUrl,
 ) -> ApiResult<axum::response::Response> {
@@ -486,7 +483,7 @@ async fn post_operation(
 async fn retry(
     s: ApiState,
     caller: Caller,
-    id: i64,
+    id: RolloutId,
     base: BaseUrl,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     caller.require(&[Permission::CREATE_ROLLOUT])?;
@@ -525,7 +522,7 @@ async fn confirmation_flow(s: &ApiState, caller: &Caller) -> ApiResult<bool> {
 async fn groups(
     State(s): State<ApiState>,
     caller: Caller,
-    Path(id): Path<i64>,
+    Path(id): Path<RolloutId>,
     page: Page,
     base: BaseUrl,
 ) -> ApiResult<Json<Value>> {
@@ -549,9 +546,9 @@ async fn groups(
 async fn find_group(
     s: &ApiState,
     caller: &Caller,
-    id: i64,
-    group: i64,
-) -> ApiResult<(RolloutRow, GroupRow)> {
+    id: RolloutId,
+    group: GroupId,
+) -> ApiResult<(Rollout, Group)> {
     let (r, groups) = load(s, caller, id).await?;
     let g = groups
         .into_iter()
@@ -563,7 +560,7 @@ async fn find_group(
 async fn group(
     State(s): State<ApiState>,
     caller: Caller,
-    Path((id, group)): Path<(i64, i64)>,
+    Path((id, group)): Path<(RolloutId, GroupId)>,
     base: BaseUrl,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_ROLLOUT])?;
@@ -575,7 +572,7 @@ async fn group(
 async fn group_targets(
     State(s): State<ApiState>,
     caller: Caller,
-    Path((id, group)): Path<(i64, i64)>,
+    Path((id, group)): Path<(RolloutId, GroupId)>,
     page: Page,
     base: BaseUrl,
 ) -> ApiResult<Json<Value>> {

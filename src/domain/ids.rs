@@ -7,7 +7,8 @@ use super::Invalid;
 macro_rules! id_type {
     ($(#[$m:meta])* $name:ident) => {
         $(#[$m])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Deserialize)]
+        #[serde(transparent)]
         pub struct $name(pub i64);
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -32,6 +33,14 @@ id_type!(
 id_type!(
     /// Distribution set id.
     DsId
+);
+id_type!(
+    /// Rollout id, unique across tenants.
+    RolloutId
+);
+id_type!(
+    /// Deployment group id, unique across rollouts.
+    GroupId
 );
 
 /// A tenant name in its canonical upper-case form (names compare case-insensitively).

@@ -18,8 +18,9 @@ use super::rollouts::limits;
 use super::{Engine, EngineError};
 use crate::dmf::envelope;
 use crate::domain::action::{ActionStatus, SERVER_PREFIX};
+use crate::domain::ids::RolloutId;
 use crate::domain::ids::TenantId;
-use crate::domain::rollout::{self, Operation, RolloutStatus};
+use crate::domain::rollout::{Operation, RolloutStatus};
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
 use crate::store::{actions, invalidation as store, rollouts, tenants};
@@ -66,10 +67,7 @@ impl fmt::Display for CancelationType {
     }
 }
 
-/// The rollout states a stop (and so an invalidation) applies to (§6.3).
-fn stoppable(s: RolloutStatus) -> bool {
-    rollout::apply_operation(s, Operation::Stop).is_ok()
-}
+use crate::domain::rollout::machine::stoppable;
 
 impl Engine {
     /// `POST /distributionsets/{id}/invalidate` (§6.6).
@@ -110,7 +108,7 @@ impl Engine {
             for (id, status) in store::lock_rollouts_of_set(&mut tx, tenant, ds_id, &wanted).await?
             {
                 if RolloutStatus::from_db(&status).is_some_and(stoppable) {
-                    rollouts::set_status(&mut tx, id, RolloutStatus::Stopping.as_db(), user)
+                    self.operate_locked(&mut tx, tenant, RolloutId(id), Operation::Stop, user)
                         .await?;
                     moved.push(id);
                 }
@@ -142,13 +140,8 @@ impl Engine {
         if force && !moved.is_empty() {
             let mut tx = self.pool.begin().await?;
             for id in &moved {
-                let deleting = [RolloutStatus::Deleting, RolloutStatus::Deleted];
-                if let Some(r) = rollouts::lock(&mut tx, tenant, *id).await?
-                    && !RolloutStatus::from_db(&r.status).is_some_and(|s| deleting.contains(&s))
-                {
-                    rollouts::set_status(&mut tx, *id, RolloutStatus::Deleting.as_db(), user)
-                        .await?;
-                }
+                self.operate_locked(&mut tx, tenant, RolloutId(*id), Operation::Delete, user)
+                    .await?;
             }
             tx.commit().await?;
             self.wake_rollouts();

@@ -157,6 +157,10 @@ pub struct Engine {
     rollout_wake: Arc<Notify>,
     /// A transaction left work for the executor; wake it after the commit.
     rollout_kick: std::sync::atomic::AtomicBool,
+    /// The earliest time (ms) a rollout step asked to be looked at again (`i64::MAX`: none).
+    rollout_wake_at: std::sync::atomic::AtomicI64,
+    /// Wakes the approval notice deliverer after a commit that wrote a notice.
+    approval_wake: Arc<Notify>,
     /// Client of outgoing webhooks.
     http: reqwest::Client,
     /// State of the maintenance-window push sweep ([`timers`]).
@@ -184,6 +188,8 @@ impl Engine {
             dead_letters: Default::default(),
             rollout_wake: Arc::new(Notify::new()),
             rollout_kick: Default::default(),
+            rollout_wake_at: std::sync::atomic::AtomicI64::new(i64::MAX),
+            approval_wake: Arc::new(Notify::new()),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()

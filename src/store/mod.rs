@@ -5,6 +5,7 @@
 //! Never outside this module: SQL text, sqlx row types.
 
 pub mod actions;
+pub mod approvals;
 pub mod bench;
 pub mod filter;
 pub mod inbox;
@@ -41,6 +42,10 @@ pub enum StoreError {
     /// Anything else: a bug or data the schema refuses. Retrying will not help.
     #[error("database error: {0}")]
     Permanent(#[source] sqlx::Error),
+    /// A stored value no version of the service writes (an unknown status, say): never read
+    /// as some default.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
 }
 
 impl From<sqlx::Error> for StoreError {
