@@ -659,4 +659,6 @@ fn children_to_start(groups: &[Group], parent: GroupId) -> Vec<GroupId> {
 }
 
 #[cfg(test)]
+mod properties;
+#[cfg(test)]
 mod tests;

@@ -1,0 +1,293 @@
+//! The rollout machine against what the service does with it: the executor's work query picks
+//! up exactly the rollouts `has_work` says have work, and the approval webhook's notice outbox
+//! retries a failed delivery and is withdrawn when the rollout no longer waits.
+
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use sqlx::Connection;
+
+use crate::helpers::*;
+use dmf_broker::domain::ids::RolloutId;
+use dmf_broker::domain::rollout::machine::{Facts, has_work};
+use dmf_broker::domain::rollout::{GroupState, RolloutStatus};
+use dmf_broker::store::rollouts as store;
+
+async fn rollout_ready(app: &TestApp, name: &str, n: usize) -> i64 {
+    for i in 0..n {
+        app.send(thing_created(&format!("{name}-{i}"))).await;
+    }
+    app.wait_target(&format!("{name}-{}", n - 1), |_| true)
+        .await;
+    let ds = app.create_set(&format!("{name}-fw")).await;
+    let (s, r) = app
+        .api_post(
+            "/rollouts",
+            json!({"name": name, "distributionSetId": ds, "targetFilterQuery": format!("name=={name}-*")}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{r}");
+    let id = r["id"].as_i64().unwrap();
+    poll(|| async {
+        let (_, v) = app.api_get(&format!("/rollouts/{id}")).await;
+        (v["status"] == "ready").then_some(())
+    })
+    .await;
+    id
+}
+
+async fn poll<T, F: std::future::Future<Output = Option<T>>>(f: impl Fn() -> F) -> T {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "condition never held");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test]
+async fn the_work_query_picks_up_exactly_what_the_machine_calls_work() {
+    // The executor sleeps for an hour unless woken: only this test changes the rollout.
+    let app = spawn_app_with(&["--rollout-tick-ms", "3600000"]).await;
+    let id = rollout_ready(&app, "wq", 2).await;
+    let url = format!("postgres://postgres@127.0.0.1:5432/{}", app.db_name);
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    let mut checked = 0;
+    for status in RolloutStatus::ALL {
+        for start_at in ["NULL", "epoch_ms() - 1000", "epoch_ms() + 3600000"] {
+            for (group, scheduled) in [
+                (GroupState::Running, 1),
+                (GroupState::Running, 0),
+                (GroupState::Scheduled, 1),
+            ] {
+                sql(
+                    &app,
+                    &format!(
+                        "UPDATE rollout SET status = '{}', start_at = {start_at} WHERE id = {id};
+                         UPDATE rollout_group SET status = '{}', n_scheduled = {scheduled}
+                         WHERE rollout_id = {id}",
+                        status.as_db(),
+                        group.as_db()
+                    ),
+                );
+                let picked = store::with_work(&mut conn)
+                    .await
+                    .unwrap()
+                    .contains(&RolloutId(id));
+                let now = dmf_broker::store::now_ms(&mut conn).await.unwrap();
+                let r = store::find(
+                    &mut conn,
+                    dmf_broker::domain::ids::TenantId(1),
+                    RolloutId(id),
+                )
+                .await
+                .unwrap()
+                .expect("rollout");
+                let groups = store::groups(&mut conn, r.id).await.unwrap();
+                let facts = Facts {
+                    groups: &groups,
+                    approval_enabled: false,
+                    enrol_idle_ms: 0,
+                };
+                assert_eq!(
+                    picked,
+                    has_work(&r, &facts, now),
+                    "{status} start_at {start_at}, group {group:?} with {scheduled} scheduled"
+                );
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 12 * 9);
+    // An unknown status in the database is an error, never some default.
+    sql(
+        &app,
+        &format!(
+            "ALTER TABLE rollout DROP CONSTRAINT rollout_status_check;
+             UPDATE rollout SET status = 'HALTED' WHERE id = {id}"
+        ),
+    );
+    let e = store::find(
+        &mut conn,
+        dmf_broker::domain::ids::TenantId(1),
+        RolloutId(id),
+    )
+    .await
+    .unwrap_err();
+    assert!(e.to_string().contains("HALTED"), "{e}");
+    let (s, body) = app.api_get(&format!("/rollouts/{id}")).await;
+    assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
+}
+
+/// An HTTP endpoint that answers the first `failures` requests with 503 and the rest with
+/// 204, and hands over every body it was sent.
+async fn flaky_sink(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut served = 0;
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = Vec::new();
+            let mut chunk = [0u8; 4096];
+            let body = loop {
+                let Ok(n) = s.read(&mut chunk).await else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                buf.extend_from_slice(&chunk[..n]);
+                let text = String::from_utf8_lossy(&buf).to_string();
+                if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                    let len = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
+                        })
+                        .unwrap_or(0);
+                    if body.len() >= len {
+                        break Some(body.to_owned());
+                    }
+                }
+            };
+            let Some(body) = body else { continue };
+            let _ = tx.send(serde_json::from_str(&body).unwrap_or(Value::Null));
+            served += 1;
+            let answer: &[u8] = if served <= failures {
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            } else {
+                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            };
+            let _ = s.write_all(answer).await;
+        }
+    });
+    (url, rx)
+}
+
+async fn waiting_for_approval(app: &TestApp, name: &str) -> i64 {
+    let (s, _) = app
+        .api_put(
+            "/system/configs/rollout.approval.enabled",
+            json!({"value": true}),
+        )
+        .await;
+    assert!(s.is_success());
+    let id = {
+        app.send(thing_created(&format!("{name}-0"))).await;
+        app.wait_target(&format!("{name}-0"), |_| true).await;
+        let ds = app.create_set(&format!("{name}-fw")).await;
+        // The default test user may approve: another user creates it.
+        let (s, r) = app
+            .api_as(
+                "creator",
+                "creator-pw",
+                reqwest::Method::POST,
+                "/rollouts",
+                Some(
+                    json!({"name": name, "distributionSetId": ds, "targetFilterQuery": "name==*"}),
+                ),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{r}");
+        r["id"].as_i64().unwrap()
+    };
+    poll(|| async {
+        let (_, v) = app.api_get(&format!("/rollouts/{id}")).await;
+        (v["status"] == "waiting_for_approval").then_some(())
+    })
+    .await;
+    id
+}
+
+fn users_file() -> String {
+    let path = std::env::temp_dir().join(format!("dmf-users-{}", uuid::Uuid::new_v4()));
+    std::fs::write(
+        &path,
+        r#"
+[[users]]
+username = "creator"
+password = "creator-pw"
+tenant = "DEFAULT"
+permissions = ["READ_TARGET", "READ_REPOSITORY", "READ_ROLLOUT", "CREATE_ROLLOUT", "HANDLE_ROLLOUT"]
+"#,
+    )
+    .unwrap();
+    path.to_string_lossy().to_string()
+}
+
+#[tokio::test]
+async fn a_refused_approval_notice_is_delivered_again_with_backoff() {
+    let (hook, mut calls) = flaky_sink(2).await;
+    let users = users_file();
+    let app = spawn_app_with(&[
+        "--rollout-tick-ms",
+        "50",
+        "--users-file",
+        &users,
+        "--approval-webhook",
+        &hook,
+    ])
+    .await;
+    let id = waiting_for_approval(&app, "hooked").await;
+    let mut at = Vec::new();
+    for _ in 0..3 {
+        let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
+            .await
+            .expect("webhook called again")
+            .unwrap();
+        assert_eq!(call["rolloutId"], id);
+        at.push(Instant::now());
+    }
+    // 500 ms, then 1 s between the attempts (a little less for timer slack).
+    assert!(at[1] - at[0] >= Duration::from_millis(400), "{at:?}");
+    assert!(at[2] - at[1] >= Duration::from_millis(900), "{at:?}");
+    // Delivered: the notice is gone and nothing is sent again.
+    poll(|| async { (sql(&app, "SELECT count(*) FROM approval_notice") == "0").then_some(()) })
+        .await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(1500), calls.recv())
+            .await
+            .is_err()
+    );
+}
+
+#[tokio::test]
+async fn approving_withdraws_an_undelivered_notice() {
+    let (hook, mut calls) = flaky_sink(usize::MAX).await;
+    let users = users_file();
+    let app = spawn_app_with(&[
+        "--rollout-tick-ms",
+        "50",
+        "--users-file",
+        &users,
+        "--approval-webhook",
+        &hook,
+    ])
+    .await;
+    let id = waiting_for_approval(&app, "refused").await;
+    tokio::time::timeout(Duration::from_secs(10), calls.recv())
+        .await
+        .expect("webhook called")
+        .unwrap();
+    // The failure is recorded with the notice until it is delivered or withdrawn.
+    poll(|| async {
+        let v = sql(
+            &app,
+            &format!("SELECT last_error FROM approval_notice WHERE rollout_id = {id}"),
+        );
+        v.contains("503").then_some(())
+    })
+    .await;
+    let (s, e) = app
+        .api_post(&format!("/rollouts/{id}/approve"), Value::Null)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{e}");
+    assert_eq!(sql(&app, "SELECT count(*) FROM approval_notice"), "0");
+}
