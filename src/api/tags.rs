@@ -9,12 +9,13 @@ use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::target_types::{
-    Ids, base_fields, begin, check_text, commit, conn, description, find_target, single_line,
+use super::common::{
+    self, Ids, Listed, base_fields, check_text, description, find_target, single_line,
 };
 use super::targets::target_json;
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
 use crate::store::tags::{self, TagRow};
@@ -83,29 +84,32 @@ enum TargetRef {
     },
 }
 
+const TAGS: Listed = Listed {
+    entity: Entity::TargetTag,
+    sort: &tags::SORT,
+};
+
+const TARGETS: Listed = Listed {
+    entity: Entity::Target,
+    sort: &targets::SORT,
+};
+
 async fn list(
     State(s): State<ApiState>,
     caller: Caller,
     base: BaseUrl,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::TargetTag)?;
-    let order = page.order_by(tags::SORT_FIELDS, "g.id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = tags::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        TAGS,
+        async |c, q, page| Ok(tags::list(c, caller.tenant, q, page).await?),
+        |t| tag_json(&base, &t),
     )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|t| tag_json(&base, t)).collect(),
-        total,
-    )))
+    .await
 }
 
 async fn create(
@@ -125,21 +129,24 @@ async fn create(
             single_line("colour", b.colour, 0, 16)?,
         ));
     }
-    let mut tx = begin(&s).await?;
-    let mut out = Vec::with_capacity(new.len());
-    for (name, description, colour) in &new {
-        let row = tags::insert(
-            &mut tx,
-            caller.tenant,
-            name,
-            description.as_deref(),
-            colour.as_deref(),
-            caller.name(),
-        )
+    let out =
+        s.db.tx(async |tx| {
+            let mut out = Vec::with_capacity(new.len());
+            for (name, description, colour) in &new {
+                let row = tags::insert(
+                    tx,
+                    caller.tenant,
+                    name,
+                    description.as_deref(),
+                    colour.as_deref(),
+                    caller.name(),
+                )
+                .await?;
+                out.push(tag_json(&base, &row));
+            }
+            Ok::<_, ApiError>(out)
+        })
         .await?;
-        out.push(tag_json(&base, &row));
-    }
-    commit(tx).await?;
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
@@ -150,11 +157,13 @@ async fn one(
     Ids(id): Ids<i64>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    let mut c = conn(&s).await?;
-    let t = tags::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    Ok(Json(tag_json(&base, &t)))
+    common::get_one(
+        &s,
+        async |c| Ok(tags::find(c, caller.tenant, id).await?),
+        || no_tag(id),
+        |t| tag_json(&base, &t),
+    )
+    .await
 }
 
 async fn update(
@@ -168,19 +177,24 @@ async fn update(
     let name = single_line("name", b.name, 1, 128)?;
     let description = description(b.description)?;
     let colour = single_line("colour", b.colour, 0, 16)?;
-    let mut c = conn(&s).await?;
-    let t = tags::update(
-        &mut c,
-        caller.tenant,
-        id,
-        name.as_deref(),
-        description.as_deref(),
-        colour.as_deref(),
-        caller.name(),
+    common::update_one(
+        &s,
+        async |c| {
+            Ok(tags::update(
+                c,
+                caller.tenant,
+                id,
+                name.as_deref(),
+                description.as_deref(),
+                colour.as_deref(),
+                caller.name(),
+            )
+            .await?)
+        },
+        || no_tag(id),
+        |t| tag_json(&base, &t),
     )
-    .await?
-    .ok_or_else(|| no_tag(id))?;
-    Ok(Json(tag_json(&base, &t)))
+    .await
 }
 
 async fn remove(
@@ -189,12 +203,21 @@ async fn remove(
     Ids(id): Ids<i64>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[Permission::DELETE_TARGET])?;
-    let mut c = conn(&s).await?;
-    if tags::delete(&mut c, caller.tenant, id).await? {
+    if s.db
+        .run(async |c| tags::delete(c, caller.tenant, id).await)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_tag(id))
     }
+}
+
+/// The tag of the tenant, or 404.
+async fn find_tag(c: &mut PgConnection, caller: &Caller, id: i64) -> ApiResult<TagRow> {
+    tags::find(c, caller.tenant, id)
+        .await?
+        .ok_or_else(|| no_tag(id))
 }
 
 async fn assigned(
@@ -204,29 +227,19 @@ async fn assigned(
     Ids(id): Ids<i64>,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Target)?;
-    let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
-    let mut c = conn(&s).await?;
-    tags::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    let (rows, total) = tags::assigned_targets(
-        &mut c,
-        caller.tenant,
-        id,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        TARGETS,
+        async |c, q, page| {
+            find_tag(c, &caller, id).await?;
+            Ok(tags::assigned_targets(c, caller.tenant, id, q, page).await?)
+        },
+        |t| target_json(&t, &base, &caller),
     )
-    .await?;
-    Ok(Json(paged(
-        rows.iter()
-            .map(|t| target_json(t, &base, &caller))
-            .collect(),
-        total,
-    )))
+    .await
 }
 
 /// Tag the listed targets; answers them as `GET /targets` renders them. Any unknown
@@ -247,40 +260,39 @@ async fn assign(
             wanted.push(cid);
         }
     }
-    let mut tx = begin(&s).await?;
-    tags::find(&mut tx, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    let found = {
-        // Ids that cannot exist (control characters, too long) never reach the database.
-        let valid: Vec<String> = wanted
-            .iter()
-            .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
-            .cloned()
-            .collect();
-        tags::targets_by_controller_ids(&mut tx, caller.tenant, &valid).await?
-    };
-    let by_id: HashMap<&str, &TargetRow> = found
-        .iter()
-        .map(|t| (t.controller_id.as_str(), t))
-        .collect();
-    let mut ordered = Vec::with_capacity(wanted.len());
-    let mut missing = Vec::new();
-    for cid in &wanted {
-        match by_id.get(cid.as_str()).copied() {
-            Some(t) => ordered.push(t),
-            None => missing.push(cid.as_str()),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "target(s) {} not found",
-            missing.join(", ")
-        )));
-    }
-    let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
-    tags::assign(&mut tx, caller.tenant, id, &ids).await?;
-    commit(tx).await?;
+    let ordered =
+        s.db.tx(async |tx| {
+            find_tag(tx, &caller, id).await?;
+            // Ids that cannot exist (control characters, too long) never reach the database.
+            let valid: Vec<String> = wanted
+                .iter()
+                .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
+                .cloned()
+                .collect();
+            let found = tags::targets_by_controller_ids(tx, caller.tenant, &valid).await?;
+            let mut by_id: HashMap<String, TargetRow> = found
+                .into_iter()
+                .map(|t| (t.controller_id.clone(), t))
+                .collect();
+            let mut ordered = Vec::with_capacity(wanted.len());
+            let mut missing = Vec::new();
+            for cid in &wanted {
+                match by_id.remove(cid.as_str()) {
+                    Some(t) => ordered.push(t),
+                    None => missing.push(cid.as_str()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "target(s) {} not found",
+                    missing.join(", ")
+                )));
+            }
+            let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
+            tags::assign(tx, caller.tenant, id, &ids).await?;
+            Ok(ordered)
+        })
+        .await?;
     Ok(Json(Value::Array(
         ordered
             .iter()
@@ -295,14 +307,18 @@ async fn unassign(
     Ids((id, controller_id)): Ids<(i64, String)>,
 ) -> ApiResult<StatusCode> {
     caller.require(&[Permission::UPDATE_TARGET])?;
-    let mut c = conn(&s).await?;
-    tags::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    // Removing a tag the target does not carry changes nothing, as in hawkBit.
-    tags::unassign(&mut c, caller.tenant, id, t.id).await?;
-    Ok(StatusCode::NO_CONTENT)
+    common::relink(
+        &s,
+        async |c| find_tag(c, &caller, id).await,
+        async |c, _| {
+            let t = find_target(c, &caller, &controller_id).await?;
+            // Removing a tag the target does not carry changes nothing, as in hawkBit.
+            tags::unassign(c, caller.tenant, id, t.id).await?;
+            Ok(())
+        },
+        StatusCode::NO_CONTENT,
+    )
+    .await
 }
 
 async fn tags_of_target(
@@ -312,9 +328,12 @@ async fn tags_of_target(
     Ids(controller_id): Ids<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let rows = tags::tags_of_target(&mut c, caller.tenant, t.id).await?;
+    let rows =
+        s.db.run(async |c| {
+            let t = find_target(c, &caller, &controller_id).await?;
+            Ok::<_, ApiError>(tags::tags_of_target(c, caller.tenant, t.id).await?)
+        })
+        .await?;
     Ok(Json(Value::Array(
         rows.iter().map(|g| tag_json(&base, g)).collect(),
     )))

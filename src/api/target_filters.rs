@@ -9,10 +9,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use super::common::{self, Listed};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
-use crate::store::StoreError;
 use crate::store::filter::{Entity, Filter};
 use crate::store::target_filters::{self, TargetFilterRow};
 
@@ -27,10 +27,6 @@ pub fn router() -> Router<ApiState> {
             "/rest/v1/targetfilters/{id}",
             get(one).put(update).delete(remove),
         )
-}
-
-async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    Ok(s.engine.pool().acquire().await.map_err(StoreError::from)?)
 }
 
 fn filter_json(f: &TargetFilterRow, base: &BaseUrl) -> Value {
@@ -89,29 +85,27 @@ fn check_query(query: &str) -> ApiResult<()> {
     Ok(())
 }
 
+const FILTERS: Listed = Listed {
+    entity: Entity::TargetFilter,
+    sort: &target_filters::SORT,
+};
+
 async fn list(
     State(s): State<ApiState>,
     caller: Caller,
     base: BaseUrl,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::TargetFilter)?;
-    let order = page.order_by(target_filters::SORT_FIELDS, "f.id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = target_filters::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        FILTERS,
+        async |c, q, page| Ok(target_filters::list(c, caller.tenant, q, page).await?),
+        |f| filter_json(&f, &base),
     )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|f| filter_json(f, &base)).collect(),
-        total,
-    )))
+    .await
 }
 
 async fn one(
@@ -122,11 +116,13 @@ async fn one(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
     let id = parse_id(&id)?;
-    let mut c = conn(&s).await?;
-    let f = target_filters::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Json(filter_json(&f, &base)))
+    common::get_one(
+        &s,
+        async |c| Ok(target_filters::find(c, caller.tenant, id).await?),
+        || not_found(id),
+        |f| filter_json(&f, &base),
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -146,11 +142,14 @@ async fn create(
     check_name(&name)?;
     let query = b.query.unwrap_or_default();
     check_query(&query)?;
-    let mut c = conn(&s).await?;
-    let id = target_filters::insert(&mut c, caller.tenant, &name, &query, caller.name()).await?;
-    let f = target_filters::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
+    let f =
+        s.db.run(async |c| {
+            let id = target_filters::insert(c, caller.tenant, &name, &query, caller.name()).await?;
+            target_filters::find(c, caller.tenant, id)
+                .await?
+                .ok_or_else(|| not_found(id))
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(filter_json(&f, &base))))
 }
 
@@ -169,23 +168,27 @@ async fn update(
     if let Some(q) = &b.query {
         check_query(q)?;
     }
-    let mut c = conn(&s).await?;
-    let found = target_filters::update(
-        &mut c,
-        caller.tenant,
-        id,
-        b.name.as_deref(),
-        b.query.as_deref(),
-        caller.name(),
+    common::update_one(
+        &s,
+        async |c| {
+            let found = target_filters::update(
+                c,
+                caller.tenant,
+                id,
+                b.name.as_deref(),
+                b.query.as_deref(),
+                caller.name(),
+            )
+            .await?;
+            if !found {
+                return Ok(None);
+            }
+            Ok(target_filters::find(c, caller.tenant, id).await?)
+        },
+        || not_found(id),
+        |f| filter_json(&f, &base),
     )
-    .await?;
-    if !found {
-        return Err(not_found(id));
-    }
-    let f = target_filters::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Json(filter_json(&f, &base)))
+    .await
 }
 
 async fn remove(
@@ -195,8 +198,10 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     caller.require(&[Permission::DELETE_TARGET])?;
     let id = parse_id(&id)?;
-    let mut c = conn(&s).await?;
-    if target_filters::delete(&mut c, caller.tenant, id).await? {
+    if s.db
+        .run(async |c| target_filters::delete(c, caller.tenant, id).await)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(id))

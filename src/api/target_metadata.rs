@@ -8,8 +8,8 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::target_types::{Ids, begin, check_text, commit, conn, find_target, lock_target};
-use super::{ApiError, ApiResult, ApiState, Body, Caller, Page, paged};
+use super::common::{self, Ids, Listed, check_text, find_target, lock_target};
+use super::{ApiError, ApiResult, ApiState, Body, Caller, Page};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
 use crate::store::target_metadata::{self as md, MetadataRow};
@@ -56,28 +56,30 @@ struct MetadataUpdate {
     value: Option<String>,
 }
 
+const METADATA: Listed = Listed {
+    entity: Entity::TargetMetadata,
+    sort: &md::SORT,
+};
+
 async fn list(
     State(s): State<ApiState>,
     caller: Caller,
     Ids(controller_id): Ids<String>,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::TargetMetadata)?;
-    let order = page.order_by(md::SORT_FIELDS, "md.key ASC")?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let (rows, total) = md::list(
-        &mut c,
-        caller.tenant,
-        t.id,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        METADATA,
+        async |c, q, page| {
+            let t = find_target(c, &caller, &controller_id).await?;
+            Ok(md::list(c, caller.tenant, t.id, q, page).await?)
+        },
+        |m| metadata_json(&m),
     )
-    .await?;
-    Ok(Json(paged(rows.iter().map(metadata_json).collect(), total)))
+    .await
 }
 
 /// All entries or none: an invalid entry → 400, an existing key → 409, more than the quota →
@@ -99,21 +101,23 @@ async fn create(
         check_value(&value)?;
         entries.push(MetadataRow { key, value });
     }
-    let mut tx = begin(&s).await?;
-    // Locked, so concurrent requests cannot both pass the quota check.
-    let t = lock_target(&mut tx, &caller, &controller_id).await?;
-    let existing = md::count(&mut tx, caller.tenant, t.id).await?;
-    let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
-    if wanted > MAX_ENTRIES_PER_TARGET {
-        return Err(ApiError::TooManyEntries(format!(
-            "target {controller_id} would have {wanted} metadata entries; at most \
-             {MAX_ENTRIES_PER_TARGET} are allowed"
-        )));
-    }
-    for e in &entries {
-        md::insert(&mut tx, caller.tenant, t.id, e).await?;
-    }
-    commit(tx).await?;
+    s.db.tx(async |tx| {
+        // Locked, so concurrent requests cannot both pass the quota check.
+        let t = lock_target(tx, &caller, &controller_id).await?;
+        let existing = md::count(tx, caller.tenant, t.id).await?;
+        let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+        if wanted > MAX_ENTRIES_PER_TARGET {
+            return Err(ApiError::TooManyEntries(format!(
+                "target {controller_id} would have {wanted} metadata entries; at most \
+                 {MAX_ENTRIES_PER_TARGET} are allowed"
+            )));
+        }
+        for e in &entries {
+            md::insert(tx, caller.tenant, t.id, e).await?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(Value::Array(entries.iter().map(metadata_json).collect())),
@@ -127,12 +131,16 @@ async fn one(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
     path_key(&controller_id, &key)?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let m = md::find(&mut c, caller.tenant, t.id, &key)
-        .await?
-        .ok_or_else(|| no_entry(&controller_id, &key))?;
-    Ok(Json(metadata_json(&m)))
+    common::get_one(
+        &s,
+        async |c| {
+            let t = find_target(c, &caller, &controller_id).await?;
+            Ok(md::find(c, caller.tenant, t.id, &key).await?)
+        },
+        || no_entry(&controller_id, &key),
+        |m| metadata_json(&m),
+    )
+    .await
 }
 
 async fn update(
@@ -147,12 +155,16 @@ async fn update(
         .value
         .ok_or_else(|| ApiError::BadRequest("value is required".into()))?;
     check_value(&value)?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let m = md::update(&mut c, caller.tenant, t.id, &key, &value)
-        .await?
-        .ok_or_else(|| no_entry(&controller_id, &key))?;
-    Ok(Json(metadata_json(&m)))
+    common::update_one(
+        &s,
+        async |c| {
+            let t = find_target(c, &caller, &controller_id).await?;
+            Ok(md::update(c, caller.tenant, t.id, &key, &value).await?)
+        },
+        || no_entry(&controller_id, &key),
+        |m| metadata_json(&m),
+    )
+    .await
 }
 
 async fn remove(
@@ -162,9 +174,13 @@ async fn remove(
 ) -> ApiResult<StatusCode> {
     caller.require(&[Permission::UPDATE_TARGET])?;
     path_key(&controller_id, &key)?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    if md::delete(&mut c, caller.tenant, t.id, &key).await? {
+    let deleted =
+        s.db.run(async |c| {
+            let t = find_target(c, &caller, &controller_id).await?;
+            Ok::<_, ApiError>(md::delete(c, caller.tenant, t.id, &key).await?)
+        })
+        .await?;
+    if deleted {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_entry(&controller_id, &key))

@@ -7,10 +7,11 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::common::{self, Listed, find_target, no_target};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
-use crate::domain::ids::ControllerId;
+use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
@@ -42,14 +43,6 @@ pub fn router() -> Router<ApiState> {
         )
         .route("/rest/v1/actions", get(all_actions))
         .route("/rest/v1/actions/{id}", get(action_by_id))
-}
-
-async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    s.engine
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))
 }
 
 pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
@@ -121,12 +114,17 @@ fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
     v
 }
 
-async fn find_target(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<TargetRow> {
-    let mut c = conn(s).await?;
-    targets::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("target {id} not found")))
-}
+/// The targets of the tenant.
+const TARGETS: Listed = Listed {
+    entity: Entity::Target,
+    sort: &targets::SORT,
+};
+
+/// The tenant's actions.
+const ACTIONS: Listed = Listed {
+    entity: Entity::Action,
+    sort: &actions::SORT,
+};
 
 async fn list(
     State(s): State<ApiState>,
@@ -134,25 +132,16 @@ async fn list(
     base: BaseUrl,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Target)?;
-    let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = targets::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        TARGETS,
+        async |c, q, page| Ok(targets::list(c, caller.tenant, q, page).await?),
+        |t| target_json(&t, &base, &caller),
     )
-    .await?;
-    Ok(Json(paged(
-        rows.iter()
-            .map(|t| target_json(t, &base, &caller))
-            .collect(),
-        total,
-    )))
+    .await
 }
 
 async fn one(
@@ -162,7 +151,9 @@ async fn one(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    let t = find_target(&s, &caller, &id).await?;
+    let t =
+        s.db.run(async |c| find_target(c, &caller, &id).await)
+            .await?;
     Ok(Json(target_json(&t, &base, &caller)))
 }
 
@@ -172,7 +163,9 @@ async fn attributes(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
-    let t = find_target(&s, &caller, &id).await?;
+    let t =
+        s.db.run(async |c| find_target(c, &caller, &id).await)
+            .await?;
     Ok(Json(targets::attributes_json(&t)))
 }
 
@@ -214,29 +207,25 @@ async fn create(
             group: b.group,
         });
     }
-    let mut tx = s
-        .engine
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    for t in &new {
-        if let Some(tt) = t.target_type_id
-            && !targets::target_type_exists(&mut tx, caller.tenant, tt).await?
-        {
-            return Err(ApiError::NotFound(format!("target type {tt} not found")));
-        }
-    }
-    targets::insert(&mut tx, caller.tenant, &new, caller.name()).await?;
-    let mut out = Vec::new();
-    for t in &new {
-        if let Some(row) = targets::find(&mut tx, caller.tenant, &t.controller_id).await? {
-            out.push(target_json(&row, &base, &caller));
-        }
-    }
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let out =
+        s.db.tx(async |tx| {
+            for t in &new {
+                if let Some(tt) = t.target_type_id
+                    && !targets::target_type_exists(tx, caller.tenant, tt).await?
+                {
+                    return Err(ApiError::NotFound(format!("target type {tt} not found")));
+                }
+            }
+            targets::insert(tx, caller.tenant, &new, caller.name()).await?;
+            let mut out = Vec::new();
+            for t in &new {
+                if let Some(row) = targets::find(tx, caller.tenant, &t.controller_id).await? {
+                    out.push(target_json(&row, &base, &caller));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
@@ -248,11 +237,6 @@ async fn update(
     Body(b): Body<TargetBody>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::UPDATE_TARGET])?;
-    let t = find_target(&s, &caller, &id).await?;
-    if let Some(n) = &b.name {
-        validate_name(n)?;
-    }
-    let mut c = conn(&s).await?;
     let u = TargetUpdate {
         name: b.name,
         description: b.description,
@@ -262,17 +246,20 @@ async fn update(
         group: b.group,
         target_type_id: b.target_type.map(Some),
     };
-    targets::update(
-        &mut c,
-        crate::domain::ids::TargetId(t.id),
-        &u,
-        caller.name(),
+    common::update_one(
+        &s,
+        async |c| {
+            let t = find_target(c, &caller, &id).await?;
+            if let Some(n) = &u.name {
+                validate_name(n)?;
+            }
+            targets::update(c, TargetId(t.id), &u, caller.name()).await?;
+            Ok(targets::find(c, caller.tenant, &id).await?)
+        },
+        || no_target(&id),
+        |t| target_json(&t, &base, &caller),
     )
-    .await?;
-    let t = targets::find(&mut c, caller.tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("target {id} not found")))?;
-    Ok(Json(target_json(&t, &base, &caller)))
+    .await
 }
 
 async fn remove(
@@ -292,25 +279,19 @@ async fn target_actions(
     Path(id): Path<String>,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Action)?;
-    let t = find_target(&s, &caller, &id).await?;
-    let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = actions::list(
-        &mut c,
-        caller.tenant,
-        Some(t.id),
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        ACTIONS,
+        async |c, q, page| {
+            let t = find_target(c, &caller, &id).await?;
+            Ok(actions::list(c, caller.tenant, Some(t.id), q, page).await?)
+        },
+        |a| action_json(&a, &base),
     )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|a| action_json(a, &base)).collect(),
-        total,
-    )))
+    .await
 }
 
 fn parse_id(s: &str) -> ApiResult<i64> {
@@ -325,11 +306,14 @@ async fn find_action(
     action: &str,
 ) -> ApiResult<ActionView> {
     let id = parse_id(action)?;
-    let mut c = conn(s).await?;
-    actions::view(&mut c, caller.tenant, id)
+    s.db.run(async |c| actions::view(c, caller.tenant, id).await)
         .await?
         .filter(|a| a.controller_id == target)
-        .ok_or_else(|| ApiError::NotFound(format!("action {id} not found")))
+        .ok_or_else(|| no_action(id))
+}
+
+fn no_action(id: i64) -> ApiError {
+    ApiError::NotFound(format!("action {id} not found"))
 }
 
 async fn target_action(
@@ -380,9 +364,9 @@ async fn history(
         .sort
         .as_deref()
         .is_some_and(|s| s.to_ascii_uppercase().ends_with(":ASC"));
-    let mut c = conn(&s).await?;
     let (rows, total) =
-        actions::history(&mut c, a.id, ascending, page.offset(), page.limit()).await?;
+        s.db.run(async |c| actions::history(c, a.id, ascending, page.offset(), page.limit()).await)
+            .await?;
     let content = rows
         .iter()
         .map(|h| {
@@ -411,7 +395,9 @@ async fn assigned_ds(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    let t = find_target(&s, &caller, &id).await?;
+    let t =
+        s.db.run(async |c| find_target(c, &caller, &id).await)
+            .await?;
     set_link(&base, t.assigned_ds_id)
 }
 
@@ -422,7 +408,9 @@ async fn installed_ds(
     Path(id): Path<String>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    let t = find_target(&s, &caller, &id).await?;
+    let t =
+        s.db.run(async |c| find_target(c, &caller, &id).await)
+            .await?;
     set_link(&base, t.installed_ds_id)
 }
 
@@ -558,24 +546,16 @@ async fn all_actions(
     base: BaseUrl,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Action)?;
-    let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = actions::list(
-        &mut c,
-        caller.tenant,
-        None,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
+    common::list(
+        &s,
+        &caller,
+        &[Permission::READ_TARGET],
+        &page,
+        ACTIONS,
+        async |c, q, page| Ok(actions::list(c, caller.tenant, None, q, page).await?),
+        |a| action_json(&a, &base),
     )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|a| action_json(a, &base)).collect(),
-        total,
-    )))
+    .await
 }
 
 async fn action_by_id(
@@ -586,9 +566,11 @@ async fn action_by_id(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_TARGET])?;
     let id = parse_id(&id)?;
-    let mut c = conn(&s).await?;
-    let a = actions::view(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("action {id} not found")))?;
-    Ok(Json(action_json(&a, &base)))
+    common::get_one(
+        &s,
+        async |c| Ok(actions::view(c, caller.tenant, id).await?),
+        || no_action(id),
+        |a| action_json(&a, &base),
+    )
+    .await
 }
