@@ -11,11 +11,13 @@ use axum::http::request::Parts;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::{ApiError, ApiResult, ApiState, Caller, PageParams, paged};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, PageParams, paged};
 use crate::auth::Permission;
+use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::{PageRequest, SortFields};
 use crate::store::targets::{self, TargetRow};
+use crate::store::{Db, StoreError};
 
 /// Path parameters; anything that does not parse (`/targettypes/abc`) is a hawkBit 404.
 pub(super) struct Ids<T>(pub T);
@@ -38,6 +40,28 @@ where
 // ---------------------------------------------------------------------------------------------
 // Handler shapes
 
+/// What every handler of a resource starts from: the state, the authenticated caller (401
+/// before anything else is looked at) and the base of absolute links.
+pub(super) struct Ctx {
+    pub state: ApiState,
+    pub caller: Caller,
+    pub base: BaseUrl,
+}
+
+impl FromRequestParts<ApiState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let base = BaseUrl::from_request_parts(parts, state).await?;
+        Ok(Ctx {
+            state: state.clone(),
+            caller,
+            base,
+        })
+    }
+}
+
 /// What a list shows: the entity its `q=` filters and the fields its `sort=` names.
 #[derive(Clone, Copy)]
 pub(super) struct Listed {
@@ -45,85 +69,119 @@ pub(super) struct Listed {
     pub sort: &'static SortFields,
 }
 
-/// A list endpoint: permission → `q` → `sort` → one page read by `fetch` (on one connection)
-/// → each row rendered → hawkBit's paged body. `fetch` may check the owner of the list first
-/// (404) and may render rows itself when rendering reads more (then `render` passes them on).
-pub(super) async fn list<R>(
-    s: &ApiState,
-    caller: &Caller,
-    perms: &[Permission],
-    page: &PageParams,
-    listed: Listed,
-    fetch: impl AsyncFnOnce(
-        &mut PgConnection,
-        Option<&Filter>,
-        &PageRequest,
-    ) -> ApiResult<(Vec<R>, i64)>,
-    render: impl FnMut(R) -> Value,
-) -> ApiResult<Json<Value>> {
-    caller.require(perms)?;
-    let q = page.filter(listed.entity)?;
-    let request = page.request(listed.sort)?;
-    let (rows, total) =
-        s.db.run(async |c| fetch(c, q.as_ref(), &request).await)
+impl Ctx {
+    pub fn tenant(&self) -> TenantId {
+        self.caller.tenant
+    }
+
+    /// 403 unless the caller has every permission named.
+    pub fn require(&self, perms: &[Permission]) -> ApiResult<()> {
+        self.caller.require(perms)
+    }
+
+    /// 403 unless the caller has at least one of `perms`.
+    pub fn require_any(&self, perms: &[Permission]) -> ApiResult<()> {
+        if perms.iter().any(|p| self.caller.user.has(*p)) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
+            Err(ApiError::Forbidden(format!(
+                "user {} lacks permission {}",
+                self.caller.name(),
+                names.join(" or ")
+            )))
+        }
+    }
+
+    /// The store, for what does not fit the shapes below.
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// A list endpoint: permission → `q` → `sort` → one page of the tenant's rows read by
+    /// `fetch` on one connection → each row rendered → hawkBit's paged body. `fetch` is a
+    /// store list (`tags::list`) or a closure that first checks the list's owner (404) or
+    /// renders rows itself when rendering reads more (then `render` passes them on).
+    pub async fn list<R, E>(
+        &self,
+        perms: &[Permission],
+        page: &PageParams,
+        listed: Listed,
+        fetch: impl AsyncFnOnce(
+            &mut PgConnection,
+            TenantId,
+            Option<&Filter>,
+            &PageRequest,
+        ) -> Result<(Vec<R>, i64), E>,
+        render: impl FnMut(R) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        E: From<StoreError>,
+        ApiError: From<E>,
+    {
+        self.require(perms)?;
+        let q = page.filter(listed.entity)?;
+        let request = page.request(listed.sort)?;
+        let tenant = self.tenant();
+        let (rows, total) = self
+            .db()
+            .run(async |c| fetch(c, tenant, q.as_ref(), &request).await)
             .await?;
-    Ok(Json(paged(rows.into_iter().map(render).collect(), total)))
-}
+        Ok(Json(paged(rows.into_iter().map(render).collect(), total)))
+    }
 
-/// Reading one entity: `find` on one connection; `missing` (hawkBit's 404) when it finds none,
-/// else the entity rendered.
-pub(super) async fn get_one<T>(
-    s: &ApiState,
-    find: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<Option<T>>,
-    missing: impl FnOnce() -> ApiError,
-    render: impl FnOnce(T) -> Value,
-) -> ApiResult<Json<Value>> {
-    let found = s.db.run(find).await?;
-    Ok(Json(render(found.ok_or_else(missing)?)))
-}
+    /// Reading one entity: `find` on one connection; `missing` (hawkBit's 404) when it finds
+    /// none, else the entity rendered.
+    pub async fn get_one<T, E>(
+        &self,
+        find: impl AsyncFnOnce(&mut PgConnection) -> Result<Option<T>, E>,
+        missing: impl FnOnce() -> ApiError,
+        render: impl FnOnce(T) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        E: From<StoreError>,
+        ApiError: From<E>,
+    {
+        let found = self.db().run(find).await?;
+        Ok(Json(render(found.ok_or_else(missing)?)))
+    }
 
-/// Changing one entity: `change` in one transaction returns the entity as changed; `missing`
-/// (hawkBit's 404, nothing committed) when there is none, else the entity rendered.
-pub(super) async fn update_one<T>(
-    s: &ApiState,
-    change: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<Option<T>>,
-    missing: impl FnOnce() -> ApiError,
-    render: impl FnOnce(T) -> Value,
-) -> ApiResult<Json<Value>> {
-    let changed =
-        s.db.tx(async |tx| change(tx).await?.ok_or_else(missing))
+    /// Changing one entity: `change` in one transaction returns the entity as changed;
+    /// `missing` (hawkBit's 404, nothing committed) when there is none, else the entity
+    /// rendered.
+    pub async fn update_one<T, E>(
+        &self,
+        change: impl AsyncFnOnce(&mut PgConnection) -> Result<Option<T>, E>,
+        missing: impl FnOnce() -> ApiError,
+        render: impl FnOnce(T) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        E: From<StoreError>,
+        ApiError: From<E>,
+    {
+        let changed = self
+            .db()
+            .tx(async |tx| change(tx).await?.ok_or_else(missing))
             .await?;
-    Ok(Json(render(changed)))
-}
+        Ok(Json(render(changed)))
+    }
 
-/// Adding or removing members of an owner (a type's set types, a set's modules, a tag's
-/// targets): in one transaction `owner` finds (and locks) the owner or answers 404, `change`
-/// adds or removes; answers `done` once committed.
-pub(super) async fn relink<O>(
-    s: &ApiState,
-    owner: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<O>,
-    change: impl AsyncFnOnce(&mut PgConnection, O) -> ApiResult<()>,
-    done: StatusCode,
-) -> ApiResult<StatusCode> {
-    s.db.tx(async |tx| {
-        let o = owner(tx).await?;
-        change(tx, o).await
-    })
-    .await?;
-    Ok(done)
-}
-
-/// 403 unless the caller has at least one of `perms`.
-pub(super) fn require_any(caller: &Caller, perms: &[Permission]) -> ApiResult<()> {
-    if perms.iter().any(|p| caller.user.has(*p)) {
-        Ok(())
-    } else {
-        let names: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
-        Err(ApiError::Forbidden(format!(
-            "user {} lacks permission {}",
-            caller.name(),
-            names.join(" or ")
-        )))
+    /// Adding or removing members of an owner (a type's set types, a set's modules, a tag's
+    /// targets): in one transaction `owner` finds (and locks) the owner or answers 404,
+    /// `change` adds or removes; answers `done` once committed.
+    pub async fn relink<O>(
+        &self,
+        owner: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<O>,
+        change: impl AsyncFnOnce(&mut PgConnection, O) -> ApiResult<()>,
+        done: StatusCode,
+    ) -> ApiResult<StatusCode> {
+        self.db()
+            .tx(async |tx| {
+                let o = owner(tx).await?;
+                change(tx, o).await
+            })
+            .await?;
+        Ok(done)
     }
 }
 
@@ -134,12 +192,12 @@ pub(super) fn require_any(caller: &Caller, perms: &[Permission]) -> ApiResult<()
 /// characters, too long) never reaches the database.
 pub(super) async fn find_target(
     c: &mut PgConnection,
-    caller: &Caller,
+    tenant: TenantId,
     controller_id: &str,
 ) -> ApiResult<TargetRow> {
     let not_found = || no_target(controller_id);
     check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
-    targets::find(c, caller.tenant, controller_id)
+    targets::find(c, tenant, controller_id)
         .await?
         .ok_or_else(not_found)
 }
@@ -147,12 +205,12 @@ pub(super) async fn find_target(
 /// [`find_target`], locking the target for the rest of the transaction.
 pub(super) async fn lock_target(
     c: &mut PgConnection,
-    caller: &Caller,
+    tenant: TenantId,
     controller_id: &str,
 ) -> ApiResult<TargetRow> {
     let not_found = || no_target(controller_id);
     check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
-    targets::lock_by_controller_id(c, caller.tenant, controller_id)
+    targets::lock_by_controller_id(c, tenant, controller_id)
         .await?
         .ok_or_else(not_found)
 }
@@ -229,8 +287,36 @@ pub(super) fn description(value: Option<String>) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-/// createdBy/At, lastModifiedBy/At.
-pub(super) fn base_fields(obj: &mut Value, created_by: &str, created_at: i64, by: &str, at: i64) {
+/// A row with the four audit columns every repository and target entity has.
+pub(super) trait Audited {
+    /// createdBy, createdAt, lastModifiedBy, lastModifiedAt.
+    fn audit(&self) -> (&str, i64, &str, i64);
+}
+
+macro_rules! audited {
+    ($($row:ty),* $(,)?) => {$(
+        impl Audited for $row {
+            fn audit(&self) -> (&str, i64, &str, i64) {
+                (&self.created_by, self.created_at, &self.last_modified_by, self.last_modified_at)
+            }
+        }
+    )*};
+}
+
+audited!(
+    crate::store::tags::TagRow,
+    crate::store::target_types::TargetTypeRow,
+    crate::store::target_types::CompatibleDsType,
+    crate::store::repository::types::ModuleTypeRow,
+    crate::store::repository::types::SetTypeRow,
+    crate::store::repository::modules::ModuleRow,
+    crate::store::repository::artifacts::ArtifactRow,
+    crate::store::repository::sets::SetRow,
+);
+
+/// createdBy/At, lastModifiedBy/At of `row`.
+pub(super) fn base_fields(obj: &mut Value, row: &impl Audited) {
+    let (created_by, created_at, by, at) = row.audit();
     if let Some(map) = obj.as_object_mut() {
         map.insert("createdBy".into(), json!(created_by));
         map.insert("createdAt".into(), json!(created_at));

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -12,12 +11,14 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    self, Ids, Listed, base_fields, check_text, description, find_target, single_line,
+    Ctx, Ids, Listed, base_fields, check_text, description, find_target, single_line,
 };
 use super::targets::target_json;
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
-use crate::store::filter::Entity;
+use crate::domain::ids::TenantId;
+use crate::store::filter::{Entity, Filter};
+use crate::store::page::PageRequest;
 use crate::store::tags::{self, TagRow};
 use crate::store::targets::{self, TargetRow};
 
@@ -51,13 +52,7 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(
-        &mut v,
-        &t.created_by,
-        t.created_at,
-        &t.last_modified_by,
-        t.last_modified_at,
-    );
+    base_fields(&mut v, t);
     v
 }
 
@@ -94,31 +89,15 @@ const TARGETS: Listed = Listed {
     sort: &targets::SORT,
 };
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        TAGS,
-        async |c, q, page| Ok(tags::list(c, caller.tenant, q, page).await?),
-        |t| tag_json(&base, &t),
-    )
-    .await
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, TAGS, tags::list, |t| tag_json(&cx.base, &t))
+        .await
 }
 
-async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(body): Body<Vec<TagBody>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
+    cx.require(&[Permission::CREATE_TARGET])?;
     let mut new = Vec::with_capacity(body.len());
     for b in body {
         let name = single_line("name", b.name, 1, 128)?
@@ -129,20 +108,16 @@ async fn create(
             single_line("colour", b.colour, 0, 16)?,
         ));
     }
-    let out =
-        s.db.tx(async |tx| {
+    let out = cx
+        .db()
+        .tx(async |tx| {
             let mut out = Vec::with_capacity(new.len());
             for (name, description, colour) in &new {
-                let row = tags::insert(
-                    tx,
-                    caller.tenant,
-                    name,
-                    description.as_deref(),
-                    colour.as_deref(),
-                    caller.name(),
-                )
-                .await?;
-                out.push(tag_json(&base, &row));
+                let (description, colour) = (description.as_deref(), colour.as_deref());
+                let row =
+                    tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name())
+                        .await?;
+                out.push(tag_json(&cx.base, &row));
             }
             Ok::<_, ApiError>(out)
         })
@@ -150,61 +125,40 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    common::get_one(
-        &s,
-        async |c| Ok(tags::find(c, caller.tenant, id).await?),
-        || no_tag(id),
-        |t| tag_json(&base, &t),
-    )
-    .await
+async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let find = async |c: &mut PgConnection| tags::find(c, cx.tenant(), id).await;
+    cx.get_one(find, || no_tag(id), |t| tag_json(&cx.base, &t))
+        .await
 }
 
-async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-    Body(b): Body<TagBody>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let name = single_line("name", b.name, 1, 128)?;
     let description = description(b.description)?;
     let colour = single_line("colour", b.colour, 0, 16)?;
-    common::update_one(
-        &s,
-        async |c| {
-            Ok(tags::update(
-                c,
-                caller.tenant,
-                id,
-                name.as_deref(),
-                description.as_deref(),
-                colour.as_deref(),
-                caller.name(),
-            )
-            .await?)
-        },
-        || no_tag(id),
-        |t| tag_json(&base, &t),
-    )
-    .await
+    let (name, description, colour) = (name.as_deref(), description.as_deref(), colour.as_deref());
+    let change = async |c: &mut PgConnection| {
+        tags::update(
+            c,
+            cx.tenant(),
+            id,
+            name,
+            description,
+            colour,
+            cx.caller.name(),
+        )
+        .await
+    };
+    cx.update_one(change, || no_tag(id), |t| tag_json(&cx.base, &t))
+        .await
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids(id): Ids<i64>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_TARGET])?;
-    if s.db
-        .run(async |c| tags::delete(c, caller.tenant, id).await)
+async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_TARGET])?;
+    if cx
+        .db()
+        .run(async |c| tags::delete(c, cx.tenant(), id).await)
         .await?
     {
         Ok(StatusCode::NO_CONTENT)
@@ -214,44 +168,29 @@ async fn remove(
 }
 
 /// The tag of the tenant, or 404.
-async fn find_tag(c: &mut PgConnection, caller: &Caller, id: i64) -> ApiResult<TagRow> {
-    tags::find(c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))
+async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<TagRow> {
+    tags::find(c, tenant, id).await?.ok_or_else(|| no_tag(id))
 }
 
-async fn assigned(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        TARGETS,
-        async |c, q, page| {
-            find_tag(c, &caller, id).await?;
-            Ok(tags::assigned_targets(c, caller.tenant, id, q, page).await?)
-        },
-        |t| target_json(&t, &base, &caller),
-    )
+async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        find_tag(c, tenant, id).await?;
+        Ok::<_, ApiError>(tags::assigned_targets(c, tenant, id, q, page).await?)
+    };
+    cx.list(READ, &page, TARGETS, fetch, |t| {
+        target_json(&t, &cx.base, &cx.caller)
+    })
     .await
 }
 
 /// Tag the listed targets; answers them as `GET /targets` renders them. Any unknown
 /// controllerId → 404 and nothing is tagged.
 async fn assign(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<Vec<TargetRef>>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let mut seen = BTreeSet::new();
     let mut wanted = Vec::with_capacity(body.len());
     for r in body {
@@ -260,16 +199,18 @@ async fn assign(
             wanted.push(cid);
         }
     }
-    let ordered =
-        s.db.tx(async |tx| {
-            find_tag(tx, &caller, id).await?;
+    let tenant = cx.tenant();
+    let tagged = cx
+        .db()
+        .tx(async |tx| {
+            find_tag(tx, tenant, id).await?;
             // Ids that cannot exist (control characters, too long) never reach the database.
             let valid: Vec<String> = wanted
                 .iter()
                 .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
                 .cloned()
                 .collect();
-            let found = tags::targets_by_controller_ids(tx, caller.tenant, &valid).await?;
+            let found = tags::targets_by_controller_ids(tx, tenant, &valid).await?;
             let mut by_id: HashMap<String, TargetRow> = found
                 .into_iter()
                 .map(|t| (t.controller_id.clone(), t))
@@ -289,52 +230,41 @@ async fn assign(
                 )));
             }
             let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
-            tags::assign(tx, caller.tenant, id, &ids).await?;
+            tags::assign(tx, tenant, id, &ids).await?;
             Ok(ordered)
         })
         .await?;
-    Ok(Json(Value::Array(
-        ordered
-            .iter()
-            .map(|t| target_json(t, &base, &caller))
-            .collect(),
-    )))
+    let content = tagged.iter().map(|t| target_json(t, &cx.base, &cx.caller));
+    Ok(Json(Value::Array(content.collect())))
 }
 
-async fn unassign(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids((id, controller_id)): Ids<(i64, String)>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
-    common::relink(
-        &s,
-        async |c| find_tag(c, &caller, id).await,
-        async |c, _| {
-            let t = find_target(c, &caller, &controller_id).await?;
-            // Removing a tag the target does not carry changes nothing, as in hawkBit.
-            tags::unassign(c, caller.tenant, id, t.id).await?;
-            Ok(())
-        },
+async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let tenant = cx.tenant();
+    let remove = async |c: &mut PgConnection, _| {
+        let t = find_target(c, tenant, &controller_id).await?;
+        // Removing a tag the target does not carry changes nothing, as in hawkBit.
+        tags::unassign(c, tenant, id, t.id).await?;
+        Ok(())
+    };
+    cx.relink(
+        async |c| find_tag(c, tenant, id).await,
+        remove,
         StatusCode::NO_CONTENT,
     )
     .await
 }
 
-async fn tags_of_target(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(controller_id): Ids<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let rows =
-        s.db.run(async |c| {
-            let t = find_target(c, &caller, &controller_id).await?;
-            Ok::<_, ApiError>(tags::tags_of_target(c, caller.tenant, t.id).await?)
+async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let tenant = cx.tenant();
+    let rows = cx
+        .db()
+        .run(async |c| {
+            let t = find_target(c, tenant, &controller_id).await?;
+            Ok::<_, ApiError>(tags::tags_of_target(c, tenant, t.id).await?)
         })
         .await?;
-    Ok(Json(Value::Array(
-        rows.iter().map(|g| tag_json(&base, g)).collect(),
-    )))
+    let content = rows.iter().map(|g| tag_json(&cx.base, g));
+    Ok(Json(Value::Array(content.collect())))
 }

@@ -2,15 +2,16 @@
 //! validated as a target filter before it is stored, so rollouts and auto-assignments built from
 //! it never meet a query they cannot run. The legacy `/autoAssignDS` endpoints are not offered.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::common::{self, Listed};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
+use super::common::{Ctx, Listed};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::store::filter::{Entity, Filter};
@@ -90,39 +91,21 @@ const FILTERS: Listed = Listed {
     sort: &target_filters::SORT,
 };
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        FILTERS,
-        async |c, q, page| Ok(target_filters::list(c, caller.tenant, q, page).await?),
-        |f| filter_json(&f, &base),
-    )
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, FILTERS, target_filters::list, |f| {
+        filter_json(&f, &cx.base)
+    })
     .await
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
+async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
     let id = parse_id(&id)?;
-    common::get_one(
-        &s,
-        async |c| Ok(target_filters::find(c, caller.tenant, id).await?),
-        || not_found(id),
-        |f| filter_json(&f, &base),
-    )
-    .await
+    let find = async |c: &mut PgConnection| target_filters::find(c, cx.tenant(), id).await;
+    cx.get_one(find, || not_found(id), |f| filter_json(&f, &cx.base))
+        .await
 }
 
 #[derive(Deserialize)]
@@ -131,36 +114,31 @@ struct FilterBody {
     query: Option<String>,
 }
 
-async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(b): Body<FilterBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+async fn create(cx: Ctx, Body(b): Body<FilterBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    cx.require(&[Permission::CREATE_TARGET])?;
     let name = b.name.unwrap_or_default();
     check_name(&name)?;
     let query = b.query.unwrap_or_default();
     check_query(&query)?;
-    let f =
-        s.db.run(async |c| {
-            let id = target_filters::insert(c, caller.tenant, &name, &query, caller.name()).await?;
-            target_filters::find(c, caller.tenant, id)
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let f = cx
+        .db()
+        .run(async |c| {
+            let id = target_filters::insert(c, tenant, &name, &query, user).await?;
+            target_filters::find(c, tenant, id)
                 .await?
                 .ok_or_else(|| not_found(id))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(filter_json(&f, &base))))
+    Ok((StatusCode::CREATED, Json(filter_json(&f, &cx.base))))
 }
 
 async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path(id): Path<String>,
     Body(b): Body<FilterBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let id = parse_id(&id)?;
     if let Some(n) = &b.name {
         check_name(n)?;
@@ -168,40 +146,23 @@ async fn update(
     if let Some(q) = &b.query {
         check_query(q)?;
     }
-    common::update_one(
-        &s,
-        async |c| {
-            let found = target_filters::update(
-                c,
-                caller.tenant,
-                id,
-                b.name.as_deref(),
-                b.query.as_deref(),
-                caller.name(),
-            )
-            .await?;
-            if !found {
-                return Ok(None);
-            }
-            Ok(target_filters::find(c, caller.tenant, id).await?)
-        },
-        || not_found(id),
-        |f| filter_json(&f, &base),
-    )
-    .await
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let (name, query) = (b.name.as_deref(), b.query.as_deref());
+    let change = async |c: &mut PgConnection| {
+        if !target_filters::update(c, tenant, id, name, query, user).await? {
+            return Ok(None);
+        }
+        target_filters::find(c, tenant, id).await
+    };
+    cx.update_one(change, || not_found(id), |f| filter_json(&f, &cx.base))
+        .await
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_TARGET])?;
+async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_TARGET])?;
     let id = parse_id(&id)?;
-    if s.db
-        .run(async |c| target_filters::delete(c, caller.tenant, id).await)
-        .await?
-    {
+    let delete = async |c: &mut PgConnection| target_filters::delete(c, cx.tenant(), id).await;
+    if cx.db().run(delete).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(id))

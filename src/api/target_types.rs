@@ -4,7 +4,6 @@
 
 use std::collections::BTreeSet;
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
@@ -12,9 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{self, Ids, Listed, base_fields, check_text, description, single_line};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
+use super::common::{Ctx, Ids, Listed, base_fields, check_text, description, single_line};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
+use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
 use crate::store::target_types::{
     self as types, CompatibleDsType, NewTargetType, TargetTypeRow, TargetTypeUpdate,
@@ -54,13 +54,7 @@ fn type_json(base: &BaseUrl, t: &TargetTypeRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(
-        &mut v,
-        &t.created_by,
-        t.created_at,
-        &t.last_modified_by,
-        t.last_modified_at,
-    );
+    base_fields(&mut v, t);
     v
 }
 
@@ -74,13 +68,7 @@ fn ds_type_json(base: &BaseUrl, t: &CompatibleDsType) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(
-        &mut v,
-        &t.created_by,
-        t.created_at,
-        &t.last_modified_by,
-        t.last_modified_at,
-    );
+    base_fields(&mut v, t);
     v
 }
 
@@ -122,21 +110,21 @@ fn distinct(refs: Vec<IdRef>) -> Vec<i64> {
 /// than the quota → 429.
 async fn add_ds_types(
     tx: &mut PgConnection,
-    caller: &Caller,
+    cx: &Ctx,
     id: i64,
     ds_type_ids: &[i64],
 ) -> ApiResult<()> {
     if ds_type_ids.is_empty() {
         return Ok(());
     }
-    let missing = types::missing_ds_types(tx, caller.tenant, ds_type_ids).await?;
+    let missing = types::missing_ds_types(tx, cx.tenant(), ds_type_ids).await?;
     if !missing.is_empty() {
         return Err(ApiError::NotFound(format!(
             "distribution set type(s) {missing:?} not found"
         )));
     }
-    types::add_ds_types(tx, caller.tenant, id, ds_type_ids, caller.name()).await?;
-    let count = types::count_ds_types(tx, caller.tenant, id).await?;
+    types::add_ds_types(tx, cx.tenant(), id, ds_type_ids, cx.caller.name()).await?;
+    let count = types::count_ds_types(tx, cx.tenant(), id).await?;
     if count > MAX_DS_TYPES_PER_TARGET_TYPE {
         // The transaction is dropped, not committed: nothing was added.
         return Err(ApiError::TooManyEntries(format!(
@@ -151,31 +139,18 @@ const TYPES: Listed = Listed {
     sort: &types::SORT,
 };
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        TYPES,
-        async |c, q, page| Ok(types::list(c, caller.tenant, q, page).await?),
-        |t| type_json(&base, &t),
-    )
-    .await
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, TYPES, types::list, |t| type_json(&cx.base, &t))
+        .await
 }
 
 async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Body(body): Body<Vec<TypeCreate>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+    cx.require(&[Permission::CREATE_TARGET])?;
     let mut new = Vec::with_capacity(body.len());
     for b in body {
         let name = single_line("name", b.name, 1, 128)?;
@@ -203,13 +178,14 @@ async fn create(
             distinct(b.compatibledistributionsettypes.unwrap_or_default()),
         ));
     }
-    let out =
-        s.db.tx(async |tx| {
+    let out = cx
+        .db()
+        .tx(async |tx| {
             let mut out = Vec::with_capacity(new.len());
             for (t, ds_types) in &new {
-                let row = types::insert(tx, caller.tenant, t, caller.name()).await?;
-                add_ds_types(tx, &caller, row.id, ds_types).await?;
-                out.push(type_json(&base, &row));
+                let row = types::insert(tx, cx.tenant(), t, cx.caller.name()).await?;
+                add_ds_types(tx, &cx, row.id, ds_types).await?;
+                out.push(type_json(&cx.base, &row));
             }
             Ok::<_, ApiError>(out)
         })
@@ -217,47 +193,29 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    common::get_one(
-        &s,
-        async |c| Ok(types::find(c, caller.tenant, id).await?),
-        || no_type(id),
-        |t| type_json(&base, &t),
-    )
-    .await
+async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let find = async |c: &mut PgConnection| types::find(c, cx.tenant(), id).await;
+    cx.get_one(find, || no_type(id), |t| type_json(&cx.base, &t))
+        .await
 }
 
-async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-    Body(b): Body<TypeUpdate>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetTypeUpdate {
         name: single_line("name", b.name, 1, 128)?,
         description: description(b.description)?,
         colour: single_line("colour", b.colour, 0, 16)?,
     };
-    common::update_one(
-        &s,
-        async |c| Ok(types::update(c, caller.tenant, id, &u, caller.name()).await?),
-        || no_type(id),
-        |t| type_json(&base, &t),
-    )
-    .await
+    let change =
+        async |c: &mut PgConnection| types::update(c, cx.tenant(), id, &u, cx.caller.name()).await;
+    cx.update_one(change, || no_type(id), |t| type_json(&cx.base, &t))
+        .await
 }
 
 /// The target type of the tenant, locked for the rest of the transaction, or 404.
-async fn lock_type(c: &mut PgConnection, caller: &Caller, id: i64) -> ApiResult<()> {
-    if types::lock(c, caller.tenant, id).await? {
+async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<()> {
+    if types::lock(c, tenant, id).await? {
         Ok(())
     } else {
         Err(no_type(id))
@@ -267,88 +225,80 @@ async fn lock_type(c: &mut PgConnection, caller: &Caller, id: i64) -> ApiResult<
 /// A type that targets still have is not deleted: hawkBit answers 409
 /// `hawkbit.server.error.target.type.used` (TargetTypeInUseException) rather than clearing the
 /// targets' type.
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids(id): Ids<i64>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_TARGET])?;
-    common::relink(
-        &s,
-        async |tx| lock_type(tx, &caller, id).await,
-        async |tx, ()| {
-            if types::in_use(tx, caller.tenant, id).await? {
-                return Err(ApiError::TargetTypeInUse(format!(
-                    "target type {id} is still in use by a target"
-                )));
-            }
-            types::delete(tx, caller.tenant, id).await?;
-            Ok(())
-        },
+async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_TARGET])?;
+    let tenant = cx.tenant();
+    let delete = async |tx: &mut PgConnection, ()| {
+        if types::in_use(tx, tenant, id).await? {
+            return Err(ApiError::TargetTypeInUse(format!(
+                "target type {id} is still in use by a target"
+            )));
+        }
+        types::delete(tx, tenant, id).await?;
+        Ok(())
+    };
+    cx.relink(
+        async |tx| lock_type(tx, tenant, id).await,
+        delete,
         StatusCode::NO_CONTENT,
     )
     .await
 }
 
-async fn compatible(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let rows =
-        s.db.run(async |c| {
-            types::find(c, caller.tenant, id)
+async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let tenant = cx.tenant();
+    let rows = cx
+        .db()
+        .run(async |c| {
+            types::find(c, tenant, id)
                 .await?
                 .ok_or_else(|| no_type(id))?;
-            Ok::<_, ApiError>(types::compatible_ds_types(c, caller.tenant, id).await?)
+            Ok::<_, ApiError>(types::compatible_ds_types(c, tenant, id).await?)
         })
         .await?;
-    Ok(Json(Value::Array(
-        rows.iter().map(|t| ds_type_json(&base, t)).collect(),
-    )))
+    let content = rows.iter().map(|t| ds_type_json(&cx.base, t));
+    Ok(Json(Value::Array(content.collect())))
 }
 
 /// hawkBit answers 200 with an empty body.
 async fn add_compatible(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<Vec<IdRef>>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let ds_type_ids = distinct(body);
-    common::relink(
-        &s,
-        async |tx| lock_type(tx, &caller, id).await,
-        async |tx, ()| add_ds_types(tx, &caller, id, &ds_type_ids).await,
+    let add = async |tx: &mut PgConnection, ()| add_ds_types(tx, &cx, id, &ds_type_ids).await;
+    cx.relink(
+        async |tx| lock_type(tx, cx.tenant(), id).await,
+        add,
         StatusCode::OK,
     )
     .await
 }
 
 async fn remove_compatible(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids((id, ds_type_id)): Ids<(i64, i64)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
-    common::relink(
-        &s,
-        async |tx| lock_type(tx, &caller, id).await,
-        async |tx, ()| {
-            if !types::remove_ds_type(tx, caller.tenant, id, ds_type_id, caller.name()).await?
-                && !types::missing_ds_types(tx, caller.tenant, &[ds_type_id])
-                    .await?
-                    .is_empty()
-            {
-                return Err(ApiError::NotFound(format!(
-                    "distribution set type {ds_type_id} not found"
-                )));
-            }
-            Ok(())
-        },
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let tenant = cx.tenant();
+    let remove = async |tx: &mut PgConnection, ()| {
+        if !types::remove_ds_type(tx, tenant, id, ds_type_id, cx.caller.name()).await?
+            && !types::missing_ds_types(tx, tenant, &[ds_type_id])
+                .await?
+                .is_empty()
+        {
+            return Err(ApiError::NotFound(format!(
+                "distribution set type {ds_type_id} not found"
+            )));
+        }
+        Ok(())
+    };
+    cx.relink(
+        async |tx| lock_type(tx, tenant, id).await,
+        remove,
         StatusCode::NO_CONTENT,
     )
     .await

@@ -6,8 +6,9 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::common::{self, Listed, find_target, no_target};
+use super::common::{Ctx, Listed, find_target, no_target};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
@@ -15,7 +16,8 @@ use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
-use crate::store::filter::Entity;
+use crate::store::filter::{Entity, Filter};
+use crate::store::page::PageRequest;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
 
 pub fn router() -> Router<ApiState> {
@@ -126,46 +128,31 @@ const ACTIONS: Listed = Listed {
     sort: &actions::SORT,
 };
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        TARGETS,
-        async |c, q, page| Ok(targets::list(c, caller.tenant, q, page).await?),
-        |t| target_json(&t, &base, &caller),
-    )
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, TARGETS, targets::list, |t| {
+        target_json(&t, &cx.base, &cx.caller)
+    })
     .await
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let t =
-        s.db.run(async |c| find_target(c, &caller, &id).await)
-            .await?;
-    Ok(Json(target_json(&t, &base, &caller)))
+/// A target of the tenant, or 404.
+async fn target(cx: &Ctx, controller_id: &str) -> ApiResult<TargetRow> {
+    cx.db()
+        .run(async |c| find_target(c, cx.tenant(), controller_id).await)
+        .await
 }
 
-async fn attributes(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let t =
-        s.db.run(async |c| find_target(c, &caller, &id).await)
-            .await?;
+async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let t = target(&cx, &id).await?;
+    Ok(Json(target_json(&t, &cx.base, &cx.caller)))
+}
+
+async fn attributes(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let t = target(&cx, &id).await?;
     Ok(Json(targets::attributes_json(&t)))
 }
 
@@ -183,12 +170,10 @@ struct TargetBody {
 }
 
 async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Body(body): Body<Vec<TargetBody>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+    cx.require(&[Permission::CREATE_TARGET])?;
     let mut new = Vec::new();
     for b in body {
         let cid = ControllerId::parse(b.controller_id.as_deref().unwrap_or(""))?;
@@ -207,20 +192,22 @@ async fn create(
             group: b.group,
         });
     }
-    let out =
-        s.db.tx(async |tx| {
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let out = cx
+        .db()
+        .tx(async |tx| {
             for t in &new {
                 if let Some(tt) = t.target_type_id
-                    && !targets::target_type_exists(tx, caller.tenant, tt).await?
+                    && !targets::target_type_exists(tx, tenant, tt).await?
                 {
                     return Err(ApiError::NotFound(format!("target type {tt} not found")));
                 }
             }
-            targets::insert(tx, caller.tenant, &new, caller.name()).await?;
+            targets::insert(tx, tenant, &new, user).await?;
             let mut out = Vec::new();
             for t in &new {
-                if let Some(row) = targets::find(tx, caller.tenant, &t.controller_id).await? {
-                    out.push(target_json(&row, &base, &caller));
+                if let Some(row) = targets::find(tx, tenant, &t.controller_id).await? {
+                    out.push(target_json(&row, &cx.base, &cx.caller));
                 }
             }
             Ok(out)
@@ -230,13 +217,11 @@ async fn create(
 }
 
 async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path(id): Path<String>,
     Body(b): Body<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetUpdate {
         name: b.name,
         description: b.description,
@@ -246,18 +231,18 @@ async fn update(
         group: b.group,
         target_type_id: b.target_type.map(Some),
     };
-    common::update_one(
-        &s,
-        async |c| {
-            let t = find_target(c, &caller, &id).await?;
-            if let Some(n) = &u.name {
-                validate_name(n)?;
-            }
-            targets::update(c, TargetId(t.id), &u, caller.name()).await?;
-            Ok(targets::find(c, caller.tenant, &id).await?)
-        },
+    let change = async |c: &mut PgConnection| {
+        let t = find_target(c, cx.tenant(), &id).await?;
+        if let Some(n) = &u.name {
+            validate_name(n)?;
+        }
+        targets::update(c, TargetId(t.id), &u, cx.caller.name()).await?;
+        Ok::<_, ApiError>(targets::find(c, cx.tenant(), &id).await?)
+    };
+    cx.update_one(
+        change,
         || no_target(&id),
-        |t| target_json(&t, &base, &caller),
+        |t| target_json(&t, &cx.base, &cx.caller),
     )
     .await
 }
@@ -272,26 +257,13 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn target_actions(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        ACTIONS,
-        async |c, q, page| {
-            let t = find_target(c, &caller, &id).await?;
-            Ok(actions::list(c, caller.tenant, Some(t.id), q, page).await?)
-        },
-        |a| action_json(&a, &base),
-    )
-    .await
+async fn target_actions(cx: Ctx, Path(id): Path<String>, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        let t = find_target(c, tenant, &id).await?;
+        Ok::<_, ApiError>(actions::list(c, tenant, Some(t.id), q, page).await?)
+    };
+    cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))
+        .await
 }
 
 fn parse_id(s: &str) -> ApiResult<i64> {
@@ -299,14 +271,11 @@ fn parse_id(s: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::NotFound(format!("{s} is not an id")))
 }
 
-async fn find_action(
-    s: &ApiState,
-    caller: &Caller,
-    target: &str,
-    action: &str,
-) -> ApiResult<ActionView> {
+/// Action `action` of target `target`, or 404.
+async fn find_action(cx: &Ctx, target: &str, action: &str) -> ApiResult<ActionView> {
     let id = parse_id(action)?;
-    s.db.run(async |c| actions::view(c, caller.tenant, id).await)
+    cx.db()
+        .run(async |c| actions::view(c, cx.tenant(), id).await)
         .await?
         .filter(|a| a.controller_id == target)
         .ok_or_else(|| no_action(id))
@@ -317,14 +286,12 @@ fn no_action(id: i64) -> ApiError {
 }
 
 async fn target_action(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let a = find_action(&s, &caller, &id, &action).await?;
-    Ok(Json(action_json(&a, &base)))
+    cx.require(READ)?;
+    let a = find_action(&cx, &id, &action).await?;
+    Ok(Json(action_json(&a, &cx.base)))
 }
 
 #[derive(Deserialize, Default)]
@@ -353,20 +320,21 @@ async fn cancel(
 }
 
 async fn history(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path((id, action)): Path<(String, String)>,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let a = find_action(&s, &caller, &id, &action).await?;
+    cx.require(READ)?;
+    let a = find_action(&cx, &id, &action).await?;
     let ascending = page
         .sort
         .as_deref()
         .is_some_and(|s| s.to_ascii_uppercase().ends_with(":ASC"));
-    let (rows, total) =
-        s.db.run(async |c| actions::history(c, a.id, ascending, page.offset(), page.limit()).await)
-            .await?;
+    let (offset, limit) = (page.offset(), page.limit());
+    let (rows, total) = cx
+        .db()
+        .run(async |c| actions::history(c, a.id, ascending, offset, limit).await)
+        .await?;
     let content = rows
         .iter()
         .map(|h| {
@@ -388,30 +356,14 @@ fn set_link(base: &BaseUrl, ds: Option<i64>) -> ApiResult<Json<Value>> {
     }
 }
 
-async fn assigned_ds(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    let t =
-        s.db.run(async |c| find_target(c, &caller, &id).await)
-            .await?;
-    set_link(&base, t.assigned_ds_id)
+async fn assigned_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    set_link(&cx.base, target(&cx, &id).await?.assigned_ds_id)
 }
 
-async fn installed_ds(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    let t =
-        s.db.run(async |c| find_target(c, &caller, &id).await)
-            .await?;
-    set_link(&base, t.installed_ds_id)
+async fn installed_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    set_link(&cx.base, target(&cx, &id).await?.installed_ds_id)
 }
 
 #[derive(Deserialize)]
@@ -540,37 +492,18 @@ async fn assign_to_target(
     Ok(Json(outcome_json(&total, &base)))
 }
 
-async fn all_actions(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &s,
-        &caller,
-        &[Permission::READ_TARGET],
-        &page,
-        ACTIONS,
-        async |c, q, page| Ok(actions::list(c, caller.tenant, None, q, page).await?),
-        |a| action_json(&a, &base),
-    )
-    .await
+async fn all_actions(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        actions::list(c, tenant, None, q, page).await
+    };
+    cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))
+        .await
 }
 
-async fn action_by_id(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
+async fn action_by_id(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
     let id = parse_id(&id)?;
-    common::get_one(
-        &s,
-        async |c| Ok(actions::view(c, caller.tenant, id).await?),
-        || no_action(id),
-        |a| action_json(&a, &base),
-    )
-    .await
+    let find = async |c: &mut PgConnection| actions::view(c, cx.tenant(), id).await;
+    cx.get_one(find, || no_action(id), |a| action_json(&a, &cx.base))
+        .await
 }

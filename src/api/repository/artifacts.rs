@@ -1,7 +1,6 @@
 //! Artifacts of software modules (`/rest/v1/softwaremodules/{id}/artifacts`): references to
 //! files on a CDN or object store, with their hashes.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,10 +9,11 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{self, Ids, base_fields, required};
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, put_opt};
-use super::{any_module, live_module, no_module};
+use super::super::common::{Ctx, Ids, base_fields, required};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
+use super::{READ, any_module, live_module, no_module};
 use crate::auth::Permission;
+use crate::domain::ids::TenantId;
 use crate::store::repository::artifacts::{self, ArtifactRow};
 
 pub(super) fn router() -> Router<ApiState> {
@@ -45,13 +45,7 @@ fn artifact_json(base: &BaseUrl, a: &ArtifactRow) -> Value {
             "self": base.link(&format!("/softwaremodules/{}/artifacts/{}", a.sm_id, a.id)),
         },
     });
-    base_fields(
-        &mut v,
-        &a.created_by,
-        a.created_at,
-        &a.last_modified_by,
-        a.last_modified_at,
-    );
+    base_fields(&mut v, a);
     v
 }
 
@@ -160,8 +154,8 @@ fn no_artifact(id: i64, artifact_id: i64) -> ApiError {
 }
 
 /// A live module whose artifacts may change, or 404/400.
-async fn changeable_module(c: &mut PgConnection, caller: &Caller, id: i64) -> ApiResult<()> {
-    let module = live_module(c, caller.tenant, id).await?;
+async fn changeable_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<()> {
+    let module = live_module(c, tenant, id).await?;
     if module.locked {
         return Err(ApiError::BadRequest(format!(
             "software module {id} is locked: its artifacts cannot change"
@@ -170,80 +164,66 @@ async fn changeable_module(c: &mut PgConnection, caller: &Caller, id: i64) -> Ap
     Ok(())
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, module_id = id))]
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id))]
 async fn create_artifact(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<ArtifactCreate>,
 ) -> ApiResult<Response> {
-    caller.require(&[Permission::CREATE_REPOSITORY])?;
-    let a = state
-        .db
+    cx.require(&[Permission::CREATE_REPOSITORY])?;
+    let a = cx
+        .db()
         .run(async |c| {
-            let module = live_module(c, caller.tenant, id).await?;
+            let module = live_module(c, cx.tenant(), id).await?;
             let new = body.validate()?;
             if module.locked {
                 return Err(ApiError::BadRequest(format!(
                     "software module {id} is locked: its artifacts cannot change"
                 )));
             }
-            artifacts::insert(c, caller.tenant, id, &new, caller.name())
+            artifacts::insert(c, cx.tenant(), id, &new, cx.caller.name())
                 .await?
                 .ok_or_else(|| no_module(id))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(artifact_json(&base, &a))).into_response())
+    Ok((StatusCode::CREATED, Json(artifact_json(&cx.base, &a))).into_response())
 }
 
-async fn list_artifacts(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    let rows = state
-        .db
+async fn list_artifacts(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let rows = cx
+        .db()
         .run(async |c| {
-            any_module(c, caller.tenant, id).await?;
-            Ok::<_, ApiError>(artifacts::list(c, caller.tenant, id).await?)
+            any_module(c, cx.tenant(), id).await?;
+            Ok::<_, ApiError>(artifacts::list(c, cx.tenant(), id).await?)
         })
         .await?;
     Ok(Json(Value::Array(
-        rows.iter().map(|a| artifact_json(&base, a)).collect(),
+        rows.iter().map(|a| artifact_json(&cx.base, a)).collect(),
     )))
 }
 
-async fn get_artifact(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids((id, artifact_id)): Ids<(i64, i64)>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    common::get_one(
-        &state,
-        async |c| Ok(artifacts::find(c, caller.tenant, id, artifact_id).await?),
+async fn get_artifact(cx: Ctx, Ids((id, artifact_id)): Ids<(i64, i64)>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    cx.get_one(
+        async |c| artifacts::find(c, cx.tenant(), id, artifact_id).await,
         || no_artifact(id, artifact_id),
-        |a| artifact_json(&base, &a),
+        |a| artifact_json(&cx.base, &a),
     )
     .await
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, module_id = id, artifact_id))]
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id, artifact_id))]
 async fn delete_artifact(
-    State(state): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids((id, artifact_id)): Ids<(i64, i64)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = state
-        .db
+    cx.require(&[Permission::DELETE_REPOSITORY])?;
+    let deleted = cx
+        .db()
         .run(async |c| {
-            changeable_module(c, &caller, id).await?;
-            Ok::<_, ApiError>(artifacts::delete(c, caller.tenant, id, artifact_id).await?)
+            changeable_module(c, cx.tenant(), id).await?;
+            Ok::<_, ApiError>(artifacts::delete(c, cx.tenant(), id, artifact_id).await?)
         })
         .await?;
     if deleted {

@@ -1,7 +1,6 @@
 //! Metadata of software modules (`/rest/v1/softwaremodules/{id}/metadata`): key/value pairs,
 //! the target-visible ones sent to devices with their deployments.
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -9,9 +8,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::common::{self, Ids, Listed, check_text, require_any};
-use super::super::{ApiError, ApiResult, ApiState, Body, Caller, Page};
-use super::{any_module, live_module, no_module};
+use super::super::common::{Ctx, Ids, Listed, check_text};
+use super::super::{ApiError, ApiResult, ApiState, Body, Page};
+use super::{READ, any_module, live_module, no_module};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
 use crate::store::repository::metadata::{self, MetadataRow};
@@ -73,37 +72,25 @@ const METADATA: Listed = Listed {
     sort: &metadata::SORT,
 };
 
-async fn list_metadata(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Ids(id): Ids<i64>,
-    params: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &state,
-        &caller,
-        &[Permission::READ_REPOSITORY],
+async fn list_metadata(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(
+        READ,
         &params,
         METADATA,
-        async |c, q, page| {
-            any_module(c, caller.tenant, id).await?;
-            Ok(metadata::list(c, caller.tenant, id, q, page).await?)
+        async |c, tenant, q, page| {
+            any_module(c, tenant, id).await?;
+            Ok::<_, ApiError>(metadata::list(c, tenant, id, q, page).await?)
         },
         |m| metadata_json(&m),
     )
     .await
 }
 
-async fn get_metadata(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Ids((id, key)): Ids<(i64, String)>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
+async fn get_metadata(cx: Ctx, Ids((id, key)): Ids<(i64, String)>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
     path_key(id, &key)?;
-    common::get_one(
-        &state,
-        async |c| Ok(metadata::find(c, caller.tenant, id, &key).await?),
+    cx.get_one(
+        async |c| metadata::find(c, cx.tenant(), id, &key).await,
         || no_metadata(id, &key),
         |m| metadata_json(&m),
     )
@@ -111,19 +98,15 @@ async fn get_metadata(
 }
 
 async fn create_metadata(
-    State(state): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<Vec<MetadataCreate>>,
 ) -> ApiResult<Response> {
-    require_any(
-        &caller,
-        &[Permission::CREATE_REPOSITORY, Permission::UPDATE_REPOSITORY],
-    )?;
-    let created = state
-        .db
+    cx.require_any(&[Permission::CREATE_REPOSITORY, Permission::UPDATE_REPOSITORY])?;
+    let created = cx
+        .db()
         .tx(async |tx| {
-            live_module(tx, caller.tenant, id).await?;
+            live_module(tx, cx.tenant(), id).await?;
             let mut created = Vec::with_capacity(body.len());
             for item in body {
                 let key = item
@@ -136,7 +119,7 @@ async fn create_metadata(
                     value: metadata_value(item.value)?.unwrap_or_default(),
                     target_visible: item.target_visible.unwrap_or(false),
                 };
-                if !metadata::insert(tx, caller.tenant, id, &entry).await? {
+                if !metadata::insert(tx, cx.tenant(), id, &entry).await? {
                     return Err(no_module(id));
                 }
                 created.push(metadata_json(&entry));
@@ -148,27 +131,27 @@ async fn create_metadata(
 }
 
 async fn update_metadata(
-    State(state): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids((id, key)): Ids<(i64, String)>,
     Body(body): Body<MetadataUpdate>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_REPOSITORY])?;
+    cx.require(&[Permission::UPDATE_REPOSITORY])?;
     path_key(id, &key)?;
     let value = metadata_value(body.value)?;
-    common::update_one(
-        &state,
+    cx.update_one(
         async |c| {
-            live_module(c, caller.tenant, id).await?;
-            Ok(metadata::update(
-                c,
-                caller.tenant,
-                id,
-                &key,
-                value.as_deref(),
-                body.target_visible,
+            live_module(c, cx.tenant(), id).await?;
+            Ok::<_, ApiError>(
+                metadata::update(
+                    c,
+                    cx.tenant(),
+                    id,
+                    &key,
+                    value.as_deref(),
+                    body.target_visible,
+                )
+                .await?,
             )
-            .await?)
         },
         || no_metadata(id, &key),
         |m| metadata_json(&m),
@@ -176,21 +159,14 @@ async fn update_metadata(
     .await
 }
 
-async fn delete_metadata(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Ids((id, key)): Ids<(i64, String)>,
-) -> ApiResult<StatusCode> {
-    require_any(
-        &caller,
-        &[Permission::DELETE_REPOSITORY, Permission::UPDATE_REPOSITORY],
-    )?;
+async fn delete_metadata(cx: Ctx, Ids((id, key)): Ids<(i64, String)>) -> ApiResult<StatusCode> {
+    cx.require_any(&[Permission::DELETE_REPOSITORY, Permission::UPDATE_REPOSITORY])?;
     path_key(id, &key)?;
-    let deleted = state
-        .db
+    let deleted = cx
+        .db()
         .run(async |c| {
-            live_module(c, caller.tenant, id).await?;
-            Ok::<_, ApiError>(metadata::delete(c, caller.tenant, id, &key).await?)
+            live_module(c, cx.tenant(), id).await?;
+            Ok::<_, ApiError>(metadata::delete(c, cx.tenant(), id, &key).await?)
         })
         .await?;
     if deleted {

@@ -21,6 +21,7 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 
 use super::{ApiError, ApiResult, ApiState};
+use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::repository::modules::{self as store_modules, ModuleRow};
 
@@ -32,6 +33,9 @@ pub fn router() -> Router<ApiState> {
         .merge(metadata::router())
         .merge(sets::router())
 }
+
+/// Reading the repository.
+const READ: &[Permission] = &[Permission::READ_REPOSITORY];
 
 fn no_module(id: i64) -> ApiError {
     ApiError::NotFound(format!("software module {id} not found"))

@@ -2,7 +2,6 @@
 
 use std::collections::HashMap;
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -10,9 +9,9 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::common::{self, Ids, Listed, base_fields, description, required, single_line};
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
-use super::{live_module, no_module};
+use super::super::common::{Ctx, Ids, Listed, base_fields, description, required, single_line};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::{READ, live_module, no_module};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
 use crate::store::repository::Deletion;
@@ -50,13 +49,7 @@ pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
     });
     put_opt(&mut v, "vendor", m.vendor.as_deref());
     put_opt(&mut v, "description", m.description.as_deref());
-    base_fields(
-        &mut v,
-        &m.created_by,
-        m.created_at,
-        &m.last_modified_by,
-        m.last_modified_at,
-    );
+    base_fields(&mut v, m);
     v
 }
 
@@ -66,36 +59,19 @@ pub(super) const MODULES: Listed = Listed {
     sort: &modules::SORT,
 };
 
-async fn list_modules(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    params: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &state,
-        &caller,
-        &[Permission::READ_REPOSITORY],
-        &params,
-        MODULES,
-        async |c, q, page| Ok(modules::list(c, caller.tenant, q, page).await?),
-        |m| module_json(&base, &m),
-    )
+async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &params, MODULES, modules::list, |m| {
+        module_json(&cx.base, &m)
+    })
     .await
 }
 
-async fn get_module(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    common::get_one(
-        &state,
-        async |c| Ok(modules::find(c, caller.tenant, id).await?),
+async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    cx.get_one(
+        async |c| modules::find(c, cx.tenant(), id).await,
         || no_module(id),
-        |m| module_json(&base, &m),
+        |m| module_json(&cx.base, &m),
     )
     .await
 }
@@ -111,16 +87,11 @@ struct ModuleCreate {
     encrypted: Option<bool>,
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
-async fn create_modules(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(body): Body<Vec<ModuleCreate>>,
-) -> ApiResult<Response> {
-    caller.require(&[Permission::CREATE_REPOSITORY])?;
-    let rows = state
-        .db
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant))]
+async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResult<Response> {
+    cx.require(&[Permission::CREATE_REPOSITORY])?;
+    let rows = cx
+        .db()
         .tx(async |tx| {
             let mut types: HashMap<String, ModuleTypeRow> = HashMap::new();
             let mut ids = Vec::with_capacity(body.len());
@@ -133,7 +104,7 @@ async fn create_modules(
                 let ty = match types.get(&key) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = find_module_type_by_key(tx, caller.tenant, &key)
+                        let t = find_module_type_by_key(tx, cx.tenant(), &key)
                             .await?
                             .ok_or_else(|| {
                                 ApiError::BadRequest(format!(
@@ -153,13 +124,13 @@ async fn create_modules(
                     description,
                     encrypted: item.encrypted.unwrap_or(false),
                 };
-                ids.push(modules::insert(tx, caller.tenant, &new, caller.name()).await?);
+                ids.push(modules::insert(tx, cx.tenant(), &new, cx.caller.name()).await?);
             }
-            Ok::<_, ApiError>(modules::find_many(tx, caller.tenant, &ids).await?)
+            Ok::<_, ApiError>(modules::find_many(tx, cx.tenant(), &ids).await?)
         })
         .await?;
     tracing::info!(count = rows.len(), "software modules created");
-    let content: Vec<Value> = rows.iter().map(|m| module_json(&base, m)).collect();
+    let content: Vec<Value> = rows.iter().map(|m| module_json(&cx.base, m)).collect();
     Ok((StatusCode::CREATED, Json(Value::Array(content))).into_response())
 }
 
@@ -170,46 +141,39 @@ struct ModuleUpdate {
 }
 
 async fn update_module(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<ModuleUpdate>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_REPOSITORY])?;
+    cx.require(&[Permission::UPDATE_REPOSITORY])?;
     let description = description(body.description)?;
     let vendor = single_line("vendor", body.vendor, 0, 256)?;
-    common::update_one(
-        &state,
+    cx.update_one(
         async |c| {
-            live_module(c, caller.tenant, id).await?;
+            live_module(c, cx.tenant(), id).await?;
             modules::update(
                 c,
-                caller.tenant,
+                cx.tenant(),
                 id,
                 description.as_deref(),
                 vendor.as_deref(),
-                caller.name(),
+                cx.caller.name(),
             )
             .await?;
-            Ok(modules::find(c, caller.tenant, id).await?)
+            Ok::<_, ApiError>(modules::find(c, cx.tenant(), id).await?)
         },
         || no_module(id),
-        |m| module_json(&base, &m),
+        |m| module_json(&cx.base, &m),
     )
     .await
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, module_id = id))]
-async fn delete_module(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Ids(id): Ids<i64>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = state
-        .db
-        .run(async |c| modules::delete(c, caller.tenant, id, caller.name()).await)
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id))]
+async fn delete_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_REPOSITORY])?;
+    let deleted = cx
+        .db()
+        .run(async |c| modules::delete(c, cx.tenant(), id, cx.caller.name()).await)
         .await?;
     match deleted {
         Deletion::NotFound => Err(no_module(id)),

@@ -3,7 +3,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
@@ -12,10 +11,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{self, Ids, Listed, base_fields, description, require_any, required};
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
+use super::super::common::{Ctx, Ids, Listed, base_fields, description, required};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use super::modules::{MODULES, module_json};
-use super::{IdRef, id_list, no_module};
+use super::{IdRef, READ, id_list, no_module};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
@@ -73,13 +72,7 @@ fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
         },
     });
     put_opt(&mut v, "description", s.description.as_deref());
-    base_fields(
-        &mut v,
-        &s.created_by,
-        s.created_at,
-        &s.last_modified_by,
-        s.last_modified_at,
-    );
+    base_fields(&mut v, s);
     v
 }
 
@@ -135,21 +128,14 @@ const SETS: Listed = Listed {
 };
 
 /// Sets are rendered with their modules, read for the whole page at once.
-async fn list_sets(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    params: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &state,
-        &caller,
-        &[Permission::READ_REPOSITORY],
+async fn list_sets(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(
+        READ,
         &params,
         SETS,
-        async |c, q, page| {
-            let (rows, total) = sets::list(c, caller.tenant, q, page).await?;
-            Ok((sets_json(c, caller.tenant, &base, &rows).await?, total))
+        async |c, tenant, q, page| {
+            let (rows, total) = sets::list(c, tenant, q, page).await?;
+            Ok::<_, ApiError>((sets_json(c, tenant, &cx.base, &rows).await?, total))
         },
         |v| v,
     )
@@ -171,16 +157,10 @@ async fn set_json_by_id(
         .pop())
 }
 
-async fn get_set(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    common::get_one(
-        &state,
-        async |c| set_json_by_id(c, caller.tenant, &base, id).await,
+async fn get_set(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    cx.get_one(
+        async |c| set_json_by_id(c, cx.tenant(), &cx.base, id).await,
         || no_set(id),
         |v| v,
     )
@@ -199,16 +179,11 @@ struct SetCreate {
     required_migration_step: Option<bool>,
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant))]
-async fn create_sets(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(body): Body<Vec<SetCreate>>,
-) -> ApiResult<Response> {
-    caller.require(&[Permission::CREATE_REPOSITORY])?;
-    let content = state
-        .db
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant))]
+async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Response> {
+    cx.require(&[Permission::CREATE_REPOSITORY])?;
+    let content = cx
+        .db()
         .tx(async |tx| {
             let mut types: HashMap<String, (SetTypeRow, Vec<SetTypeElementRow>)> = HashMap::new();
             let mut ids = Vec::with_capacity(body.len());
@@ -221,19 +196,19 @@ async fn create_sets(
                     None => DEFAULT_SET_TYPE.to_owned(),
                 };
                 if !types.contains_key(&key) {
-                    let t = find_set_type_by_key(tx, caller.tenant, &key)
+                    let t = find_set_type_by_key(tx, cx.tenant(), &key)
                         .await?
                         .ok_or_else(|| {
                             ApiError::BadRequest(format!(
                                 "distribution set type {key:?} does not exist"
                             ))
                         })?;
-                    let elements = set_type_elements(tx, caller.tenant, &[t.id]).await?;
+                    let elements = set_type_elements(tx, cx.tenant(), &[t.id]).await?;
                     types.insert(key.clone(), (t, elements));
                 }
                 let (ty, elements) = &types[&key];
                 let module_ids = id_list("modules", item.modules.unwrap_or_default())?;
-                let modules = modules::find_many(tx, caller.tenant, &module_ids).await?;
+                let modules = modules::find_many(tx, cx.tenant(), &module_ids).await?;
                 let live: Vec<&ModuleRow> = modules.iter().filter(|m| !m.deleted).collect();
                 if let Some(missing) = module_ids
                     .iter()
@@ -251,21 +226,21 @@ async fn create_sets(
                     description,
                     required_migration_step: item.required_migration_step.unwrap_or(false),
                 };
-                let id = sets::insert(tx, caller.tenant, &new, caller.name()).await?;
+                let id = sets::insert(tx, cx.tenant(), &new, cx.caller.name()).await?;
                 if !module_ids.is_empty() {
-                    sets::add_modules(tx, caller.tenant, id, &module_ids, caller.name()).await?;
+                    sets::add_modules(tx, cx.tenant(), id, &module_ids, cx.caller.name()).await?;
                 }
                 ids.push(id);
             }
             let mut rows = Vec::with_capacity(ids.len());
             for id in &ids {
                 rows.push(
-                    sets::find(tx, caller.tenant, *id)
+                    sets::find(tx, cx.tenant(), *id)
                         .await?
                         .ok_or_else(|| no_set(*id))?,
                 );
             }
-            sets_json(tx, caller.tenant, &base, &rows).await
+            sets_json(tx, cx.tenant(), &cx.base, &rows).await
         })
         .await?;
     tracing::info!(count = content.len(), "distribution sets created");
@@ -282,15 +257,13 @@ struct SetUpdate {
     locked: Option<bool>,
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, ds_id = id))]
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id))]
 async fn update_set(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<SetUpdate>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_REPOSITORY])?;
+    cx.require(&[Permission::UPDATE_REPOSITORY])?;
     let update = sets::SetUpdate {
         name: body
             .name
@@ -304,17 +277,16 @@ async fn update_set(
         required_migration_step: body.required_migration_step,
         locked: body.locked,
     };
-    common::update_one(
-        &state,
+    cx.update_one(
         async |tx| {
-            let set = live_set(tx, caller.tenant, id).await?;
+            let set = live_set(tx, cx.tenant(), id).await?;
             if set.locked && update.locked == Some(false) {
                 return Err(ApiError::BadRequest(format!(
                     "distribution set {id} is locked and cannot be unlocked"
                 )));
             }
-            sets::update(tx, caller.tenant, id, &update, caller.name()).await?;
-            set_json_by_id(tx, caller.tenant, &base, id).await
+            sets::update(tx, cx.tenant(), id, &update, cx.caller.name()).await?;
+            set_json_by_id(tx, cx.tenant(), &cx.base, id).await
         },
         || no_set(id),
         |v| v,
@@ -322,16 +294,12 @@ async fn update_set(
     .await
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, ds_id = id))]
-async fn delete_set(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Ids(id): Ids<i64>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = state
-        .db
-        .run(async |c| sets::delete(c, caller.tenant, id, caller.name()).await)
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id))]
+async fn delete_set(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_REPOSITORY])?;
+    let deleted = cx
+        .db()
+        .run(async |c| sets::delete(c, cx.tenant(), id, cx.caller.name()).await)
         .await?;
     match deleted {
         Deletion::NotFound => Err(no_set(id)),
@@ -342,26 +310,16 @@ async fn delete_set(
     }
 }
 
-async fn list_set_modules(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-    params: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &state,
-        &caller,
-        &[Permission::READ_REPOSITORY],
+async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(
+        READ,
         &params,
         MODULES,
-        async |c, q, page| {
-            sets::find(c, caller.tenant, id)
-                .await?
-                .ok_or_else(|| no_set(id))?;
-            Ok(sets::list_modules(c, caller.tenant, id, q, page).await?)
+        async |c, tenant, q, page| {
+            sets::find(c, tenant, id).await?.ok_or_else(|| no_set(id))?;
+            Ok::<_, ApiError>(sets::list_modules(c, tenant, id, q, page).await?)
         },
-        |m| module_json(&base, &m),
+        |m| module_json(&cx.base, &m),
     )
     .await
 }
@@ -385,39 +343,34 @@ async fn changeable_set(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiR
     Ok(set)
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, ds_id = id))]
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id))]
 async fn add_set_modules(
-    State(state): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<Vec<IdRef>>,
 ) -> ApiResult<StatusCode> {
-    require_any(
-        &caller,
-        &[Permission::CREATE_REPOSITORY, Permission::UPDATE_REPOSITORY],
-    )?;
+    cx.require_any(&[Permission::CREATE_REPOSITORY, Permission::UPDATE_REPOSITORY])?;
     let added = id_list("body", body)?;
-    common::relink(
-        &state,
-        async |tx| changeable_set(tx, caller.tenant, id).await,
+    cx.relink(
+        async |tx| changeable_set(tx, cx.tenant(), id).await,
         async |tx, set| {
-            let found = modules::find_many(tx, caller.tenant, &added).await?;
+            let found = modules::find_many(tx, cx.tenant(), &added).await?;
             if let Some(missing) = added
                 .iter()
                 .find(|a| !found.iter().any(|m| m.id == **a && !m.deleted))
             {
                 return Err(no_module(*missing));
             }
-            let current = sets::modules_of(tx, caller.tenant, &[id]).await?;
+            let current = sets::modules_of(tx, cx.tenant(), &[id]).await?;
             let mut all: Vec<&ModuleRow> = current.iter().map(|m| &m.module).collect();
             for m in &found {
                 if !all.iter().any(|c| c.id == m.id) {
                     all.push(m);
                 }
             }
-            let elements = set_type_elements(tx, caller.tenant, &[set.type_id]).await?;
+            let elements = set_type_elements(tx, cx.tenant(), &[set.type_id]).await?;
             check_modules(&set.type_key, &elements, &all)?;
-            sets::add_modules(tx, caller.tenant, id, &added, caller.name()).await?;
+            sets::add_modules(tx, cx.tenant(), id, &added, cx.caller.name()).await?;
             Ok(())
         },
         StatusCode::OK,
@@ -425,21 +378,13 @@ async fn add_set_modules(
     .await
 }
 
-#[tracing::instrument(skip_all, fields(tenant = %caller.tenant, ds_id = id, module_id = sm_id))]
-async fn remove_set_module(
-    State(state): State<ApiState>,
-    caller: Caller,
-    Ids((id, sm_id)): Ids<(i64, i64)>,
-) -> ApiResult<StatusCode> {
-    require_any(
-        &caller,
-        &[Permission::DELETE_REPOSITORY, Permission::UPDATE_REPOSITORY],
-    )?;
-    common::relink(
-        &state,
-        async |tx| changeable_set(tx, caller.tenant, id).await,
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id, module_id = sm_id))]
+async fn remove_set_module(cx: Ctx, Ids((id, sm_id)): Ids<(i64, i64)>) -> ApiResult<StatusCode> {
+    cx.require_any(&[Permission::DELETE_REPOSITORY, Permission::UPDATE_REPOSITORY])?;
+    cx.relink(
+        async |tx| changeable_set(tx, cx.tenant(), id).await,
         async |tx, _| {
-            if !sets::remove_module(tx, caller.tenant, id, sm_id, caller.name()).await? {
+            if !sets::remove_module(tx, cx.tenant(), id, sm_id, cx.caller.name()).await? {
                 return Err(ApiError::NotFound(format!(
                     "software module {sm_id} is not part of distribution set {id}"
                 )));

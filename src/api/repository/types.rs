@@ -1,14 +1,13 @@
 //! Software module types and distribution set types: read-only, seeded per tenant.
 
-use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{self, Ids, Listed, base_fields};
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, Page, put_opt};
-use crate::auth::Permission;
+use super::super::common::{Ctx, Ids, Listed, base_fields};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Page, put_opt};
+use super::READ;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
 use crate::store::repository::types::{self, ModuleTypeRow, SetTypeElementRow, SetTypeRow};
@@ -40,13 +39,7 @@ pub(super) fn module_type_json(base: &BaseUrl, t: &ModuleTypeRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(
-        &mut v,
-        &t.created_by,
-        t.created_at,
-        &t.last_modified_by,
-        t.last_modified_at,
-    );
+    base_fields(&mut v, t);
     v
 }
 
@@ -73,13 +66,7 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(
-        &mut v,
-        &t.created_by,
-        t.created_at,
-        &t.last_modified_by,
-        t.last_modified_at,
-    );
+    base_fields(&mut v, t);
     v
 }
 
@@ -93,66 +80,42 @@ const SET_TYPES: Listed = Listed {
     sort: &types::SET_TYPE_SORT,
 };
 
-async fn list_module_types(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    params: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &state,
-        &caller,
-        &[Permission::READ_REPOSITORY],
-        &params,
-        MODULE_TYPES,
-        async |c, q, page| Ok(types::list_module_types(c, caller.tenant, q, page).await?),
-        |t| module_type_json(&base, &t),
-    )
+async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &params, MODULE_TYPES, types::list_module_types, |t| {
+        module_type_json(&cx.base, &t)
+    })
     .await
 }
 
-async fn get_module_type(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    common::get_one(
-        &state,
-        async |c| Ok(types::find_module_type(c, caller.tenant, id).await?),
+async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    cx.get_one(
+        async |c| types::find_module_type(c, cx.tenant(), id).await,
         || ApiError::NotFound(format!("software module type {id} not found")),
-        |t| module_type_json(&base, &t),
+        |t| module_type_json(&cx.base, &t),
     )
     .await
 }
 
 /// Set types are rendered with the module types they take, read for the whole page at once.
-async fn list_set_types(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    params: Page,
-) -> ApiResult<Json<Value>> {
-    common::list(
-        &state,
-        &caller,
-        &[Permission::READ_REPOSITORY],
+async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(
+        READ,
         &params,
         SET_TYPES,
-        async |c, q, page| {
-            let (rows, total) = types::list_set_types(c, caller.tenant, q, page).await?;
+        async |c, tenant, q, page| {
+            let (rows, total) = types::list_set_types(c, tenant, q, page).await?;
             let ids: Vec<i64> = rows.iter().map(|t| t.id).collect();
-            let elements = types::set_type_elements(c, caller.tenant, &ids).await?;
+            let elements = types::set_type_elements(c, tenant, &ids).await?;
             let content = rows
                 .iter()
                 .map(|t| {
                     let own: Vec<&SetTypeElementRow> =
                         elements.iter().filter(|e| e.ds_type_id == t.id).collect();
-                    set_type_json(&base, t, &own)
+                    set_type_json(&cx.base, t, &own)
                 })
                 .collect();
-            Ok((content, total))
+            Ok::<_, ApiError>((content, total))
         },
         |v| v,
     )
@@ -172,56 +135,36 @@ pub(super) async fn load_set_type(
     Ok((t, elements))
 }
 
-async fn get_set_type(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    let (t, elements) = state
-        .db
-        .run(async |c| load_set_type(c, caller.tenant, id).await)
+async fn get_set_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let (t, elements) = cx
+        .db()
+        .run(async |c| load_set_type(c, cx.tenant(), id).await)
         .await?;
     let refs: Vec<&SetTypeElementRow> = elements.iter().collect();
-    Ok(Json(set_type_json(&base, &t, &refs)))
+    Ok(Json(set_type_json(&cx.base, &t, &refs)))
 }
 
-async fn element_types(
-    state: &ApiState,
-    caller: &Caller,
-    base: &BaseUrl,
-    id: i64,
-    mandatory: bool,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    let (_, elements) = state
-        .db
-        .run(async |c| load_set_type(c, caller.tenant, id).await)
+/// The mandatory or the optional module types of a set type.
+async fn element_types(cx: &Ctx, id: i64, mandatory: bool) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let (_, elements) = cx
+        .db()
+        .run(async |c| load_set_type(c, cx.tenant(), id).await)
         .await?;
     Ok(Json(Value::Array(
         elements
             .iter()
             .filter(|e| e.mandatory == mandatory)
-            .map(|e| module_type_json(base, &e.module_type))
+            .map(|e| module_type_json(&cx.base, &e.module_type))
             .collect(),
     )))
 }
 
-async fn mandatory_module_types(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    element_types(&state, &caller, &base, id, true).await
+async fn mandatory_module_types(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    element_types(&cx, id, true).await
 }
 
-async fn optional_module_types(
-    State(state): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    element_types(&state, &caller, &base, id, false).await
+async fn optional_module_types(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    element_types(&cx, id, false).await
 }
