@@ -217,6 +217,7 @@ impl Application {
         });
         let router = api::router(ApiState {
             engine: self.engine.clone(),
+            db: store::Db::new(self.engine.pool().clone()),
             users: self.users.clone(),
             health: self.health.clone(),
         });

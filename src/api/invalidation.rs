@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use serde::Deserialize;
 
-use super::target_types::Ids;
+use super::common::Ids;
 use super::{ApiError, ApiResult, ApiState, Body, Caller};
 use crate::auth::Permission;
 use crate::engine::invalidation::CancelationType;

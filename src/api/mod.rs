@@ -5,6 +5,7 @@
 //!
 //! Handlers parse the request, call `engine` or `store`, and map the result. No SQL here.
 
+mod common;
 pub mod health;
 pub mod invalidation;
 pub mod repository;
@@ -33,13 +34,16 @@ use crate::domain::Invalid;
 use crate::domain::ids::TenantId;
 use crate::domain::rsql::RsqlError;
 use crate::engine::{Engine, EngineError};
-use crate::store::StoreError;
 use crate::store::filter::{Entity, Filter};
+use crate::store::page::{Direction, PageRequest, Sort, SortFields};
+use crate::store::{Db, StoreError};
 
 /// Shared state of every handler.
 #[derive(Clone)]
 pub struct ApiState {
     pub engine: Arc<Engine>,
+    /// What handlers read and change the store through (never the engine's pool).
+    pub db: Db,
     pub users: Arc<crate::auth::Users>,
     pub health: Arc<crate::app::Health>,
 }
@@ -393,32 +397,70 @@ impl PageParams {
         self.representation.as_deref() == Some("full")
     }
 
+    /// The `sort=field:ASC,...` of the request, by field names of `fields` (ignoring case; a
+    /// field without a direction sorts ascending). Unknown fields or directions → 400 like
+    /// hawkBit.
+    pub fn sort(&self, fields: &SortFields) -> ApiResult<Sort> {
+        Ok(self
+            .sort_items(|name| fields.field(name))?
+            .into_iter()
+            .fold(Sort::default(), |sort, (field, dir)| sort.then(field, dir)))
+    }
+
+    /// The page the request asks for: [`Self::sort`], [`Self::offset`], [`Self::limit`].
+    pub fn request(&self, fields: &SortFields) -> ApiResult<PageRequest> {
+        Ok(PageRequest {
+            sort: self.sort(fields)?,
+            offset: self.offset(),
+            limit: self.limit(),
+        })
+    }
+
     /// `ORDER BY` text for `sort=field:ASC,...`, from a whitelist of fields (API name in lower
     /// case → column). Unknown fields → 400 like hawkBit.
+    ///
+    /// Used only by api/rollouts.rs until it adopts page::Sort ([`Self::sort`]).
     pub fn order_by(&self, fields: &[(&str, &str)], default: &str) -> ApiResult<String> {
-        let Some(sort) = self.sort.as_deref().filter(|s| !s.trim().is_empty()) else {
-            return Ok(default.to_owned());
+        let lookup = |name: &str| {
+            fields
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, c)| *c)
         };
-        let mut parts = Vec::new();
+        let items = self.sort_items(lookup)?;
+        if items.is_empty() {
+            return Ok(default.to_owned());
+        }
+        let parts: Vec<String> = items
+            .iter()
+            .map(|(column, dir)| format!("{column} {}", dir.as_str()))
+            .collect();
+        Ok(parts.join(", "))
+    }
+
+    /// The items of `sort=`, each field resolved by `lookup`; empty when there is no `sort`.
+    fn sort_items<'f>(
+        &self,
+        lookup: impl Fn(&str) -> Option<&'f str>,
+    ) -> ApiResult<Vec<(&'f str, Direction)>> {
+        let Some(sort) = self.sort.as_deref().filter(|s| !s.trim().is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let mut items = Vec::new();
         for item in sort.split(',') {
             let (field, dir) = item.split_once(':').unwrap_or((item, "ASC"));
-            let column = fields
-                .iter()
-                .find(|(name, _)| name.eq_ignore_ascii_case(field.trim()))
-                .map(|(_, c)| *c)
+            let found = lookup(field.trim())
                 .ok_or_else(|| ApiError::BadRequest(format!("unknown sort field {field:?}")))?;
-            let dir = match dir.trim().to_ascii_uppercase().as_str() {
-                "ASC" => "ASC",
-                "DESC" => "DESC",
-                other => {
-                    return Err(ApiError::BadRequest(format!(
-                        "unknown sort direction {other:?}"
-                    )));
-                }
-            };
-            parts.push(format!("{column} {dir}"));
+            let dir = dir.trim();
+            let dir = Direction::parse(dir).ok_or_else(|| {
+                ApiError::BadRequest(format!(
+                    "unknown sort direction {:?}",
+                    dir.to_ascii_uppercase()
+                ))
+            })?;
+            items.push((found, dir));
         }
-        Ok(parts.join(", "))
+        Ok(items)
     }
 
     /// The `q=` filter for `entity`, parsed and validated; `None` when absent or blank.

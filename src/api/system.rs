@@ -37,13 +37,9 @@ fn value_json(key: &str, row: Option<&ConfigRow>) -> Value {
 
 async fn list(State(s): State<ApiState>, caller: Caller) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::TENANT_CONFIGURATION])?;
-    let mut conn = s
-        .engine
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    let rows = tenants::config_rows(&mut conn, caller.tenant).await?;
+    let rows =
+        s.db.run(async |c| tenants::config_rows(c, caller.tenant).await)
+            .await?;
     let mut out = Map::new();
     for (key, _) in config_keys::DEFAULTS {
         out.insert(
@@ -65,13 +61,9 @@ async fn one(
             "configuration key {key} does not exist"
         )));
     }
-    let mut conn = s
-        .engine
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    let rows = tenants::config_rows(&mut conn, caller.tenant).await?;
+    let rows =
+        s.db.run(async |c| tenants::config_rows(c, caller.tenant).await)
+            .await?;
     Ok(Json(value_json(&key, rows.iter().find(|r| r.key == key))))
 }
 

@@ -3,20 +3,22 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::target_types::{
-    Ids, base_fields, begin, check_text, commit, conn, description, find_target, single_line,
+use super::common::{
+    Ctx, Ids, Listed, base_fields, check_text, description, find_target, single_line,
 };
 use super::targets::target_json;
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
-use crate::store::filter::Entity;
+use crate::domain::ids::TenantId;
+use crate::store::filter::{Entity, Filter};
+use crate::store::page::PageRequest;
 use crate::store::tags::{self, TagRow};
 use crate::store::targets::{self, TargetRow};
 
@@ -50,13 +52,7 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(
-        &mut v,
-        &t.created_by,
-        t.created_at,
-        &t.last_modified_by,
-        t.last_modified_at,
-    );
+    base_fields(&mut v, t);
     v
 }
 
@@ -83,38 +79,25 @@ enum TargetRef {
     },
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::TargetTag)?;
-    let order = page.order_by(tags::SORT_FIELDS, "g.id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = tags::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|t| tag_json(&base, t)).collect(),
-        total,
-    )))
+const TAGS: Listed = Listed {
+    entity: Entity::TargetTag,
+    sort: &tags::SORT,
+};
+
+const TARGETS: Listed = Listed {
+    entity: Entity::Target,
+    sort: &targets::SORT,
+};
+
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, TAGS, tags::list, |t| tag_json(&cx.base, &t))
+        .await
 }
 
-async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(body): Body<Vec<TagBody>>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
+    cx.require(&[Permission::CREATE_TARGET])?;
     let mut new = Vec::with_capacity(body.len());
     for b in body {
         let name = single_line("name", b.name, 1, 128)?
@@ -125,120 +108,89 @@ async fn create(
             single_line("colour", b.colour, 0, 16)?,
         ));
     }
-    let mut tx = begin(&s).await?;
-    let mut out = Vec::with_capacity(new.len());
-    for (name, description, colour) in &new {
-        let row = tags::insert(
-            &mut tx,
-            caller.tenant,
-            name,
-            description.as_deref(),
-            colour.as_deref(),
-            caller.name(),
-        )
+    let out = cx
+        .db()
+        .tx(async |tx| {
+            let mut out = Vec::with_capacity(new.len());
+            for (name, description, colour) in &new {
+                let (description, colour) = (description.as_deref(), colour.as_deref());
+                let row =
+                    tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name())
+                        .await?;
+                out.push(tag_json(&cx.base, &row));
+            }
+            Ok::<_, ApiError>(out)
+        })
         .await?;
-        out.push(tag_json(&base, &row));
-    }
-    commit(tx).await?;
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let mut c = conn(&s).await?;
-    let t = tags::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    Ok(Json(tag_json(&base, &t)))
+async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let find = async |c: &mut PgConnection| tags::find(c, cx.tenant(), id).await;
+    cx.get_one(find, || no_tag(id), |t| tag_json(&cx.base, &t))
+        .await
 }
 
-async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-    Body(b): Body<TagBody>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let name = single_line("name", b.name, 1, 128)?;
     let description = description(b.description)?;
     let colour = single_line("colour", b.colour, 0, 16)?;
-    let mut c = conn(&s).await?;
-    let t = tags::update(
-        &mut c,
-        caller.tenant,
-        id,
-        name.as_deref(),
-        description.as_deref(),
-        colour.as_deref(),
-        caller.name(),
-    )
-    .await?
-    .ok_or_else(|| no_tag(id))?;
-    Ok(Json(tag_json(&base, &t)))
+    let (name, description, colour) = (name.as_deref(), description.as_deref(), colour.as_deref());
+    let change = async |c: &mut PgConnection| {
+        tags::update(
+            c,
+            cx.tenant(),
+            id,
+            name,
+            description,
+            colour,
+            cx.caller.name(),
+        )
+        .await
+    };
+    cx.update_one(change, || no_tag(id), |t| tag_json(&cx.base, &t))
+        .await
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids(id): Ids<i64>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_TARGET])?;
-    let mut c = conn(&s).await?;
-    if tags::delete(&mut c, caller.tenant, id).await? {
+async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_TARGET])?;
+    if cx
+        .db()
+        .run(async |c| tags::delete(c, cx.tenant(), id).await)
+        .await?
+    {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_tag(id))
     }
 }
 
-async fn assigned(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(id): Ids<i64>,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Target)?;
-    let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
-    let mut c = conn(&s).await?;
-    tags::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    let (rows, total) = tags::assigned_targets(
-        &mut c,
-        caller.tenant,
-        id,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(
-        rows.iter()
-            .map(|t| target_json(t, &base, &caller))
-            .collect(),
-        total,
-    )))
+/// The tag of the tenant, or 404.
+async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<TagRow> {
+    tags::find(c, tenant, id).await?.ok_or_else(|| no_tag(id))
+}
+
+async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        find_tag(c, tenant, id).await?;
+        Ok::<_, ApiError>(tags::assigned_targets(c, tenant, id, q, page).await?)
+    };
+    cx.list(READ, &page, TARGETS, fetch, |t| {
+        target_json(&t, &cx.base, &cx.caller)
+    })
+    .await
 }
 
 /// Tag the listed targets; answers them as `GET /targets` renders them. Any unknown
 /// controllerId → 404 and nothing is tagged.
 async fn assign(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Ids(id): Ids<i64>,
     Body(body): Body<Vec<TargetRef>>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let mut seen = BTreeSet::new();
     let mut wanted = Vec::with_capacity(body.len());
     for r in body {
@@ -247,75 +199,72 @@ async fn assign(
             wanted.push(cid);
         }
     }
-    let mut tx = begin(&s).await?;
-    tags::find(&mut tx, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    let found = {
-        // Ids that cannot exist (control characters, too long) never reach the database.
-        let valid: Vec<String> = wanted
-            .iter()
-            .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
-            .cloned()
-            .collect();
-        tags::targets_by_controller_ids(&mut tx, caller.tenant, &valid).await?
+    let tenant = cx.tenant();
+    let tagged = cx
+        .db()
+        .tx(async |tx| {
+            find_tag(tx, tenant, id).await?;
+            // Ids that cannot exist (control characters, too long) never reach the database.
+            let valid: Vec<String> = wanted
+                .iter()
+                .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
+                .cloned()
+                .collect();
+            let found = tags::targets_by_controller_ids(tx, tenant, &valid).await?;
+            let mut by_id: HashMap<String, TargetRow> = found
+                .into_iter()
+                .map(|t| (t.controller_id.clone(), t))
+                .collect();
+            let mut ordered = Vec::with_capacity(wanted.len());
+            let mut missing = Vec::new();
+            for cid in &wanted {
+                match by_id.remove(cid.as_str()) {
+                    Some(t) => ordered.push(t),
+                    None => missing.push(cid.as_str()),
+                }
+            }
+            if !missing.is_empty() {
+                return Err(ApiError::NotFound(format!(
+                    "target(s) {} not found",
+                    missing.join(", ")
+                )));
+            }
+            let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
+            tags::assign(tx, tenant, id, &ids).await?;
+            Ok(ordered)
+        })
+        .await?;
+    let content = tagged.iter().map(|t| target_json(t, &cx.base, &cx.caller));
+    Ok(Json(Value::Array(content.collect())))
+}
+
+async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let tenant = cx.tenant();
+    let remove = async |c: &mut PgConnection, _| {
+        let t = find_target(c, tenant, &controller_id).await?;
+        // Removing a tag the target does not carry changes nothing, as in hawkBit.
+        tags::unassign(c, tenant, id, t.id).await?;
+        Ok(())
     };
-    let by_id: HashMap<&str, &TargetRow> = found
-        .iter()
-        .map(|t| (t.controller_id.as_str(), t))
-        .collect();
-    let mut ordered = Vec::with_capacity(wanted.len());
-    let mut missing = Vec::new();
-    for cid in &wanted {
-        match by_id.get(cid.as_str()).copied() {
-            Some(t) => ordered.push(t),
-            None => missing.push(cid.as_str()),
-        }
-    }
-    if !missing.is_empty() {
-        return Err(ApiError::NotFound(format!(
-            "target(s) {} not found",
-            missing.join(", ")
-        )));
-    }
-    let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
-    tags::assign(&mut tx, caller.tenant, id, &ids).await?;
-    commit(tx).await?;
-    Ok(Json(Value::Array(
-        ordered
-            .iter()
-            .map(|t| target_json(t, &base, &caller))
-            .collect(),
-    )))
+    cx.relink(
+        async |c| find_tag(c, tenant, id).await,
+        remove,
+        StatusCode::NO_CONTENT,
+    )
+    .await
 }
 
-async fn unassign(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids((id, controller_id)): Ids<(i64, String)>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
-    let mut c = conn(&s).await?;
-    tags::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| no_tag(id))?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    // Removing a tag the target does not carry changes nothing, as in hawkBit.
-    tags::unassign(&mut c, caller.tenant, id, t.id).await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn tags_of_target(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Ids(controller_id): Ids<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let rows = tags::tags_of_target(&mut c, caller.tenant, t.id).await?;
-    Ok(Json(Value::Array(
-        rows.iter().map(|g| tag_json(&base, g)).collect(),
-    )))
+async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let tenant = cx.tenant();
+    let rows = cx
+        .db()
+        .run(async |c| {
+            let t = find_target(c, tenant, &controller_id).await?;
+            Ok::<_, ApiError>(tags::tags_of_target(c, tenant, t.id).await?)
+        })
+        .await?;
+    let content = rows.iter().map(|g| tag_json(&cx.base, g));
+    Ok(Json(Value::Array(content.collect())))
 }

@@ -2,17 +2,18 @@
 //! validated as a target filter before it is stored, so rollouts and auto-assignments built from
 //! it never meet a query they cannot run. The legacy `/autoAssignDS` endpoints are not offered.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use super::common::{Ctx, Listed};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
-use crate::store::StoreError;
 use crate::store::filter::{Entity, Filter};
 use crate::store::target_filters::{self, TargetFilterRow};
 
@@ -27,10 +28,6 @@ pub fn router() -> Router<ApiState> {
             "/rest/v1/targetfilters/{id}",
             get(one).put(update).delete(remove),
         )
-}
-
-async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    Ok(s.engine.pool().acquire().await.map_err(StoreError::from)?)
 }
 
 fn filter_json(f: &TargetFilterRow, base: &BaseUrl) -> Value {
@@ -89,44 +86,26 @@ fn check_query(query: &str) -> ApiResult<()> {
     Ok(())
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::TargetFilter)?;
-    let order = page.order_by(target_filters::SORT_FIELDS, "f.id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = target_filters::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|f| filter_json(f, &base)).collect(),
-        total,
-    )))
+const FILTERS: Listed = Listed {
+    entity: Entity::TargetFilter,
+    sort: &target_filters::SORT,
+};
+
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, FILTERS, target_filters::list, |f| {
+        filter_json(&f, &cx.base)
+    })
+    .await
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
+async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
     let id = parse_id(&id)?;
-    let mut c = conn(&s).await?;
-    let f = target_filters::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Json(filter_json(&f, &base)))
+    let find = async |c: &mut PgConnection| target_filters::find(c, cx.tenant(), id).await;
+    cx.get_one(find, || not_found(id), |f| filter_json(&f, &cx.base))
+        .await
 }
 
 #[derive(Deserialize)]
@@ -135,33 +114,31 @@ struct FilterBody {
     query: Option<String>,
 }
 
-async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(b): Body<FilterBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+async fn create(cx: Ctx, Body(b): Body<FilterBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    cx.require(&[Permission::CREATE_TARGET])?;
     let name = b.name.unwrap_or_default();
     check_name(&name)?;
     let query = b.query.unwrap_or_default();
     check_query(&query)?;
-    let mut c = conn(&s).await?;
-    let id = target_filters::insert(&mut c, caller.tenant, &name, &query, caller.name()).await?;
-    let f = target_filters::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok((StatusCode::CREATED, Json(filter_json(&f, &base))))
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let f = cx
+        .db()
+        .run(async |c| {
+            let id = target_filters::insert(c, tenant, &name, &query, user).await?;
+            target_filters::find(c, tenant, id)
+                .await?
+                .ok_or_else(|| not_found(id))
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(filter_json(&f, &cx.base))))
 }
 
 async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path(id): Path<String>,
     Body(b): Body<FilterBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let id = parse_id(&id)?;
     if let Some(n) = &b.name {
         check_name(n)?;
@@ -169,34 +146,23 @@ async fn update(
     if let Some(q) = &b.query {
         check_query(q)?;
     }
-    let mut c = conn(&s).await?;
-    let found = target_filters::update(
-        &mut c,
-        caller.tenant,
-        id,
-        b.name.as_deref(),
-        b.query.as_deref(),
-        caller.name(),
-    )
-    .await?;
-    if !found {
-        return Err(not_found(id));
-    }
-    let f = target_filters::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| not_found(id))?;
-    Ok(Json(filter_json(&f, &base)))
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let (name, query) = (b.name.as_deref(), b.query.as_deref());
+    let change = async |c: &mut PgConnection| {
+        if !target_filters::update(c, tenant, id, name, query, user).await? {
+            return Ok(None);
+        }
+        target_filters::find(c, tenant, id).await
+    };
+    cx.update_one(change, || not_found(id), |f| filter_json(&f, &cx.base))
+        .await
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_TARGET])?;
+async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_TARGET])?;
     let id = parse_id(&id)?;
-    let mut c = conn(&s).await?;
-    if target_filters::delete(&mut c, caller.tenant, id).await? {
+    let delete = async |c: &mut PgConnection| target_filters::delete(c, cx.tenant(), id).await;
+    if cx.db().run(delete).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(not_found(id))

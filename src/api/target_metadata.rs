@@ -1,17 +1,18 @@
 //! Target metadata (`/rest/v1/targets/{controllerId}/metadata`): operator-owned key/value
 //! pairs, at most [`MAX_ENTRIES_PER_TARGET`] per target (hawkBit's `maxMetaDataEntriesPerTarget`).
 
-use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
-use super::target_types::{Ids, begin, check_text, commit, conn, find_target, lock_target};
-use super::{ApiError, ApiResult, ApiState, Body, Caller, Page, paged};
+use super::common::{Ctx, Ids, Listed, check_text, find_target, lock_target};
+use super::{ApiError, ApiResult, ApiState, Body, Page};
 use crate::auth::Permission;
-use crate::store::filter::Entity;
+use crate::store::filter::{Entity, Filter};
+use crate::store::page::PageRequest;
 use crate::store::target_metadata::{self as md, MetadataRow};
 
 /// hawkBit's default `maxMetaDataEntriesPerTarget`.
@@ -56,39 +57,30 @@ struct MetadataUpdate {
     value: Option<String>,
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids(controller_id): Ids<String>,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::TargetMetadata)?;
-    let order = page.order_by(md::SORT_FIELDS, "md.key ASC")?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let (rows, total) = md::list(
-        &mut c,
-        caller.tenant,
-        t.id,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(rows.iter().map(metadata_json).collect(), total)))
+const METADATA: Listed = Listed {
+    entity: Entity::TargetMetadata,
+    sort: &md::SORT,
+};
+
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, Ids(controller_id): Ids<String>, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        let t = find_target(c, tenant, &controller_id).await?;
+        Ok::<_, ApiError>(md::list(c, tenant, t.id, q, page).await?)
+    };
+    cx.list(READ, &page, METADATA, fetch, |m| metadata_json(&m))
+        .await
 }
 
 /// All entries or none: an invalid entry → 400, an existing key → 409, more than the quota →
 /// 429.
 async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids(controller_id): Ids<String>,
     Body(body): Body<Vec<MetadataCreate>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let mut entries = Vec::with_capacity(body.len());
     for item in body {
         let key = item
@@ -99,72 +91,80 @@ async fn create(
         check_value(&value)?;
         entries.push(MetadataRow { key, value });
     }
-    let mut tx = begin(&s).await?;
-    // Locked, so concurrent requests cannot both pass the quota check.
-    let t = lock_target(&mut tx, &caller, &controller_id).await?;
-    let existing = md::count(&mut tx, caller.tenant, t.id).await?;
-    let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
-    if wanted > MAX_ENTRIES_PER_TARGET {
-        return Err(ApiError::TooManyEntries(format!(
-            "target {controller_id} would have {wanted} metadata entries; at most \
-             {MAX_ENTRIES_PER_TARGET} are allowed"
-        )));
-    }
-    for e in &entries {
-        md::insert(&mut tx, caller.tenant, t.id, e).await?;
-    }
-    commit(tx).await?;
+    let tenant = cx.tenant();
+    cx.db()
+        .tx(async |tx| {
+            // Locked, so concurrent requests cannot both pass the quota check.
+            let t = lock_target(tx, tenant, &controller_id).await?;
+            let existing = md::count(tx, tenant, t.id).await?;
+            let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
+            if wanted > MAX_ENTRIES_PER_TARGET {
+                return Err(ApiError::TooManyEntries(format!(
+                    "target {controller_id} would have {wanted} metadata entries; at most \
+                     {MAX_ENTRIES_PER_TARGET} are allowed"
+                )));
+            }
+            for e in &entries {
+                md::insert(tx, tenant, t.id, e).await?;
+            }
+            Ok(())
+        })
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(Value::Array(entries.iter().map(metadata_json).collect())),
     ))
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Ids((controller_id, key)): Ids<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
+async fn one(cx: Ctx, Ids((controller_id, key)): Ids<(String, String)>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
     path_key(&controller_id, &key)?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let m = md::find(&mut c, caller.tenant, t.id, &key)
-        .await?
-        .ok_or_else(|| no_entry(&controller_id, &key))?;
-    Ok(Json(metadata_json(&m)))
+    let find = async |c: &mut PgConnection| {
+        let t = find_target(c, cx.tenant(), &controller_id).await?;
+        Ok::<_, ApiError>(md::find(c, cx.tenant(), t.id, &key).await?)
+    };
+    cx.get_one(
+        find,
+        || no_entry(&controller_id, &key),
+        |m| metadata_json(&m),
+    )
+    .await
 }
 
 async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids((controller_id, key)): Ids<(String, String)>,
     Body(body): Body<MetadataUpdate>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     path_key(&controller_id, &key)?;
     let value = body
         .value
         .ok_or_else(|| ApiError::BadRequest("value is required".into()))?;
     check_value(&value)?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    let m = md::update(&mut c, caller.tenant, t.id, &key, &value)
-        .await?
-        .ok_or_else(|| no_entry(&controller_id, &key))?;
-    Ok(Json(metadata_json(&m)))
+    let change = async |c: &mut PgConnection| {
+        let t = find_target(c, cx.tenant(), &controller_id).await?;
+        Ok::<_, ApiError>(md::update(c, cx.tenant(), t.id, &key, &value).await?)
+    };
+    cx.update_one(
+        change,
+        || no_entry(&controller_id, &key),
+        |m| metadata_json(&m),
+    )
+    .await
 }
 
 async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Ids((controller_id, key)): Ids<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     path_key(&controller_id, &key)?;
-    let mut c = conn(&s).await?;
-    let t = find_target(&mut c, &caller, &controller_id).await?;
-    if md::delete(&mut c, caller.tenant, t.id, &key).await? {
+    let delete = async |c: &mut PgConnection| {
+        let t = find_target(c, cx.tenant(), &controller_id).await?;
+        Ok::<_, ApiError>(md::delete(c, cx.tenant(), t.id, &key).await?)
+    };
+    if cx.db().run(delete).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(no_entry(&controller_id, &key))

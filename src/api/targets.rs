@@ -6,15 +6,18 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
+use super::common::{Ctx, Listed, find_target, no_target};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
-use crate::domain::ids::ControllerId;
+use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
-use crate::store::filter::Entity;
+use crate::store::filter::{Entity, Filter};
+use crate::store::page::PageRequest;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
 
 pub fn router() -> Router<ApiState> {
@@ -42,14 +45,6 @@ pub fn router() -> Router<ApiState> {
         )
         .route("/rest/v1/actions", get(all_actions))
         .route("/rest/v1/actions/{id}", get(action_by_id))
-}
-
-async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    s.engine
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))
 }
 
 pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
@@ -121,58 +116,43 @@ fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
     v
 }
 
-async fn find_target(s: &ApiState, caller: &Caller, id: &str) -> ApiResult<TargetRow> {
-    let mut c = conn(s).await?;
-    targets::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("target {id} not found")))
+/// The targets of the tenant.
+const TARGETS: Listed = Listed {
+    entity: Entity::Target,
+    sort: &targets::SORT,
+};
+
+/// The tenant's actions.
+const ACTIONS: Listed = Listed {
+    entity: Entity::Action,
+    sort: &actions::SORT,
+};
+
+const READ: &[Permission] = &[Permission::READ_TARGET];
+
+async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &page, TARGETS, targets::list, |t| {
+        target_json(&t, &cx.base, &cx.caller)
+    })
+    .await
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Target)?;
-    let order = page.order_by(targets::SORT_FIELDS, "t.controller_id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = targets::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(
-        rows.iter()
-            .map(|t| target_json(t, &base, &caller))
-            .collect(),
-        total,
-    )))
+/// A target of the tenant, or 404.
+async fn target(cx: &Ctx, controller_id: &str) -> ApiResult<TargetRow> {
+    cx.db()
+        .run(async |c| find_target(c, cx.tenant(), controller_id).await)
+        .await
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let t = find_target(&s, &caller, &id).await?;
-    Ok(Json(target_json(&t, &base, &caller)))
+async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let t = target(&cx, &id).await?;
+    Ok(Json(target_json(&t, &cx.base, &cx.caller)))
 }
 
-async fn attributes(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let t = find_target(&s, &caller, &id).await?;
+async fn attributes(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    let t = target(&cx, &id).await?;
     Ok(Json(targets::attributes_json(&t)))
 }
 
@@ -190,12 +170,10 @@ struct TargetBody {
 }
 
 async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Body(body): Body<Vec<TargetBody>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_TARGET])?;
+    cx.require(&[Permission::CREATE_TARGET])?;
     let mut new = Vec::new();
     for b in body {
         let cid = ControllerId::parse(b.controller_id.as_deref().unwrap_or(""))?;
@@ -214,45 +192,36 @@ async fn create(
             group: b.group,
         });
     }
-    let mut tx = s
-        .engine
-        .pool()
-        .begin()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
-    for t in &new {
-        if let Some(tt) = t.target_type_id
-            && !targets::target_type_exists(&mut tx, caller.tenant, tt).await?
-        {
-            return Err(ApiError::NotFound(format!("target type {tt} not found")));
-        }
-    }
-    targets::insert(&mut tx, caller.tenant, &new, caller.name()).await?;
-    let mut out = Vec::new();
-    for t in &new {
-        if let Some(row) = targets::find(&mut tx, caller.tenant, &t.controller_id).await? {
-            out.push(target_json(&row, &base, &caller));
-        }
-    }
-    tx.commit()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))?;
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let out = cx
+        .db()
+        .tx(async |tx| {
+            for t in &new {
+                if let Some(tt) = t.target_type_id
+                    && !targets::target_type_exists(tx, tenant, tt).await?
+                {
+                    return Err(ApiError::NotFound(format!("target type {tt} not found")));
+                }
+            }
+            targets::insert(tx, tenant, &new, user).await?;
+            let mut out = Vec::new();
+            for t in &new {
+                if let Some(row) = targets::find(tx, tenant, &t.controller_id).await? {
+                    out.push(target_json(&row, &cx.base, &cx.caller));
+                }
+            }
+            Ok(out)
+        })
+        .await?;
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
 async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path(id): Path<String>,
     Body(b): Body<TargetBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
-    let t = find_target(&s, &caller, &id).await?;
-    if let Some(n) = &b.name {
-        validate_name(n)?;
-    }
-    let mut c = conn(&s).await?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetUpdate {
         name: b.name,
         description: b.description,
@@ -262,17 +231,20 @@ async fn update(
         group: b.group,
         target_type_id: b.target_type.map(Some),
     };
-    targets::update(
-        &mut c,
-        crate::domain::ids::TargetId(t.id),
-        &u,
-        caller.name(),
+    let change = async |c: &mut PgConnection| {
+        let t = find_target(c, cx.tenant(), &id).await?;
+        if let Some(n) = &u.name {
+            validate_name(n)?;
+        }
+        targets::update(c, TargetId(t.id), &u, cx.caller.name()).await?;
+        Ok::<_, ApiError>(targets::find(c, cx.tenant(), &id).await?)
+    };
+    cx.update_one(
+        change,
+        || no_target(&id),
+        |t| target_json(&t, &cx.base, &cx.caller),
     )
-    .await?;
-    let t = targets::find(&mut c, caller.tenant, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("target {id} not found")))?;
-    Ok(Json(target_json(&t, &base, &caller)))
+    .await
 }
 
 async fn remove(
@@ -285,32 +257,13 @@ async fn remove(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn target_actions(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Action)?;
-    let t = find_target(&s, &caller, &id).await?;
-    let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = actions::list(
-        &mut c,
-        caller.tenant,
-        Some(t.id),
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|a| action_json(a, &base)).collect(),
-        total,
-    )))
+async fn target_actions(cx: Ctx, Path(id): Path<String>, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        let t = find_target(c, tenant, &id).await?;
+        Ok::<_, ApiError>(actions::list(c, tenant, Some(t.id), q, page).await?)
+    };
+    cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))
+        .await
 }
 
 fn parse_id(s: &str) -> ApiResult<i64> {
@@ -318,29 +271,27 @@ fn parse_id(s: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::NotFound(format!("{s} is not an id")))
 }
 
-async fn find_action(
-    s: &ApiState,
-    caller: &Caller,
-    target: &str,
-    action: &str,
-) -> ApiResult<ActionView> {
+/// Action `action` of target `target`, or 404.
+async fn find_action(cx: &Ctx, target: &str, action: &str) -> ApiResult<ActionView> {
     let id = parse_id(action)?;
-    let mut c = conn(s).await?;
-    actions::view(&mut c, caller.tenant, id)
+    cx.db()
+        .run(async |c| actions::view(c, cx.tenant(), id).await)
         .await?
         .filter(|a| a.controller_id == target)
-        .ok_or_else(|| ApiError::NotFound(format!("action {id} not found")))
+        .ok_or_else(|| no_action(id))
+}
+
+fn no_action(id: i64) -> ApiError {
+    ApiError::NotFound(format!("action {id} not found"))
 }
 
 async fn target_action(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path((id, action)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let a = find_action(&s, &caller, &id, &action).await?;
-    Ok(Json(action_json(&a, &base)))
+    cx.require(READ)?;
+    let a = find_action(&cx, &id, &action).await?;
+    Ok(Json(action_json(&a, &cx.base)))
 }
 
 #[derive(Deserialize, Default)]
@@ -369,20 +320,21 @@ async fn cancel(
 }
 
 async fn history(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path((id, action)): Path<(String, String)>,
     page: Page,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let a = find_action(&s, &caller, &id, &action).await?;
+    cx.require(READ)?;
+    let a = find_action(&cx, &id, &action).await?;
     let ascending = page
         .sort
         .as_deref()
         .is_some_and(|s| s.to_ascii_uppercase().ends_with(":ASC"));
-    let mut c = conn(&s).await?;
-    let (rows, total) =
-        actions::history(&mut c, a.id, ascending, page.offset(), page.limit()).await?;
+    let (offset, limit) = (page.offset(), page.limit());
+    let (rows, total) = cx
+        .db()
+        .run(async |c| actions::history(c, a.id, ascending, offset, limit).await)
+        .await?;
     let content = rows
         .iter()
         .map(|h| {
@@ -404,26 +356,14 @@ fn set_link(base: &BaseUrl, ds: Option<i64>) -> ApiResult<Json<Value>> {
     }
 }
 
-async fn assigned_ds(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    let t = find_target(&s, &caller, &id).await?;
-    set_link(&base, t.assigned_ds_id)
+async fn assigned_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    set_link(&cx.base, target(&cx, &id).await?.assigned_ds_id)
 }
 
-async fn installed_ds(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    let t = find_target(&s, &caller, &id).await?;
-    set_link(&base, t.installed_ds_id)
+async fn installed_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    set_link(&cx.base, target(&cx, &id).await?.installed_ds_id)
 }
 
 #[derive(Deserialize)]
@@ -552,43 +492,18 @@ async fn assign_to_target(
     Ok(Json(outcome_json(&total, &base)))
 }
 
-async fn all_actions(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
-    let q = page.filter(Entity::Action)?;
-    let order = page.order_by(actions::SORT_FIELDS, "a.id DESC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = actions::list(
-        &mut c,
-        caller.tenant,
-        None,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    Ok(Json(paged(
-        rows.iter().map(|a| action_json(a, &base)).collect(),
-        total,
-    )))
+async fn all_actions(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
+    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
+        actions::list(c, tenant, None, q, page).await
+    };
+    cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))
+        .await
 }
 
-async fn action_by_id(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Path(id): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_TARGET])?;
+async fn action_by_id(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
     let id = parse_id(&id)?;
-    let mut c = conn(&s).await?;
-    let a = actions::view(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("action {id} not found")))?;
-    Ok(Json(action_json(&a, &base)))
+    let find = async |c: &mut PgConnection| actions::view(c, cx.tenant(), id).await;
+    cx.get_one(find, || no_action(id), |a| action_json(&a, &cx.base))
+        .await
 }

@@ -1,10 +1,11 @@
 //! Actions and their status history: locking for report application, set-based writes of a
 //! whole batch of reports, assignment and cancellation, and the Management API reads.
 
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 
 use super::Result;
 use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, SortFields, fetch};
 use crate::domain::ids::TenantId;
 
 /// An action as report processing and dispatch need it, with its target's DMF facts.
@@ -322,16 +323,26 @@ const VIEW_COLUMNS: &str = "a.id, t.controller_id, a.ds_id, a.action_type, a.act
     a.mw_timezone, a.external_ref, a.last_status_code, a.created_at, a.created_by,
     a.last_modified_at, a.last_modified_by";
 
-/// Sortable action fields: API name → column.
-pub const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "a.id"),
-    ("status", "a.status"),
-    ("active", "a.active"),
-    ("weight", "a.weight"),
-    ("createdat", "a.created_at"),
-    ("lastmodifiedat", "a.last_modified_at"),
-    ("laststatuscode", "a.last_status_code"),
-];
+/// How action lists sort: API name → column; newest first unless asked otherwise.
+pub const SORT: SortFields = SortFields::new(
+    &[
+        ("id", "a.id"),
+        ("status", "a.status"),
+        ("active", "a.active"),
+        ("weight", "a.weight"),
+        ("createdat", "a.created_at"),
+        ("lastmodifiedat", "a.last_modified_at"),
+        ("laststatuscode", "a.last_status_code"),
+    ],
+    "a.id DESC",
+);
+
+const LIST: Listing = Listing {
+    columns: VIEW_COLUMNS,
+    from: "action a JOIN target t ON t.id = a.target_id",
+    count_from: "action a",
+    sort: &SORT,
+};
 
 /// A page of a tenant's actions, optionally of one target, matching `q` (an
 /// [`Entity::Action`](super::filter::Entity) filter), and their total.
@@ -340,34 +351,19 @@ pub async fn list(
     tenant: TenantId,
     target: Option<i64>,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<ActionView>, i64)> {
-    let scope = |qb: &mut QueryBuilder<'_, Postgres>| {
-        qb.push_bind(tenant.0);
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("a.tenant_id = ").push_bind(tenant.0);
         if let Some(t) = target {
-            qb.push(" AND a.target_id = ");
-            qb.push_bind(t);
+            qb.push(" AND a.target_id = ").push_bind(t);
         }
         push_and(qb, q, "a");
-    };
-    let mut page = QueryBuilder::new(format!(
-        "SELECT {VIEW_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
-         WHERE a.tenant_id = "
-    ));
-    scope(&mut page);
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM action a WHERE a.tenant_id = ");
-    scope(&mut count);
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    })
+    .await
 }
 
+/// One action of the tenant as the Management API shows it.
 pub async fn view(
     conn: &mut PgConnection,
     tenant: TenantId,

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod inbox;
 pub mod invalidation;
 pub mod outbox;
+pub mod page;
 pub mod repository;
 pub mod rollouts;
 pub mod statistics;
@@ -84,6 +85,46 @@ impl StoreError {
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The database as request handlers use it. A handler hands a closure to [`Db::run`] or
+/// [`Db::tx`]; the store side takes the connection from the pool, begins and commits, so a
+/// handler never holds the pool or a transaction of its own.
+#[derive(Debug, Clone)]
+pub struct Db {
+    pool: PgPool,
+}
+
+impl Db {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+
+    /// Run `f` on one pooled connection; each statement commits on its own.
+    pub async fn run<T, E>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut conn = self.pool.acquire().await.map_err(StoreError::from)?;
+        f(&mut conn).await
+    }
+
+    /// Run `f` in one transaction: committed when `f` succeeds, rolled back when it fails.
+    pub async fn tx<T, E>(
+        &self,
+        f: impl AsyncFnOnce(&mut PgConnection) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<StoreError>,
+    {
+        let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+        let out = f(&mut tx).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(out)
+    }
+}
 
 /// Create the database named in `url` if it does not exist (connecting to `postgres`).
 pub async fn create_database_if_missing(url: &str) -> Result<()> {

@@ -1,9 +1,10 @@
 //! Target tags and which targets carry them (rollouts.md §1.1: target ↔ tag is M:N).
 
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 
 use super::filter::{Filter, push_and};
-use super::targets::{COLUMNS as TARGET_COLUMNS, TargetRow};
+use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -23,43 +24,41 @@ pub struct TagRow {
 const COLUMNS: &str = "g.id, g.name, g.description, g.colour, g.created_at, g.created_by,
     g.last_modified_at, g.last_modified_by";
 
-/// Sortable tag fields: API name → column.
-pub const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "g.id"),
-    ("name", "g.name"),
-    ("description", "g.description"),
-    ("colour", "g.colour"),
-    ("createdat", "g.created_at"),
-    ("createdby", "g.created_by"),
-    ("lastmodifiedat", "g.last_modified_at"),
-    ("lastmodifiedby", "g.last_modified_by"),
-];
+/// How tag lists sort: API name → column; by id unless asked otherwise.
+pub const SORT: SortFields = SortFields::new(
+    &[
+        ("id", "g.id"),
+        ("name", "g.name"),
+        ("description", "g.description"),
+        ("colour", "g.colour"),
+        ("createdat", "g.created_at"),
+        ("createdby", "g.created_by"),
+        ("lastmodifiedat", "g.last_modified_at"),
+        ("lastmodifiedby", "g.last_modified_by"),
+    ],
+    "g.id ASC",
+);
+
+const LIST: Listing = Listing {
+    columns: COLUMNS,
+    from: "target_tag g",
+    count_from: "target_tag g",
+    sort: &SORT,
+};
 
 /// A page of the tenant's tags matching `q` (an [`Entity::TargetTag`](super::filter::Entity)
-/// filter) and their total; `order_by` comes from [`SORT_FIELDS`] only.
+/// filter) and their total.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<TagRow>, i64)> {
-    let mut page = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM target_tag g WHERE g.tenant_id = "
-    ));
-    page.push_bind(tenant.0);
-    push_and(&mut page, q, "g");
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM target_tag g WHERE g.tenant_id = ");
-    count.push_bind(tenant.0);
-    push_and(&mut count, q, "g");
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("g.tenant_id = ").push_bind(tenant.0);
+        push_and(qb, q, "g");
+    })
+    .await
 }
 
 /// One tag by id.
@@ -148,43 +147,29 @@ pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Resul
     )
 }
 
+const TAGGED_TARGETS: Listing = Listing {
+    columns: TARGET_COLUMNS,
+    from: "target t JOIN target_tag_assignment a ON a.target_id = t.id
+          LEFT JOIN target_type tt ON tt.id = t.target_type_id",
+    count_from: "target t JOIN target_tag_assignment a ON a.target_id = t.id",
+    sort: &TARGET_SORT,
+};
+
 /// A page of the targets carrying a tag and matching `q` (an
-/// [`Entity::Target`](super::filter::Entity) filter) and their total; `order_by` comes from
-/// [`super::targets::SORT_FIELDS`] only.
+/// [`Entity::Target`](super::filter::Entity) filter) and their total, sorted like targets.
 pub async fn assigned_targets(
     conn: &mut PgConnection,
     tenant: TenantId,
     tag_id: i64,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<TargetRow>, i64)> {
-    let scope = |qb: &mut QueryBuilder<'_, Postgres>| {
-        qb.push_bind(tenant.0);
-        qb.push(" AND a.tag_id = ");
-        qb.push_bind(tag_id);
+    fetch(conn, &TAGGED_TARGETS, page, |qb| {
+        qb.push("t.tenant_id = ").push_bind(tenant.0);
+        qb.push(" AND a.tag_id = ").push_bind(tag_id);
         push_and(qb, q, "t");
-    };
-    let mut page = QueryBuilder::new(format!(
-        "SELECT {TARGET_COLUMNS} FROM target t
-         JOIN target_tag_assignment a ON a.target_id = t.id
-         LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = "
-    ));
-    scope(&mut page);
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count = QueryBuilder::new(
-        "SELECT count(*) FROM target t JOIN target_tag_assignment a ON a.target_id = t.id
-         WHERE t.tenant_id = ",
-    );
-    scope(&mut count);
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    })
+    .await
 }
 
 /// The tenant's targets with these controllerIds, in no particular order (absent ones are

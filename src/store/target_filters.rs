@@ -1,9 +1,10 @@
 //! Stored, named target filter queries (rollouts.md §1.4, §9.7). The query text is validated by
 //! the caller before it gets here; this module only stores and lists it.
 
-use sqlx::{PgConnection, QueryBuilder};
+use sqlx::PgConnection;
 
 use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -27,43 +28,40 @@ const COLUMNS: &str = "f.id, f.name, f.query, f.auto_assign_ds_id, f.auto_assign
     f.auto_assign_weight, f.confirmation_required, f.created_at, f.created_by,
     f.last_modified_at, f.last_modified_by";
 
-/// Sortable target filter fields: API name → column.
-pub const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "f.id"),
-    ("name", "f.name"),
-    ("query", "f.query"),
-    ("createdat", "f.created_at"),
-    ("createdby", "f.created_by"),
-    ("lastmodifiedat", "f.last_modified_at"),
-    ("lastmodifiedby", "f.last_modified_by"),
-];
+/// How filter lists sort: API name → column; by id unless asked otherwise.
+pub const SORT: SortFields = SortFields::new(
+    &[
+        ("id", "f.id"),
+        ("name", "f.name"),
+        ("query", "f.query"),
+        ("createdat", "f.created_at"),
+        ("createdby", "f.created_by"),
+        ("lastmodifiedat", "f.last_modified_at"),
+        ("lastmodifiedby", "f.last_modified_by"),
+    ],
+    "f.id ASC",
+);
+
+const LIST: Listing = Listing {
+    columns: COLUMNS,
+    from: "target_filter_query f",
+    count_from: "target_filter_query f",
+    sort: &SORT,
+};
 
 /// A page of the tenant's filters matching `q` (an `Entity::TargetFilter` filter), and their
-/// total; `order_by` comes from [`SORT_FIELDS`] only.
+/// total.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<TargetFilterRow>, i64)> {
-    let mut page = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM target_filter_query f WHERE f.tenant_id = "
-    ));
-    page.push_bind(tenant.0);
-    push_and(&mut page, q, "f");
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count =
-        QueryBuilder::new("SELECT count(*) FROM target_filter_query f WHERE f.tenant_id = ");
-    count.push_bind(tenant.0);
-    push_and(&mut count, q, "f");
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("f.tenant_id = ").push_bind(tenant.0);
+        push_and(qb, q, "f");
+    })
+    .await
 }
 
 /// One filter by id.

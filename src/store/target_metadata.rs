@@ -1,9 +1,10 @@
 //! Operator-owned key/value metadata of targets (rollouts.md §1.1: key ≤ 128, value ≤ 4000).
 //! Every statement joins the target to check its tenant.
 
-use sqlx::{PgConnection, Postgres, QueryBuilder};
+use sqlx::PgConnection;
 
 use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -14,44 +15,34 @@ pub struct MetadataRow {
     pub value: String,
 }
 
-/// Sortable metadata fields: API name → column.
-pub const SORT_FIELDS: &[(&str, &str)] = &[("key", "md.key"), ("value", "md.value")];
+/// How metadata lists sort: API name → column; by key unless asked otherwise.
+pub const SORT: SortFields =
+    SortFields::new(&[("key", "md.key"), ("value", "md.value")], "md.key ASC");
+
+const FROM: &str = "target_metadata md JOIN target t ON t.id = md.target_id";
+
+const LIST: Listing = Listing {
+    columns: "md.key, md.value",
+    from: FROM,
+    count_from: FROM,
+    sort: &SORT,
+};
 
 /// A page of a target's metadata matching `q` (an
-/// [`Entity::TargetMetadata`](super::filter::Entity) filter) and their total; `order_by` comes
-/// from [`SORT_FIELDS`] only.
+/// [`Entity::TargetMetadata`](super::filter::Entity) filter) and their total.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     target_id: i64,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<MetadataRow>, i64)> {
-    let scope = |qb: &mut QueryBuilder<'_, Postgres>| {
-        qb.push_bind(tenant.0);
-        qb.push(" AND md.target_id = ");
-        qb.push_bind(target_id);
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("t.tenant_id = ").push_bind(tenant.0);
+        qb.push(" AND md.target_id = ").push_bind(target_id);
         push_and(qb, q, "md");
-    };
-    let mut page = QueryBuilder::new(
-        "SELECT md.key, md.value FROM target_metadata md JOIN target t ON t.id = md.target_id
-         WHERE t.tenant_id = ",
-    );
-    scope(&mut page);
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count = QueryBuilder::new(
-        "SELECT count(*) FROM target_metadata md JOIN target t ON t.id = md.target_id
-         WHERE t.tenant_id = ",
-    );
-    scope(&mut count);
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    })
+    .await
 }
 
 /// How many metadata entries a target has.

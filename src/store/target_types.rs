@@ -2,9 +2,10 @@
 //! to them by id (`target.target_type_id`); THING_CREATED names them (see
 //! [`super::targets::set_type_by_name`]).
 
-use sqlx::{PgConnection, QueryBuilder};
+use sqlx::PgConnection;
 
 use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -25,45 +26,42 @@ pub struct TargetTypeRow {
 const COLUMNS: &str = "tt.id, tt.key, tt.name, tt.description, tt.colour, tt.created_at,
     tt.created_by, tt.last_modified_at, tt.last_modified_by";
 
-/// Sortable target type fields: API name → column.
-pub const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "tt.id"),
-    ("name", "tt.name"),
-    ("key", "tt.key"),
-    ("description", "tt.description"),
-    ("colour", "tt.colour"),
-    ("createdat", "tt.created_at"),
-    ("createdby", "tt.created_by"),
-    ("lastmodifiedat", "tt.last_modified_at"),
-    ("lastmodifiedby", "tt.last_modified_by"),
-];
+/// How target type lists sort: API name → column; by id unless asked otherwise.
+pub const SORT: SortFields = SortFields::new(
+    &[
+        ("id", "tt.id"),
+        ("name", "tt.name"),
+        ("key", "tt.key"),
+        ("description", "tt.description"),
+        ("colour", "tt.colour"),
+        ("createdat", "tt.created_at"),
+        ("createdby", "tt.created_by"),
+        ("lastmodifiedat", "tt.last_modified_at"),
+        ("lastmodifiedby", "tt.last_modified_by"),
+    ],
+    "tt.id ASC",
+);
+
+const LIST: Listing = Listing {
+    columns: COLUMNS,
+    from: "target_type tt",
+    count_from: "target_type tt",
+    sort: &SORT,
+};
 
 /// A page of the tenant's target types matching `q` (an
-/// [`Entity::TargetType`](super::filter::Entity) filter) and their total; `order_by` comes from
-/// [`SORT_FIELDS`] only.
+/// [`Entity::TargetType`](super::filter::Entity) filter) and their total.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<TargetTypeRow>, i64)> {
-    let mut page = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM target_type tt WHERE tt.tenant_id = "
-    ));
-    page.push_bind(tenant.0);
-    push_and(&mut page, q, "tt");
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM target_type tt WHERE tt.tenant_id = ");
-    count.push_bind(tenant.0);
-    push_and(&mut count, q, "tt");
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("tt.tenant_id = ").push_bind(tenant.0);
+        push_and(qb, q, "tt");
+    })
+    .await
 }
 
 /// One target type by id.

@@ -4,9 +4,10 @@
 use std::collections::BTreeMap;
 
 use serde_json::Value;
-use sqlx::{PgConnection, QueryBuilder};
+use sqlx::PgConnection;
 
 use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::{Result, StoreError};
 use crate::domain::ids::{TargetId, TenantId};
 
@@ -229,6 +230,8 @@ pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<
 }
 
 /// Sortable target fields: API name → column.
+///
+/// Public only for api/rollouts.rs until it adopts page::Sort; everything else uses [`SORT`].
 pub const SORT_FIELDS: &[(&str, &str)] = &[
     ("id", "t.id"),
     ("controllerid", "t.controller_id"),
@@ -244,32 +247,29 @@ pub const SORT_FIELDS: &[(&str, &str)] = &[
     ("lastcontrollerrequestat", "t.last_target_query"),
 ];
 
+/// How target lists sort (by controllerId unless asked otherwise).
+pub const SORT: SortFields = SortFields::new(SORT_FIELDS, "t.controller_id ASC");
+
+const LIST: Listing = Listing {
+    columns: COLUMNS,
+    from: "target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
+    count_from: "target t",
+    sort: &SORT,
+};
+
 /// A page of targets matching `q` (a [`Entity::Target`](super::filter::Entity) filter) and
-/// their total; `order_by` is built from [`SORT_FIELDS`] only.
+/// their total.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<TargetRow>, i64)> {
-    let mut page = QueryBuilder::new(format!(
-        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = "
-    ));
-    page.push_bind(tenant.0);
-    push_and(&mut page, q, "t");
-    page.push(format!(" ORDER BY {order_by} OFFSET "));
-    page.push_bind(offset);
-    page.push(" LIMIT ");
-    page.push_bind(limit);
-    let rows = page.build_query_as().fetch_all(&mut *conn).await?;
-    let mut count = QueryBuilder::new("SELECT count(*) FROM target t WHERE t.tenant_id = ");
-    count.push_bind(tenant.0);
-    push_and(&mut count, q, "t");
-    let total = count.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("t.tenant_id = ").push_bind(tenant.0);
+        push_and(qb, q, "t");
+    })
+    .await
 }
 
 /// A target created through the Management API.

@@ -1,0 +1,326 @@
+//! What the resource files share: path ids answered with hawkBit's 404 body, text validation,
+//! the audit fields of every entity, and the shapes of their handlers — a list, a read or a
+//! change of one entity, adding or removing members of an owner — so that a resource file only
+//! says what is particular to it. The store side owns every connection and transaction
+//! ([`crate::store::Db`]).
+
+use axum::Json;
+use axum::extract::{FromRequestParts, Path};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde_json::{Value, json};
+use sqlx::PgConnection;
+
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, PageParams, paged};
+use crate::auth::Permission;
+use crate::domain::ids::TenantId;
+use crate::store::filter::{Entity, Filter};
+use crate::store::page::{PageRequest, SortFields};
+use crate::store::targets::{self, TargetRow};
+use crate::store::{Db, StoreError};
+
+/// Path parameters; anything that does not parse (`/targettypes/abc`) is a hawkBit 404.
+pub(super) struct Ids<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for Ids<T>
+where
+    T: serde::de::DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(t)| Ids(t))
+            .map_err(|e| ApiError::NotFound(format!("no such entity: {}", e.body_text())))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler shapes
+
+/// What every handler of a resource starts from: the state, the authenticated caller (401
+/// before anything else is looked at) and the base of absolute links.
+pub(super) struct Ctx {
+    pub state: ApiState,
+    pub caller: Caller,
+    pub base: BaseUrl,
+}
+
+impl FromRequestParts<ApiState> for Ctx {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &ApiState) -> Result<Self, ApiError> {
+        let caller = Caller::from_request_parts(parts, state).await?;
+        let base = BaseUrl::from_request_parts(parts, state).await?;
+        Ok(Ctx {
+            state: state.clone(),
+            caller,
+            base,
+        })
+    }
+}
+
+/// What a list shows: the entity its `q=` filters and the fields its `sort=` names.
+#[derive(Clone, Copy)]
+pub(super) struct Listed {
+    pub entity: Entity,
+    pub sort: &'static SortFields,
+}
+
+impl Ctx {
+    pub fn tenant(&self) -> TenantId {
+        self.caller.tenant
+    }
+
+    /// 403 unless the caller has every permission named.
+    pub fn require(&self, perms: &[Permission]) -> ApiResult<()> {
+        self.caller.require(perms)
+    }
+
+    /// 403 unless the caller has at least one of `perms`.
+    pub fn require_any(&self, perms: &[Permission]) -> ApiResult<()> {
+        if perms.iter().any(|p| self.caller.user.has(*p)) {
+            Ok(())
+        } else {
+            let names: Vec<&str> = perms.iter().map(|p| p.as_str()).collect();
+            Err(ApiError::Forbidden(format!(
+                "user {} lacks permission {}",
+                self.caller.name(),
+                names.join(" or ")
+            )))
+        }
+    }
+
+    /// The store, for what does not fit the shapes below.
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// A list endpoint: permission → `q` → `sort` → one page of the tenant's rows read by
+    /// `fetch` on one connection → each row rendered → hawkBit's paged body. `fetch` is a
+    /// store list (`tags::list`) or a closure that first checks the list's owner (404) or
+    /// renders rows itself when rendering reads more (then `render` passes them on).
+    pub async fn list<R, E>(
+        &self,
+        perms: &[Permission],
+        page: &PageParams,
+        listed: Listed,
+        fetch: impl AsyncFnOnce(
+            &mut PgConnection,
+            TenantId,
+            Option<&Filter>,
+            &PageRequest,
+        ) -> Result<(Vec<R>, i64), E>,
+        render: impl FnMut(R) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        E: From<StoreError>,
+        ApiError: From<E>,
+    {
+        self.require(perms)?;
+        let q = page.filter(listed.entity)?;
+        let request = page.request(listed.sort)?;
+        let tenant = self.tenant();
+        let (rows, total) = self
+            .db()
+            .run(async |c| fetch(c, tenant, q.as_ref(), &request).await)
+            .await?;
+        Ok(Json(paged(rows.into_iter().map(render).collect(), total)))
+    }
+
+    /// Reading one entity: `find` on one connection; `missing` (hawkBit's 404) when it finds
+    /// none, else the entity rendered.
+    pub async fn get_one<T, E>(
+        &self,
+        find: impl AsyncFnOnce(&mut PgConnection) -> Result<Option<T>, E>,
+        missing: impl FnOnce() -> ApiError,
+        render: impl FnOnce(T) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        E: From<StoreError>,
+        ApiError: From<E>,
+    {
+        let found = self.db().run(find).await?;
+        Ok(Json(render(found.ok_or_else(missing)?)))
+    }
+
+    /// Changing one entity: `change` in one transaction returns the entity as changed;
+    /// `missing` (hawkBit's 404, nothing committed) when there is none, else the entity
+    /// rendered.
+    pub async fn update_one<T, E>(
+        &self,
+        change: impl AsyncFnOnce(&mut PgConnection) -> Result<Option<T>, E>,
+        missing: impl FnOnce() -> ApiError,
+        render: impl FnOnce(T) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        E: From<StoreError>,
+        ApiError: From<E>,
+    {
+        let changed = self
+            .db()
+            .tx(async |tx| change(tx).await?.ok_or_else(missing))
+            .await?;
+        Ok(Json(render(changed)))
+    }
+
+    /// Adding or removing members of an owner (a type's set types, a set's modules, a tag's
+    /// targets): in one transaction `owner` finds (and locks) the owner or answers 404,
+    /// `change` adds or removes; answers `done` once committed.
+    pub async fn relink<O>(
+        &self,
+        owner: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<O>,
+        change: impl AsyncFnOnce(&mut PgConnection, O) -> ApiResult<()>,
+        done: StatusCode,
+    ) -> ApiResult<StatusCode> {
+        self.db()
+            .tx(async |tx| {
+                let o = owner(tx).await?;
+                change(tx, o).await
+            })
+            .await?;
+        Ok(done)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Targets by controllerId (tags, metadata and targets themselves)
+
+/// A target of the caller's tenant by controllerId, or 404. An id that cannot exist (control
+/// characters, too long) never reaches the database.
+pub(super) async fn find_target(
+    c: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+) -> ApiResult<TargetRow> {
+    let not_found = || no_target(controller_id);
+    check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
+    targets::find(c, tenant, controller_id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+/// [`find_target`], locking the target for the rest of the transaction.
+pub(super) async fn lock_target(
+    c: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+) -> ApiResult<TargetRow> {
+    let not_found = || no_target(controller_id);
+    check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
+    targets::lock_by_controller_id(c, tenant, controller_id)
+        .await?
+        .ok_or_else(not_found)
+}
+
+pub(super) fn no_target(controller_id: &str) -> ApiError {
+    ApiError::NotFound(format!("target {controller_id} not found"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text and rendering
+
+/// `min..=max` characters; control characters are refused (PostgreSQL text cannot hold NUL),
+/// except line breaks and tabs in free text.
+pub(super) fn check_text(
+    field: &str,
+    value: &str,
+    min: usize,
+    max: usize,
+    free_text: bool,
+) -> ApiResult<()> {
+    let n = value.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::BadRequest(format!(
+            "{field} must have {min} to {max} characters, has {n}"
+        )));
+    }
+    let allowed = |c: char| free_text && matches!(c, '\n' | '\r' | '\t');
+    if value.chars().any(|c| c.is_control() && !allowed(c)) {
+        return Err(ApiError::BadRequest(format!(
+            "{field} contains control characters"
+        )));
+    }
+    Ok(())
+}
+
+/// An optional single-line field (names, keys, versions, colours), trimmed, `min..=max`
+/// characters when present.
+pub(super) fn single_line(
+    field: &str,
+    value: Option<String>,
+    min: usize,
+    max: usize,
+) -> ApiResult<Option<String>> {
+    value
+        .map(|v| {
+            let v = v.trim().to_owned();
+            check_text(field, &v, min, max, false).map(|()| v)
+        })
+        .transpose()
+}
+
+/// A required single-line field: trimmed, not empty, `min..=max` characters.
+pub(super) fn required(
+    field: &str,
+    value: Option<String>,
+    min: usize,
+    max: usize,
+) -> ApiResult<String> {
+    let value = value
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::BadRequest(format!("{field} is required")))?;
+    check_text(field, &value, min, max, false)?;
+    Ok(value)
+}
+
+/// An optional description: free text of at most 512 characters, trimmed.
+pub(super) fn description(value: Option<String>) -> ApiResult<Option<String>> {
+    value
+        .map(|v| {
+            let v = v.trim().to_owned();
+            check_text("description", &v, 0, 512, true).map(|()| v)
+        })
+        .transpose()
+}
+
+/// A row with the four audit columns every repository and target entity has.
+pub(super) trait Audited {
+    /// createdBy, createdAt, lastModifiedBy, lastModifiedAt.
+    fn audit(&self) -> (&str, i64, &str, i64);
+}
+
+macro_rules! audited {
+    ($($row:ty),* $(,)?) => {$(
+        impl Audited for $row {
+            fn audit(&self) -> (&str, i64, &str, i64) {
+                (&self.created_by, self.created_at, &self.last_modified_by, self.last_modified_at)
+            }
+        }
+    )*};
+}
+
+audited!(
+    crate::store::tags::TagRow,
+    crate::store::target_types::TargetTypeRow,
+    crate::store::target_types::CompatibleDsType,
+    crate::store::repository::types::ModuleTypeRow,
+    crate::store::repository::types::SetTypeRow,
+    crate::store::repository::modules::ModuleRow,
+    crate::store::repository::artifacts::ArtifactRow,
+    crate::store::repository::sets::SetRow,
+);
+
+/// createdBy/At, lastModifiedBy/At of `row`.
+pub(super) fn base_fields(obj: &mut Value, row: &impl Audited) {
+    let (created_by, created_at, by, at) = row.audit();
+    if let Some(map) = obj.as_object_mut() {
+        map.insert("createdBy".into(), json!(created_by));
+        map.insert("createdAt".into(), json!(created_at));
+        map.insert("lastModifiedBy".into(), json!(by));
+        map.insert("lastModifiedAt".into(), json!(at));
+    }
+}

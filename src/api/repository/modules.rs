@@ -1,0 +1,185 @@
+//! Software modules (`/rest/v1/softwaremodules`): typed, versioned pieces of software.
+
+use std::collections::HashMap;
+
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::super::common::{Ctx, Ids, Listed, base_fields, description, required, single_line};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::{READ, live_module, no_module};
+use crate::auth::Permission;
+use crate::store::filter::Entity;
+use crate::store::repository::Deletion;
+use crate::store::repository::modules::{self, ModuleRow};
+use crate::store::repository::types::{ModuleTypeRow, find_module_type_by_key};
+
+pub(super) fn router() -> Router<ApiState> {
+    Router::new()
+        .route(
+            "/rest/v1/softwaremodules",
+            get(list_modules).post(create_modules),
+        )
+        .route(
+            "/rest/v1/softwaremodules/{id}",
+            get(get_module).put(update_module).delete(delete_module),
+        )
+}
+
+pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
+    let mut v = json!({
+        "id": m.id,
+        "name": m.name,
+        "version": m.version,
+        "type": m.type_key,
+        "typeName": m.type_name,
+        "encrypted": m.encrypted,
+        "locked": m.locked,
+        "deleted": m.deleted,
+        "_links": {
+            "self": base.link(&format!("/softwaremodules/{}", m.id)),
+            "type": base.link(&format!("/softwaremoduletypes/{}", m.type_id)),
+            "artifacts": base.link(&format!("/softwaremodules/{}/artifacts", m.id)),
+            "metadata": base.link(&format!("/softwaremodules/{}/metadata?offset=0&limit=50", m.id)),
+        },
+    });
+    put_opt(&mut v, "vendor", m.vendor.as_deref());
+    put_opt(&mut v, "description", m.description.as_deref());
+    base_fields(&mut v, m);
+    v
+}
+
+/// The tenant's software modules.
+pub(super) const MODULES: Listed = Listed {
+    entity: Entity::SoftwareModule,
+    sort: &modules::SORT,
+};
+
+async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
+    cx.list(READ, &params, MODULES, modules::list, |m| {
+        module_json(&cx.base, &m)
+    })
+    .await
+}
+
+async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(READ)?;
+    cx.get_one(
+        async |c| modules::find(c, cx.tenant(), id).await,
+        || no_module(id),
+        |m| module_json(&cx.base, &m),
+    )
+    .await
+}
+
+#[derive(Debug, Deserialize)]
+struct ModuleCreate {
+    name: Option<String>,
+    version: Option<String>,
+    #[serde(rename = "type")]
+    type_key: Option<String>,
+    vendor: Option<String>,
+    description: Option<String>,
+    encrypted: Option<bool>,
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant))]
+async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResult<Response> {
+    cx.require(&[Permission::CREATE_REPOSITORY])?;
+    let rows = cx
+        .db()
+        .tx(async |tx| {
+            let mut types: HashMap<String, ModuleTypeRow> = HashMap::new();
+            let mut ids = Vec::with_capacity(body.len());
+            for item in body {
+                let name = required("name", item.name, 1, 128)?;
+                let version = required("version", item.version, 1, 64)?;
+                let vendor = single_line("vendor", item.vendor, 0, 256)?;
+                let description = description(item.description)?;
+                let key = required("type", item.type_key, 1, 64)?;
+                let ty = match types.get(&key) {
+                    Some(t) => t.clone(),
+                    None => {
+                        let t = find_module_type_by_key(tx, cx.tenant(), &key)
+                            .await?
+                            .ok_or_else(|| {
+                                ApiError::BadRequest(format!(
+                                    "software module type {key:?} does not exist"
+                                ))
+                            })?;
+                        types.insert(key.clone(), t.clone());
+                        t
+                    }
+                };
+                let new = modules::NewModule {
+                    type_id: ty.id,
+                    type_key: ty.key,
+                    name,
+                    version,
+                    vendor,
+                    description,
+                    encrypted: item.encrypted.unwrap_or(false),
+                };
+                ids.push(modules::insert(tx, cx.tenant(), &new, cx.caller.name()).await?);
+            }
+            Ok::<_, ApiError>(modules::find_many(tx, cx.tenant(), &ids).await?)
+        })
+        .await?;
+    tracing::info!(count = rows.len(), "software modules created");
+    let content: Vec<Value> = rows.iter().map(|m| module_json(&cx.base, m)).collect();
+    Ok((StatusCode::CREATED, Json(Value::Array(content))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct ModuleUpdate {
+    description: Option<String>,
+    vendor: Option<String>,
+}
+
+async fn update_module(
+    cx: Ctx,
+    Ids(id): Ids<i64>,
+    Body(body): Body<ModuleUpdate>,
+) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::UPDATE_REPOSITORY])?;
+    let description = description(body.description)?;
+    let vendor = single_line("vendor", body.vendor, 0, 256)?;
+    cx.update_one(
+        async |c| {
+            live_module(c, cx.tenant(), id).await?;
+            modules::update(
+                c,
+                cx.tenant(),
+                id,
+                description.as_deref(),
+                vendor.as_deref(),
+                cx.caller.name(),
+            )
+            .await?;
+            Ok::<_, ApiError>(modules::find(c, cx.tenant(), id).await?)
+        },
+        || no_module(id),
+        |m| module_json(&cx.base, &m),
+    )
+    .await
+}
+
+#[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id))]
+async fn delete_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_REPOSITORY])?;
+    let deleted = cx
+        .db()
+        .run(async |c| modules::delete(c, cx.tenant(), id, cx.caller.name()).await)
+        .await?;
+    match deleted {
+        Deletion::NotFound => Err(no_module(id)),
+        how => {
+            tracing::info!(soft = (how == Deletion::Soft), "software module deleted");
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}

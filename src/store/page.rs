@@ -1,0 +1,182 @@
+//! Sorting and paging of the Management API's lists (rollouts.md §9.1).
+//!
+//! The API parses `sort=field:ASC,...` into a [`Sort`]: field *names* checked against the
+//! list's [`SortFields`], with a typed [`Direction`]. Only the store turns names into SQL: each
+//! store module owns its field table (name → expression) and its default order, and every list
+//! runs through [`fetch`], which reads one page of rows and the total under the same condition.
+
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
+
+use super::{Result, StoreError};
+
+/// The direction of one sort field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    Asc,
+    Desc,
+}
+
+impl Direction {
+    /// `ASC` or `DESC`, in any case.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s.to_ascii_uppercase().as_str() {
+            "ASC" => Some(Self::Asc),
+            "DESC" => Some(Self::Desc),
+            _ => None,
+        }
+    }
+
+    /// `ASC` or `DESC`, as the API writes it (and SQL).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Asc => "ASC",
+            Self::Desc => "DESC",
+        }
+    }
+}
+
+/// The sortable fields of one list: API name (lower case, matched ignoring case) → SQL
+/// expression over the list's table aliases — a column or any expression, e.g. a `CASE` that
+/// sorts a status by its hawkBit code — and the order of a request that names none. Outside
+/// `store` only the names can be read.
+#[derive(Debug)]
+pub struct SortFields {
+    fields: &'static [(&'static str, &'static str)],
+    default: &'static str,
+}
+
+impl SortFields {
+    /// `fields` (name → expression) and the default `ORDER BY` text.
+    pub(super) const fn new(
+        fields: &'static [(&'static str, &'static str)],
+        default: &'static str,
+    ) -> Self {
+        Self { fields, default }
+    }
+
+    /// The field called `name` (ignoring case), by its own name; `None` if the list cannot
+    /// sort by it.
+    pub fn field(&self, name: &str) -> Option<&'static str> {
+        self.fields
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(n, _)| *n)
+    }
+
+    /// `ORDER BY` text for `sort`; the default order when it names no field.
+    fn order_by(&self, sort: &Sort) -> Result<String> {
+        if sort.0.is_empty() {
+            return Ok(self.default.to_owned());
+        }
+        let mut parts = Vec::with_capacity(sort.0.len());
+        for (name, dir) in &sort.0 {
+            let (_, expr) = self
+                .fields
+                .iter()
+                .find(|(n, _)| n == name)
+                // A sort parsed against another list's fields: a bug, not a request error.
+                .ok_or_else(|| {
+                    StoreError::Permanent(sqlx::Error::ColumnNotFound((*name).into()))
+                })?;
+            parts.push(format!("{expr} {}", dir.as_str()));
+        }
+        Ok(parts.join(", "))
+    }
+}
+
+/// A requested order: fields of one list by name, the first one deciding first. Empty means
+/// the list's default order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Sort(Vec<(&'static str, Direction)>);
+
+impl Sort {
+    /// Then by `field` (a name from [`SortFields::field`]).
+    pub fn then(mut self, field: &'static str, dir: Direction) -> Self {
+        self.0.push((field, dir));
+        self
+    }
+}
+
+/// Which page of a list to read, in which order.
+#[derive(Debug, Clone, Default)]
+pub struct PageRequest {
+    pub sort: Sort,
+    pub offset: i64,
+    pub limit: i64,
+}
+
+/// What a list reads: `SELECT {columns} FROM {from}` for its rows, `SELECT count(*) FROM
+/// {count_from}` for its total (the same rows, without joins that only add columns), sorted by
+/// `sort`.
+pub(super) struct Listing {
+    pub columns: &'static str,
+    pub from: &'static str,
+    pub count_from: &'static str,
+    pub sort: &'static SortFields,
+}
+
+/// One page of a list and its total: `SELECT … WHERE <condition> ORDER BY … OFFSET … LIMIT …`,
+/// then `SELECT count(*) … WHERE <condition>`. `condition` pushes the same boolean expression
+/// (binds included) into both statements.
+pub(super) async fn fetch<T>(
+    conn: &mut PgConnection,
+    list: &Listing,
+    page: &PageRequest,
+    condition: impl Fn(&mut QueryBuilder<'_, Postgres>),
+) -> Result<(Vec<T>, i64)>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    let order_by = list.sort.order_by(&page.sort)?;
+    let mut qb = QueryBuilder::new(format!("SELECT {} FROM {} WHERE ", list.columns, list.from));
+    condition(&mut qb);
+    qb.push(format!(" ORDER BY {order_by} OFFSET "))
+        .push_bind(page.offset)
+        .push(" LIMIT ")
+        .push_bind(page.limit);
+    let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
+    let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {} WHERE ", list.count_from));
+    condition(&mut qb);
+    let total = qb.build_query_scalar().fetch_one(conn).await?;
+    Ok((rows, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FIELDS: SortFields = SortFields::new(
+        &[
+            ("name", "x.name"),
+            ("status", "CASE x.status WHEN 'A' THEN 0 ELSE 1 END"),
+        ],
+        "x.id ASC",
+    );
+
+    #[test]
+    fn no_fields_is_the_default_order() {
+        assert_eq!(FIELDS.order_by(&Sort::default()).unwrap(), "x.id ASC");
+    }
+
+    #[test]
+    fn fields_resolve_to_their_expressions_in_order() {
+        let sort = Sort::default()
+            .then(FIELDS.field("STATUS").unwrap(), Direction::Desc)
+            .then(FIELDS.field("name").unwrap(), Direction::Asc);
+        assert_eq!(
+            FIELDS.order_by(&sort).unwrap(),
+            "CASE x.status WHEN 'A' THEN 0 ELSE 1 END DESC, x.name ASC"
+        );
+    }
+
+    #[test]
+    fn names_are_matched_ignoring_case_and_unknown_ones_are_refused() {
+        assert_eq!(FIELDS.field("Name"), Some("name"));
+        assert_eq!(FIELDS.field("x.name"), None);
+        let foreign = Sort::default().then("colour", Direction::Asc);
+        assert!(FIELDS.order_by(&foreign).is_err());
+        assert_eq!(Direction::parse("desc"), Some(Direction::Desc));
+        assert_eq!(Direction::parse("SIDEWAYS"), None);
+    }
+}

@@ -1,0 +1,130 @@
+//! Artifacts of software modules: references to files held by a CDN or object store.
+
+use sqlx::PgConnection;
+
+use crate::domain::ids::TenantId;
+use crate::store::{Result, StoreError};
+
+/// An artifact: a reference to a file held by a CDN or object store.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ArtifactRow {
+    pub id: i64,
+    pub sm_id: i64,
+    pub filename: String,
+    pub size: i64,
+    pub sha1: String,
+    pub md5: String,
+    pub sha256: Option<String>,
+    pub url_https: Option<String>,
+    pub url_http: Option<String>,
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_modified_at: i64,
+    pub last_modified_by: String,
+}
+
+const ARTIFACT_COLUMNS: &str = "a.id, a.sm_id, a.filename, a.size, a.sha1, a.md5, a.sha256,
+    a.url_https, a.url_http, a.created_at, a.created_by, a.last_modified_at, a.last_modified_by";
+
+/// An artifact to record (hashes already validated and lower-cased).
+#[derive(Debug, Clone)]
+pub struct NewArtifact {
+    pub filename: String,
+    pub size: i64,
+    pub sha1: String,
+    pub md5: String,
+    pub sha256: Option<String>,
+    pub url_https: Option<String>,
+    pub url_http: Option<String>,
+}
+
+/// Add an artifact to a module of the tenant; a duplicate filename in the module is a conflict.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    sm_id: i64,
+    a: &NewArtifact,
+    user: &str,
+) -> Result<Option<ArtifactRow>> {
+    sqlx::query_as::<_, ArtifactRow>(
+        "INSERT INTO artifact AS a (sm_id, filename, size, sha1, md5, sha256, url_https, url_http,
+                                    created_by, last_modified_by)
+         SELECT m.id, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM software_module m
+         WHERE m.tenant_id = $1 AND m.id = $2
+         RETURNING a.id, a.sm_id, a.filename, a.size, a.sha1, a.md5, a.sha256, a.url_https,
+                   a.url_http, a.created_at, a.created_by, a.last_modified_at, a.last_modified_by",
+    )
+    .bind(tenant.0)
+    .bind(sm_id)
+    .bind(&a.filename)
+    .bind(a.size)
+    .bind(&a.sha1)
+    .bind(&a.md5)
+    .bind(&a.sha256)
+    .bind(&a.url_https)
+    .bind(&a.url_http)
+    .bind(user)
+    .fetch_optional(conn)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!(
+            "artifact {} already exists in software module {sm_id}",
+            a.filename
+        )),
+        other => other,
+    })
+}
+
+/// The artifacts of a module of the tenant, in id order.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    sm_id: i64,
+) -> Result<Vec<ArtifactRow>> {
+    Ok(sqlx::query_as::<_, ArtifactRow>(&format!(
+        "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
+         WHERE m.tenant_id = $1 AND a.sm_id = $2 ORDER BY a.id"
+    ))
+    .bind(tenant.0)
+    .bind(sm_id)
+    .fetch_all(conn)
+    .await?)
+}
+
+/// One artifact of a module of the tenant.
+pub async fn find(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    sm_id: i64,
+    artifact_id: i64,
+) -> Result<Option<ArtifactRow>> {
+    Ok(sqlx::query_as::<_, ArtifactRow>(&format!(
+        "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
+         WHERE m.tenant_id = $1 AND a.sm_id = $2 AND a.id = $3"
+    ))
+    .bind(tenant.0)
+    .bind(sm_id)
+    .bind(artifact_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Remove an artifact of a module of the tenant. False if unknown.
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    sm_id: i64,
+    artifact_id: i64,
+) -> Result<bool> {
+    Ok(sqlx::query(
+        "DELETE FROM artifact a USING software_module m
+         WHERE m.id = a.sm_id AND m.tenant_id = $1 AND a.sm_id = $2 AND a.id = $3",
+    )
+    .bind(tenant.0)
+    .bind(sm_id)
+    .bind(artifact_id)
+    .execute(conn)
+    .await?
+    .rows_affected()
+        > 0)
+}

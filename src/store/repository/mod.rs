@@ -1,0 +1,192 @@
+//! The software repository: module and set types, software modules with their artifacts and
+//! metadata, distribution sets. This module builds the `softwareModules` payload of deployment
+//! messages and answers what an assignment needs to know about a set; the Management API's
+//! reads and writes live in the submodules, one per thing the repository holds. Every
+//! statement is filtered by tenant; child tables (artifacts, metadata, set members) are reached
+//! through their owner's tenant.
+
+pub mod artifacts;
+pub mod metadata;
+pub mod modules;
+pub mod sets;
+pub mod types;
+
+use std::collections::BTreeMap;
+
+use sqlx::PgConnection;
+use sqlx::types::Json;
+
+use super::Result;
+use crate::domain::ids::TenantId;
+
+/// One module of a set as devices see it, with artifacts and target-visible metadata.
+#[derive(Debug, Clone)]
+pub struct ModulePayload {
+    pub ds_id: i64,
+    pub module_id: i64,
+    pub type_key: String,
+    pub version: String,
+    pub encrypted: bool,
+    pub artifacts: Vec<ArtifactPayload>,
+    pub metadata: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct ArtifactPayload {
+    pub sm_id: i64,
+    pub filename: String,
+    pub size: i64,
+    pub sha1: String,
+    pub md5: String,
+    pub last_modified_at: i64,
+    pub url_https: Option<String>,
+    pub url_http: Option<String>,
+}
+
+/// The modules of several distribution sets, keyed by set id (modules in id order), with their
+/// artifacts and target-visible metadata aggregated in the same statement (one round trip on
+/// the path of every deployment that is rendered).
+pub async fn modules_of_sets(
+    conn: &mut PgConnection,
+    ds_ids: &[i64],
+) -> Result<BTreeMap<i64, Vec<ModulePayload>>> {
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        bool,
+        Json<Vec<ArtifactPayload>>,
+        Json<Vec<(String, String)>>,
+    );
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT dm.ds_id, m.id, ty.key, m.version, m.encrypted,
+                COALESCE((SELECT json_agg(json_build_object(
+                              'sm_id', a.sm_id, 'filename', a.filename, 'size', a.size,
+                              'sha1', a.sha1, 'md5', a.md5, 'last_modified_at', a.last_modified_at,
+                              'url_https', a.url_https, 'url_http', a.url_http) ORDER BY a.id)
+                          FROM artifact a WHERE a.sm_id = m.id), '[]'),
+                COALESCE((SELECT json_agg(json_build_array(md.key, md.value) ORDER BY md.key)
+                          FROM software_module_metadata md
+                          WHERE md.sm_id = m.id AND md.target_visible), '[]')
+         FROM distribution_set_module dm
+         JOIN software_module m ON m.id = dm.sm_id
+         JOIN software_module_type ty ON ty.id = m.type_id
+         WHERE dm.ds_id = ANY($1) ORDER BY dm.ds_id, m.id",
+    )
+    .bind(ds_ids)
+    .fetch_all(conn)
+    .await?;
+    let mut out: BTreeMap<i64, Vec<ModulePayload>> = BTreeMap::new();
+    for (ds_id, module_id, type_key, version, encrypted, artifacts, metadata) in rows {
+        out.entry(ds_id).or_default().push(ModulePayload {
+            ds_id,
+            module_id,
+            type_key,
+            version,
+            encrypted,
+            artifacts: artifacts.0,
+            metadata: metadata.0,
+        });
+    }
+    Ok(out)
+}
+
+/// What an assignment needs to know about a set.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SetFacts {
+    pub id: i64,
+    pub valid: bool,
+    pub deleted: bool,
+    pub required_migration_step: bool,
+    /// All mandatory module types of the set's type are present.
+    pub complete: bool,
+}
+
+/// The facts of a set that decide whether it may be assigned, share-locked so that an
+/// invalidation (which locks the set for update) cannot slip in before this transaction ends.
+pub async fn set_facts(
+    conn: &mut PgConnection,
+    tenant: i64,
+    ds_id: i64,
+) -> Result<Option<SetFacts>> {
+    Ok(sqlx::query_as(
+        "SELECT d.id, d.valid, d.deleted, d.required_migration_step,
+                NOT EXISTS (SELECT 1 FROM distribution_set_type_element e
+                            WHERE e.ds_type_id = d.type_id AND e.mandatory
+                              AND NOT EXISTS (SELECT 1 FROM distribution_set_module dm
+                                              JOIN software_module m ON m.id = dm.sm_id
+                                              WHERE dm.ds_id = d.id AND m.type_id = e.sm_type_id)) AS complete
+         FROM distribution_set d WHERE d.tenant_id = $1 AND d.id = $2 FOR SHARE OF d",
+    )
+    .bind(tenant)
+    .bind(ds_id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// The type of a distribution set.
+pub async fn set_type_id(conn: &mut PgConnection, ds_id: i64) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT type_id FROM distribution_set WHERE id = $1")
+            .bind(ds_id)
+            .fetch_one(conn)
+            .await?,
+    )
+}
+
+/// How an entity went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The row is gone.
+    Hard,
+    /// Still referenced (by a set, an action, a target): kept with `deleted = true`.
+    Soft,
+    /// No such entity in the tenant.
+    NotFound,
+}
+
+/// Delete a row in a savepoint; when a foreign key still points at it, mark it deleted instead.
+async fn delete_or_mark(
+    conn: &mut PgConnection,
+    delete_sql: &str,
+    mark_sql: &str,
+    tenant: TenantId,
+    id: i64,
+    user: &str,
+) -> Result<Deletion> {
+    use sqlx::Connection as _;
+    // A savepoint (or a transaction when the caller has none): the failed DELETE must not abort
+    // the caller's transaction.
+    let mut sp = conn.begin().await?;
+    let deleted = sqlx::query(delete_sql)
+        .bind(tenant.0)
+        .bind(id)
+        .execute(&mut *sp)
+        .await;
+    match deleted {
+        Ok(done) => {
+            sp.commit().await?;
+            Ok(if done.rows_affected() > 0 {
+                Deletion::Hard
+            } else {
+                Deletion::NotFound
+            })
+        }
+        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
+            sp.rollback().await?;
+            let marked = sqlx::query(mark_sql)
+                .bind(tenant.0)
+                .bind(id)
+                .bind(user)
+                .execute(conn)
+                .await?;
+            Ok(if marked.rows_affected() > 0 {
+                Deletion::Soft
+            } else {
+                Deletion::NotFound
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
+}

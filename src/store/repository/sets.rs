@@ -1,0 +1,364 @@
+//! Distribution sets: the modules deployed together (rollouts.md §1.3), their content and
+//! locking, and (soft) deletion.
+
+use sqlx::PgConnection;
+
+use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
+use super::{Deletion, delete_or_mark};
+use crate::domain::ids::TenantId;
+use crate::store::filter::{Filter, push_and};
+use crate::store::page::{Listing, PageRequest, SortFields, fetch};
+use crate::store::{Result, StoreError};
+
+/// A distribution set with its type and computed completeness.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SetRow {
+    pub id: i64,
+    pub type_id: i64,
+    pub type_key: String,
+    pub type_name: String,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub required_migration_step: bool,
+    pub locked: bool,
+    pub valid: bool,
+    pub deleted: bool,
+    /// All mandatory module types of the set's type are present.
+    pub complete: bool,
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_modified_at: i64,
+    pub last_modified_by: String,
+}
+
+const SET_COLUMNS: &str = "d.id, d.type_id, dt.key AS type_key, dt.name AS type_name, d.name,
+    d.version, d.description, d.required_migration_step, d.locked, d.valid, d.deleted,
+    NOT EXISTS (SELECT 1 FROM distribution_set_type_element e
+                WHERE e.ds_type_id = d.type_id AND e.mandatory
+                  AND NOT EXISTS (SELECT 1 FROM distribution_set_module dm
+                                  JOIN software_module sm ON sm.id = dm.sm_id
+                                  WHERE dm.ds_id = d.id AND sm.type_id = e.sm_type_id)) AS complete,
+    d.created_at, d.created_by, d.last_modified_at, d.last_modified_by";
+
+/// How set lists sort: API name → column; by id unless asked otherwise.
+pub const SORT: SortFields = SortFields::new(
+    &[
+        ("id", "d.id"),
+        ("name", "d.name"),
+        ("version", "d.version"),
+        ("description", "d.description"),
+        ("type", "dt.key"),
+        ("requiredmigrationstep", "d.required_migration_step"),
+        ("locked", "d.locked"),
+        ("valid", "d.valid"),
+        ("createdat", "d.created_at"),
+        ("createdby", "d.created_by"),
+        ("lastmodifiedat", "d.last_modified_at"),
+        ("lastmodifiedby", "d.last_modified_by"),
+    ],
+    "d.id ASC",
+);
+
+const LIST: Listing = Listing {
+    columns: SET_COLUMNS,
+    from: "distribution_set d JOIN distribution_set_type dt ON dt.id = d.type_id",
+    count_from: "distribution_set d",
+    sort: &SORT,
+};
+
+/// A page of the tenant's (not deleted) distribution sets matching `q`, and their total.
+pub async fn list(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    q: Option<&Filter>,
+    page: &PageRequest,
+) -> Result<(Vec<SetRow>, i64)> {
+    fetch(conn, &LIST, page, |qb| {
+        qb.push("NOT d.deleted AND d.tenant_id = ")
+            .push_bind(tenant.0);
+        push_and(qb, q, "d");
+    })
+    .await
+}
+
+/// One distribution set by id (soft-deleted ones included).
+pub async fn find(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<Option<SetRow>> {
+    Ok(sqlx::query_as::<_, SetRow>(&format!(
+        "SELECT {SET_COLUMNS} FROM distribution_set d
+         JOIN distribution_set_type dt ON dt.id = d.type_id
+         WHERE d.tenant_id = $1 AND d.id = $2"
+    ))
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// Lock a distribution set row for a change of its modules in this transaction.
+pub async fn lock(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<Option<SetRow>> {
+    Ok(sqlx::query_as::<_, SetRow>(&format!(
+        "SELECT {SET_COLUMNS} FROM distribution_set d
+         JOIN distribution_set_type dt ON dt.id = d.type_id
+         WHERE d.tenant_id = $1 AND d.id = $2 FOR UPDATE OF d"
+    ))
+    .bind(tenant.0)
+    .bind(id)
+    .fetch_optional(conn)
+    .await?)
+}
+
+/// A module as a member of a set.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct SetModuleRow {
+    pub ds_id: i64,
+    #[sqlx(flatten)]
+    pub module: ModuleRow,
+}
+
+/// The modules of several sets of the tenant (ordered by set, then module id).
+pub async fn modules_of(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_ids: &[i64],
+) -> Result<Vec<SetModuleRow>> {
+    Ok(sqlx::query_as::<_, SetModuleRow>(&format!(
+        "SELECT dm.ds_id, {MODULE_COLUMNS} FROM distribution_set_module dm
+         JOIN distribution_set d ON d.id = dm.ds_id
+         JOIN software_module m ON m.id = dm.sm_id
+         JOIN software_module_type ty ON ty.id = m.type_id
+         WHERE d.tenant_id = $1 AND dm.ds_id = ANY($2) ORDER BY dm.ds_id, m.id"
+    ))
+    .bind(tenant.0)
+    .bind(ds_ids)
+    .fetch_all(conn)
+    .await?)
+}
+
+const MEMBERS: Listing = Listing {
+    columns: MODULE_COLUMNS,
+    from: "distribution_set_module dm
+          JOIN distribution_set d ON d.id = dm.ds_id
+          JOIN software_module m ON m.id = dm.sm_id
+          JOIN software_module_type ty ON ty.id = m.type_id",
+    count_from: "distribution_set_module dm
+                JOIN distribution_set d ON d.id = dm.ds_id
+                JOIN software_module m ON m.id = dm.sm_id",
+    sort: &MODULE_SORT,
+};
+
+/// A page of the modules of one set matching `q`, and their total, sorted like modules.
+pub async fn list_modules(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_id: i64,
+    q: Option<&Filter>,
+    page: &PageRequest,
+) -> Result<(Vec<ModuleRow>, i64)> {
+    fetch(conn, &MEMBERS, page, |qb| {
+        qb.push("d.tenant_id = ").push_bind(tenant.0);
+        qb.push(" AND dm.ds_id = ").push_bind(ds_id);
+        push_and(qb, q, "m");
+    })
+    .await
+}
+
+/// A distribution set to create.
+#[derive(Debug, Clone)]
+pub struct NewSet {
+    pub type_id: i64,
+    pub name: String,
+    pub version: String,
+    pub description: Option<String>,
+    pub required_migration_step: bool,
+}
+
+/// Insert a distribution set; a duplicate (name, version) is a conflict.
+pub async fn insert(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    s: &NewSet,
+    user: &str,
+) -> Result<i64> {
+    sqlx::query_scalar(
+        "INSERT INTO distribution_set (tenant_id, type_id, name, version, description,
+                                       required_migration_step, created_by, last_modified_by)
+         SELECT $1, dt.id, $3, $4, $5, $6, $7, $7 FROM distribution_set_type dt
+         WHERE dt.tenant_id = $1 AND dt.id = $2
+         RETURNING id",
+    )
+    .bind(tenant.0)
+    .bind(s.type_id)
+    .bind(&s.name)
+    .bind(&s.version)
+    .bind(&s.description)
+    .bind(s.required_migration_step)
+    .bind(user)
+    .fetch_one(conn)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!(
+            "distribution set {}:{} already exists",
+            s.name, s.version
+        )),
+        other => other,
+    })
+}
+
+/// Add modules to a set of the tenant (members already present are kept once).
+pub async fn add_modules(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_id: i64,
+    sm_ids: &[i64],
+    user: &str,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO distribution_set_module (ds_id, sm_id)
+         SELECT d.id, m.id FROM distribution_set d
+         JOIN software_module m ON m.tenant_id = d.tenant_id AND m.id = ANY($3)
+         WHERE d.tenant_id = $1 AND d.id = $2
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(tenant.0)
+    .bind(ds_id)
+    .bind(sm_ids)
+    .execute(&mut *conn)
+    .await?;
+    touch(conn, tenant, ds_id, user).await
+}
+
+/// Remove a module from a set of the tenant. False if it was not a member.
+pub async fn remove_module(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_id: i64,
+    sm_id: i64,
+    user: &str,
+) -> Result<bool> {
+    let removed = sqlx::query(
+        "DELETE FROM distribution_set_module dm USING distribution_set d
+         WHERE d.id = dm.ds_id AND d.tenant_id = $1 AND dm.ds_id = $2 AND dm.sm_id = $3",
+    )
+    .bind(tenant.0)
+    .bind(ds_id)
+    .bind(sm_id)
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        > 0;
+    if removed {
+        touch(conn, tenant, ds_id, user).await?;
+    }
+    Ok(removed)
+}
+
+/// Record a change of a set's content.
+async fn touch(conn: &mut PgConnection, tenant: TenantId, ds_id: i64, user: &str) -> Result<()> {
+    sqlx::query(
+        "UPDATE distribution_set SET last_modified_at = epoch_ms(), last_modified_by = $3,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(ds_id)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Fields a Management API update of a set may change (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct SetUpdate {
+    pub name: Option<String>,
+    pub version: Option<String>,
+    pub description: Option<String>,
+    pub required_migration_step: Option<bool>,
+    pub locked: Option<bool>,
+}
+
+/// Update a set of the tenant; locking it also locks its modules. False if unknown; a
+/// (name, version) taken by another set is a conflict.
+pub async fn update(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: i64,
+    u: &SetUpdate,
+    user: &str,
+) -> Result<bool> {
+    let updated = sqlx::query(
+        "UPDATE distribution_set SET name = COALESCE($3, name), version = COALESCE($4, version),
+                description = COALESCE($5, description),
+                required_migration_step = COALESCE($6, required_migration_step),
+                locked = COALESCE($7, locked),
+                last_modified_at = epoch_ms(), last_modified_by = $8,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE tenant_id = $1 AND id = $2",
+    )
+    .bind(tenant.0)
+    .bind(id)
+    .bind(&u.name)
+    .bind(&u.version)
+    .bind(&u.description)
+    .bind(u.required_migration_step)
+    .bind(u.locked)
+    .bind(user)
+    .execute(&mut *conn)
+    .await
+    .map_err(|e| match StoreError::from(e) {
+        StoreError::Conflict(_) => StoreError::Conflict(format!(
+            "a distribution set named {}:{} already exists",
+            u.name.as_deref().unwrap_or("(unchanged)"),
+            u.version.as_deref().unwrap_or("(unchanged)")
+        )),
+        other => other,
+    })?
+    .rows_affected()
+        > 0;
+    if updated && u.locked == Some(true) {
+        lock_modules(conn, tenant, id, user).await?;
+    }
+    Ok(updated)
+}
+
+/// Lock every module of a set of the tenant (a locked set freezes its modules too).
+pub async fn lock_modules(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_id: i64,
+    user: &str,
+) -> Result<()> {
+    sqlx::query(
+        "UPDATE software_module m SET locked = true, last_modified_at = epoch_ms(),
+                last_modified_by = $3, opt_lock_revision = m.opt_lock_revision + 1
+         FROM distribution_set_module dm
+         WHERE dm.sm_id = m.id AND dm.ds_id = $2 AND m.tenant_id = $1 AND NOT m.locked",
+    )
+    .bind(tenant.0)
+    .bind(ds_id)
+    .bind(user)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Delete a set, or soft-delete it while an action or a target references it.
+pub async fn delete(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    id: i64,
+    user: &str,
+) -> Result<Deletion> {
+    delete_or_mark(
+        conn,
+        "DELETE FROM distribution_set WHERE tenant_id = $1 AND id = $2",
+        "UPDATE distribution_set SET deleted = true, last_modified_at = epoch_ms(),
+                last_modified_by = $3, opt_lock_revision = opt_lock_revision + 1
+         WHERE tenant_id = $1 AND id = $2",
+        tenant,
+        id,
+        user,
+    )
+    .await
+}
