@@ -40,14 +40,6 @@ pub fn router() -> Router<ApiState> {
         )
 }
 
-async fn conn(s: &ApiState) -> ApiResult<sqlx::pool::PoolConnection<sqlx::Postgres>> {
-    s.engine
-        .pool()
-        .acquire()
-        .await
-        .map_err(|e| ApiError::Unavailable(e.into()))
-}
-
 fn progress_json(p: &Progress) -> Value {
     json!({
         "notstarted": p.notstarted, "scheduled": p.scheduled, "running": p.running,
@@ -181,37 +173,37 @@ async fn list(
         }
     };
     let q = page.filter(Entity::Rollout)?;
-    let order = page.order_by(store::SORT_FIELDS, "r.id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = store::list(
-        &mut c,
-        caller.tenant,
-        q.as_ref(),
-        mode,
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
-    let mut content = Vec::with_capacity(rows.len());
-    for r in &rows {
-        if page.full() {
-            let groups = store::groups(&mut c, r.id).await?;
-            content.push(rollout_json(r, Some(&groups), &base));
-        } else {
-            content.push(rollout_json(r, None, &base));
-        }
-    }
+    let request = page.request(&store::SORT)?;
+    let full = page.full();
+    let (content, total) =
+        s.db.run(async |c| {
+            let (rows, total) = store::list(c, caller.tenant, q.as_ref(), mode, &request).await?;
+            let mut content = Vec::with_capacity(rows.len());
+            for r in &rows {
+                let groups = match full {
+                    true => Some(store::groups(c, r.id).await?),
+                    false => None,
+                };
+                content.push(rollout_json(r, groups.as_deref(), &base));
+            }
+            Ok::<_, ApiError>((content, total))
+        })
+        .await?;
     Ok(Json(paged(content, total)))
 }
 
 async fn load(s: &ApiState, caller: &Caller, id: RolloutId) -> ApiResult<(Rollout, Vec<Group>)> {
-    let mut c = conn(s).await?;
-    let r = store::find(&mut c, caller.tenant, id)
+    s.db.run(async |c| {
+        let r = find(c, caller, id).await?;
+        Ok((r, store::groups(c, id).await?))
+    })
+    .await
+}
+
+async fn find(c: &mut sqlx::PgConnection, caller: &Caller, id: RolloutId) -> ApiResult<Rollout> {
+    store::find(c, caller.tenant, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))?;
-    let groups = store::groups(&mut c, id).await?;
-    Ok((r, groups))
+        .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))
 }
 
 async fn one(
@@ -511,8 +503,9 @@ async fn retry(
 }
 
 async fn confirmation_flow(s: &ApiState, caller: &Caller) -> ApiResult<bool> {
-    let mut c = conn(s).await?;
-    let cfg = tenants::configs(&mut c, caller.tenant).await?;
+    let cfg =
+        s.db.run(async |c| tenants::configs(c, caller.tenant).await)
+            .await?;
     Ok(cfg
         .get(config_keys::CONFIRMATION_FLOW)
         .and_then(Value::as_bool)
@@ -528,14 +521,14 @@ async fn groups(
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_ROLLOUT])?;
     let q = page.filter(Entity::RolloutGroup)?;
-    let order = page.order_by(store::GROUP_SORT_FIELDS, "g.id ASC")?;
+    let request = page.request(&store::GROUP_SORT)?;
     let flow = confirmation_flow(&s, &caller).await?;
-    let mut c = conn(&s).await?;
-    let r = store::find(&mut c, caller.tenant, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))?;
-    let (rows, total) =
-        store::list_groups(&mut c, id, q.as_ref(), &order, page.offset(), page.limit()).await?;
+    let (r, (rows, total)) =
+        s.db.run(async |c| {
+            let r = find(c, &caller, id).await?;
+            Ok::<_, ApiError>((r, store::list_groups(c, id, q.as_ref(), &request).await?))
+        })
+        .await?;
     let content = rows
         .iter()
         .map(|g| group_json(&r, g, page.full(), flow, &base))
@@ -579,18 +572,11 @@ async fn group_targets(
     caller.require(&[Permission::READ_ROLLOUT, Permission::READ_TARGET])?;
     find_group(&s, &caller, id, group).await?;
     let q = page.filter(Entity::Target)?;
-    let order = page.order_by(crate::store::targets::SORT_FIELDS, "t.controller_id ASC")?;
-    let mut c = conn(&s).await?;
-    let (rows, total) = store::group_targets(
-        &mut c,
-        caller.tenant,
-        group,
-        q.as_ref(),
-        &order,
-        page.offset(),
-        page.limit(),
-    )
-    .await?;
+    let request = page.request(&crate::store::targets::SORT)?;
+    let (rows, total) = s
+        .db
+        .run(async |c| store::group_targets(c, caller.tenant, group, q.as_ref(), &request).await)
+        .await?;
     let content = rows
         .iter()
         .map(|t| super::targets::target_json(t, &base, &caller))
@@ -604,11 +590,14 @@ async fn set_statistics(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_REPOSITORY])?;
-    let mut c = conn(&s).await?;
-    crate::store::repository::set_facts(&mut c, caller.tenant.0, id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("distribution set {id} not found")))?;
-    let stats = store::statistics_of_set(&mut c, caller.tenant, id).await?;
+    let stats =
+        s.db.run(async |c| {
+            crate::store::repository::set_facts(c, caller.tenant.0, id)
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("distribution set {id} not found")))?;
+            Ok::<_, ApiError>(store::statistics_of_set(c, caller.tenant, id).await?)
+        })
+        .await?;
     let mut v = json!({});
     if !stats.is_empty() {
         let mut rollouts = serde_json::Map::new();

@@ -8,6 +8,9 @@ use crate::domain::ids::{GroupId, RolloutId, TenantId};
 use crate::domain::rollout::{Group, Rollout};
 use crate::store::Result;
 use crate::store::filter::Filter;
+use crate::store::filter::push_and;
+use crate::store::page::{Listing, PageRequest, SortFields, fetch};
+use crate::store::targets;
 
 /// `soft_deleted_mode` of rollout lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,24 +20,35 @@ pub enum DeletedMode {
     Include,
 }
 
-/// Sortable rollout fields: API name → column. `status` sorts by hawkBit's stored code.
-pub const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "r.id"),
-    ("name", "r.name"),
-    ("description", "r.description"),
-    ("createdat", "r.created_at"),
-    ("createdby", "r.created_by"),
-    ("lastmodifiedat", "r.last_modified_at"),
-    ("lastmodifiedby", "r.last_modified_by"),
-    (
-        "status",
-        "CASE r.status WHEN 'CREATING' THEN 0 WHEN 'READY' THEN 1 WHEN 'PAUSED' THEN 2
-         WHEN 'STARTING' THEN 3 WHEN 'STOPPED' THEN 4 WHEN 'RUNNING' THEN 5 WHEN 'FINISHED' THEN 6
-         WHEN 'DELETING' THEN 9 WHEN 'DELETED' THEN 10 WHEN 'WAITING_FOR_APPROVAL' THEN 11
-         WHEN 'APPROVAL_DENIED' THEN 12 ELSE 13 END",
-    ),
-    ("totaltargets", "r.total_targets"),
-];
+/// Sortable rollout fields: API name → column. `status` sorts by hawkBit's stored code
+/// (`RolloutStatus::code`, checked by a test below).
+pub const SORT: SortFields = SortFields::new(
+    &[
+        ("id", "r.id"),
+        ("name", "r.name"),
+        ("description", "r.description"),
+        ("createdat", "r.created_at"),
+        ("createdby", "r.created_by"),
+        ("lastmodifiedat", "r.last_modified_at"),
+        ("lastmodifiedby", "r.last_modified_by"),
+        ("status", STATUS_CODE),
+        ("totaltargets", "r.total_targets"),
+    ],
+    "r.id ASC",
+);
+
+const STATUS_CODE: &str = "CASE r.status WHEN 'CREATING' THEN 0 WHEN 'READY' THEN 1 \
+    WHEN 'PAUSED' THEN 2 WHEN 'STARTING' THEN 3 WHEN 'STOPPED' THEN 4 WHEN 'RUNNING' THEN 5 \
+    WHEN 'FINISHED' THEN 6 WHEN 'DELETING' THEN 9 WHEN 'DELETED' THEN 10 \
+    WHEN 'WAITING_FOR_APPROVAL' THEN 11 WHEN 'APPROVAL_DENIED' THEN 12 \
+    WHEN 'STOPPING' THEN 13 END";
+
+const LIST: Listing = Listing {
+    columns: COLUMNS,
+    from: FROM,
+    count_from: "rollout r",
+    sort: &SORT,
+};
 
 /// A page of the tenant's rollouts.
 pub async fn list(
@@ -42,103 +56,55 @@ pub async fn list(
     tenant: TenantId,
     q: Option<&Filter>,
     mode: DeletedMode,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<Rollout>, i64)> {
-    let condition = |qb: &mut QueryBuilder<'_, Postgres>| {
-        qb.push(" WHERE r.tenant_id = ").push_bind(tenant.0);
+    let (rows, total) = fetch(conn, &LIST, page, |qb| {
+        qb.push("r.tenant_id = ").push_bind(tenant.0);
         match mode {
             DeletedMode::Exclude => qb.push(" AND NOT r.deleted"),
             DeletedMode::Only => qb.push(" AND r.deleted"),
             DeletedMode::Include => qb.push(""),
         };
-        if let Some(f) = q {
-            qb.push(" AND ");
-            f.push_sql(qb, "r");
-        }
-    };
-    let (rows, total) = page(conn, COLUMNS, FROM, condition, order_by, offset, limit).await?;
+        push_and(qb, q, "r");
+    })
+    .await?;
     Ok((rollouts(rows)?, total))
 }
 
-/// A page of rows `SELECT <columns> FROM <from> <condition> ORDER BY ... OFFSET ... LIMIT ...`
-/// and the total count under the same condition.
-async fn page<T>(
-    conn: &mut PgConnection,
-    columns: &str,
-    from: &str,
-    condition: impl Fn(&mut QueryBuilder<'_, Postgres>),
-    order_by: &str,
-    offset: i64,
-    limit: i64,
-) -> Result<(Vec<T>, i64)>
-where
-    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
-{
-    let mut qb = QueryBuilder::new(format!("SELECT {columns} FROM {from}"));
-    condition(&mut qb);
-    qb.push(format!(" ORDER BY {order_by} OFFSET "))
-        .push_bind(offset)
-        .push(" LIMIT ")
-        .push_bind(limit);
-    let rows = qb.build_query_as().fetch_all(&mut *conn).await?;
-    let mut qb = QueryBuilder::new(format!("SELECT count(*) FROM {from}"));
-    condition(&mut qb);
-    let total = qb.build_query_scalar().fetch_one(conn).await?;
-    Ok((rows, total))
-}
-
-/// Every group of a rollout in id order.
-pub async fn groups(conn: &mut PgConnection, rollout: RolloutId) -> Result<Vec<Group>> {
-    groups_of(
-        sqlx::query_as(&format!(
-            "SELECT {GROUP_COLUMNS} FROM rollout_group g WHERE g.rollout_id = $1 ORDER BY g.id"
-        ))
-        .bind(rollout.0)
-        .fetch_all(conn)
-        .await?,
-    )
-}
-
 /// Sortable group fields (hawkBit validates group sorting against rollout fields, §9.2).
-pub const GROUP_SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "g.id"),
-    ("name", "g.name"),
-    ("description", "g.description"),
-    ("createdat", "g.created_at"),
-    ("createdby", "g.created_by"),
-    ("lastmodifiedat", "g.last_modified_at"),
-    ("lastmodifiedby", "g.last_modified_by"),
-    ("status", "g.status"),
-    ("totaltargets", "g.total_targets"),
-];
+pub const GROUP_SORT: SortFields = SortFields::new(
+    &[
+        ("id", "g.id"),
+        ("name", "g.name"),
+        ("description", "g.description"),
+        ("createdat", "g.created_at"),
+        ("createdby", "g.created_by"),
+        ("lastmodifiedat", "g.last_modified_at"),
+        ("lastmodifiedby", "g.last_modified_by"),
+        ("status", "g.status"),
+        ("totaltargets", "g.total_targets"),
+    ],
+    "g.id ASC",
+);
+
+const GROUP_LIST: Listing = Listing {
+    columns: GROUP_COLUMNS,
+    from: "rollout_group g",
+    count_from: "rollout_group g",
+    sort: &GROUP_SORT,
+};
 
 /// A page of a rollout's groups.
 pub async fn list_groups(
     conn: &mut PgConnection,
     rollout: RolloutId,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
+    page: &PageRequest,
 ) -> Result<(Vec<Group>, i64)> {
-    let condition = |qb: &mut QueryBuilder<'_, Postgres>| {
-        qb.push(" WHERE g.rollout_id = ").push_bind(rollout.0);
-        if let Some(f) = q {
-            qb.push(" AND ");
-            f.push_sql(qb, "g");
-        }
-    };
-    let (rows, total) = page(
-        conn,
-        GROUP_COLUMNS,
-        "rollout_group g",
-        condition,
-        order_by,
-        offset,
-        limit,
-    )
+    let (rows, total) = fetch(conn, &GROUP_LIST, page, |qb| {
+        qb.push("g.rollout_id = ").push_bind(rollout.0);
+        push_and(qb, q, "g");
+    })
     .await?;
     Ok((groups_of(rows)?, total))
 }
@@ -170,34 +136,39 @@ pub async fn statistics_of_set(
     .await?)
 }
 
+const GROUP_TARGETS: Listing = Listing {
+    columns: targets::COLUMNS,
+    from: "target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
+    count_from: "target t",
+    sort: &targets::SORT,
+};
+
 /// A page of a group's targets: its members and the targets of its actions (§12 #16).
 pub async fn group_targets(
     conn: &mut PgConnection,
     tenant: TenantId,
     group: GroupId,
     q: Option<&Filter>,
-    order_by: &str,
-    offset: i64,
-    limit: i64,
-) -> Result<(Vec<crate::store::targets::TargetRow>, i64)> {
-    let condition = |qb: &mut QueryBuilder<'_, Postgres>| {
-        qb.push(" WHERE t.tenant_id = ")
-            .push_bind(tenant.0)
-            .push(" AND ");
+    page: &PageRequest,
+) -> Result<(Vec<targets::TargetRow>, i64)> {
+    fetch(conn, &GROUP_TARGETS, page, |qb| {
+        qb.push("t.tenant_id = ").push_bind(tenant.0).push(" AND ");
         push_group_targets(qb, group);
-        if let Some(f) = q {
-            qb.push(" AND ");
-            f.push_sql(qb, "t");
-        }
-    };
-    page(
-        conn,
-        crate::store::targets::COLUMNS,
-        "target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-        condition,
-        order_by,
-        offset,
-        limit,
-    )
+        push_and(qb, q, "t");
+    })
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::rollout::RolloutStatus;
+
+    #[test]
+    fn the_status_sort_orders_by_hawkbits_codes() {
+        for s in RolloutStatus::ALL {
+            let arm = format!("WHEN '{}' THEN {} ", s.as_db(), s.code());
+            assert!(format!("{STATUS_CODE} ").contains(&arm), "{arm}");
+        }
+    }
 }

@@ -503,6 +503,18 @@ pub async fn with_work(conn: &mut PgConnection) -> Result<Vec<RolloutId>> {
     Ok(ids.into_iter().map(RolloutId).collect())
 }
 
+/// Every group of a rollout in id order.
+pub async fn groups(conn: &mut PgConnection, rollout: RolloutId) -> Result<Vec<Group>> {
+    groups_of(
+        sqlx::query_as(&format!(
+            "SELECT {GROUP_COLUMNS} FROM rollout_group g WHERE g.rollout_id = $1 ORDER BY g.id"
+        ))
+        .bind(rollout.0)
+        .fetch_all(conn)
+        .await?,
+    )
+}
+
 /// Set the status of a rollout.
 pub async fn set_status(
     conn: &mut PgConnection,
