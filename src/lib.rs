@@ -3,14 +3,18 @@
 //!
 //! Layers (dependencies point inward):
 //!
-//! * [`domain`] — pure rules and state machines; no I/O, no clock.
+//! * [`domain`] — pure rules and state machines; no I/O, no clock. The rollout machine
+//!   (`domain::rollout::machine::step`) decides every rollout transition and returns commands.
 //! * [`dmf`] — the wire protocol: serde types mirroring `amqp-schemas/`, the envelope codec.
 //! * [`store`] — owns every SQL statement; functions take `&mut PgConnection` so the engine
-//!   composes them in one transaction.
+//!   composes them in one transaction; rows stay private and convert to domain types.
+//!   [`store::Db`] lets the API run store functions without holding the pool.
 //! * [`engine`] — use cases: apply a batch of inbound DMF messages, assign, cancel, render
-//!   outbound messages; state changes and their outbox rows commit together.
+//!   outbound messages; state changes and their outbox rows commit together. `engine::rollouts`
+//!   is the rollout machine's one interpreter (`effects.rs` performs its commands).
 //! * [`amqp`] — thin lapin adapter: topology, the batching consumer, the outbox publisher.
-//! * [`api`] — axum: the hawkBit-compatible Management API and `/health`.
+//! * [`api`] — axum: the hawkBit-compatible Management API and `/health`; `api::common` holds
+//!   the shapes every resource shares (list, get one, update, add/remove members).
 //! * [`app`] wires them together; [`config`] and [`telemetry`] are read once at start.
 //! * [`sim`] — `simulate`: a fleet of virtual devices behind one DMF connector (for demos and
 //!   load); [`demo`] runs the service, a fleet and a rollout in one process.
