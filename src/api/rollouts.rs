@@ -200,6 +200,17 @@ async fn load(s: &ApiState, caller: &Caller, id: RolloutId) -> ApiResult<(Rollou
     .await
 }
 
+/// The full representation of a rollout (§9.4).
+async fn full(
+    s: &ApiState,
+    caller: &Caller,
+    id: RolloutId,
+    base: &BaseUrl,
+) -> ApiResult<Json<Value>> {
+    let (r, groups) = load(s, caller, id).await?;
+    Ok(Json(rollout_json(&r, Some(&groups), base)))
+}
+
 async fn find(c: &mut sqlx::PgConnection, caller: &Caller, id: RolloutId) -> ApiResult<Rollout> {
     store::find(c, caller.tenant, id)
         .await?
@@ -213,8 +224,7 @@ async fn one(
     base: BaseUrl,
 ) -> ApiResult<Json<Value>> {
     caller.require(&[Permission::READ_ROLLOUT])?;
-    let (r, groups) = load(&s, &caller, id).await?;
-    Ok(Json(rollout_json(&r, Some(&groups), &base)))
+    full(&s, &caller, id, &base).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -358,11 +368,7 @@ async fn create(
             caller.name(),
         )
         .await?;
-    let (r, groups) = load(&s, &caller, id).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(rollout_json(&r, Some(&groups), &base)),
-    ))
+    Ok((StatusCode::CREATED, full(&s, &caller, id, &base).await?))
 }
 
 #[derive(Debug, Deserialize)]
@@ -388,8 +394,7 @@ async fn update(
             caller.name(),
         )
         .await?;
-    let (r, groups) = load(&s, &caller, id).await?;
-    Ok(Json(rollout_json(&r, Some(&groups), &base)))
+    full(&s, &caller, id, &base).await
 }
 
 /// The operation a `POST /rollouts/{id}/{op}` names, with the permission it needs (§9.2;
@@ -495,11 +500,7 @@ async fn retry(
             caller.name(),
         )
         .await?;
-    let (r, groups) = load(&s, &caller, new).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(rollout_json(&r, Some(&groups), &base)),
-    ))
+    Ok((StatusCode::CREATED, full(&s, &caller, new, &base).await?))
 }
 
 async fn confirmation_flow(s: &ApiState, caller: &Caller) -> ApiResult<bool> {

@@ -25,6 +25,21 @@ pub enum Operation {
     Retry,
 }
 
+impl Operation {
+    pub const ALL: [Operation; 10] = [
+        Self::Start,
+        Self::Pause,
+        Self::Resume,
+        Self::Stop,
+        Self::Delete,
+        Self::Approve,
+        Self::Deny,
+        Self::TriggerNextGroup,
+        Self::Update,
+        Self::Retry,
+    ];
+}
+
 /// Where an activation's deployment messages are rendered, and so how many it takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Lane {

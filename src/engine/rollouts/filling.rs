@@ -27,6 +27,11 @@ pub(super) fn base_filter(r: &Rollout) -> Result<Option<Filter>, EngineError> {
     ))
 }
 
+/// The two filters a group's eligible targets match: the rollout's and the group's own.
+fn filters(r: &Rollout, g: &Group) -> Result<[Option<Filter>; 2], EngineError> {
+    Ok([base_filter(r)?, group_filter(g)?])
+}
+
 fn group_filter(g: &Group) -> Result<Option<Filter>, EngineError> {
     if !g.has_filter() {
         return Ok(None);
@@ -50,15 +55,8 @@ impl Engine {
             return Ok((0, false));
         };
         let g = &groups[pos];
-        let base = base_filter(r)?;
-        let gf = group_filter(g)?;
-        let e = Eligible {
-            tenant: r.tenant.0,
-            rollout: r,
-            base: base.as_ref(),
-            group: gf.as_ref(),
-            cutoff: true,
-        };
+        let [base, own] = filters(r, g)?;
+        let e = Eligible::new(r, base.as_ref(), own.as_ref(), true);
         // Groups that share the empty filter with every earlier group take the eligible targets
         // in id order one after the other: their sizes follow from one count, and each group
         // continues after the highest member so far (no re-scan of earlier members).
@@ -166,15 +164,8 @@ impl Engine {
         want: i64,
         cfg: Flags,
     ) -> Result<i64, EngineError> {
-        let base = base_filter(r)?;
-        let gf = group_filter(g)?;
-        let e = Eligible {
-            tenant: r.tenant.0,
-            rollout: r,
-            base: base.as_ref(),
-            group: gf.as_ref(),
-            cutoff: false,
-        };
+        let [base, own] = filters(r, g)?;
+        let e = Eligible::new(r, base.as_ref(), own.as_ref(), false);
         let ids = store::enrol_dynamic(conn, &e, g.id, want, !cfg.multi).await?;
         if !ids.is_empty() {
             tracing::info!(

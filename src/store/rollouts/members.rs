@@ -19,7 +19,22 @@ pub struct Eligible<'a> {
     pub cutoff: bool,
 }
 
-impl Eligible<'_> {
+impl<'a> Eligible<'a> {
+    pub fn new(
+        rollout: &'a Rollout,
+        base: Option<&'a Filter>,
+        group: Option<&'a Filter>,
+        cutoff: bool,
+    ) -> Self {
+        Self {
+            tenant: rollout.tenant.0,
+            rollout,
+            base,
+            group,
+            cutoff,
+        }
+    }
+
     /// Push the WHERE conditions over `target t`.
     fn push(&self, qb: &mut QueryBuilder<'_, Postgres>) {
         qb.push(" t.tenant_id = ").push_bind(self.tenant);

@@ -376,20 +376,30 @@ pub async fn insert_groups(
     Ok(ids)
 }
 
+/// One rollout by id, of the tenant when one is given, read as `lock` says.
+async fn one(
+    conn: &mut PgConnection,
+    tenant: Option<TenantId>,
+    id: RolloutId,
+    lock: &str,
+) -> Result<Option<Rollout>> {
+    let row: Option<RolloutRow> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM {FROM} WHERE r.id = $1 AND ($2::bigint IS NULL OR r.tenant_id = $2) {lock}"
+    ))
+    .bind(id.0)
+    .bind(tenant.map(|t| t.0))
+    .fetch_optional(conn)
+    .await?;
+    row.map(Rollout::try_from).transpose()
+}
+
 /// A rollout of the tenant.
 pub async fn find(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: RolloutId,
 ) -> Result<Option<Rollout>> {
-    let row: Option<RolloutRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE r.tenant_id = $1 AND r.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id.0)
-    .fetch_optional(conn)
-    .await?;
-    row.map(Rollout::try_from).transpose()
+    one(conn, Some(tenant), id, "").await
 }
 
 /// Lock a rollout of the tenant for a state change (waits for the current holder).
@@ -398,25 +408,12 @@ pub async fn lock(
     tenant: TenantId,
     id: RolloutId,
 ) -> Result<Option<Rollout>> {
-    let row: Option<RolloutRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE r.tenant_id = $1 AND r.id = $2 FOR UPDATE OF r"
-    ))
-    .bind(tenant.0)
-    .bind(id.0)
-    .fetch_optional(conn)
-    .await?;
-    row.map(Rollout::try_from).transpose()
+    one(conn, Some(tenant), id, "FOR UPDATE OF r").await
 }
 
 /// Lock a rollout for one executor step unless another worker holds it.
 pub async fn try_lock(conn: &mut PgConnection, id: RolloutId) -> Result<Option<Rollout>> {
-    let row: Option<RolloutRow> = sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM {FROM} WHERE r.id = $1 FOR UPDATE OF r SKIP LOCKED"
-    ))
-    .bind(id.0)
-    .fetch_optional(conn)
-    .await?;
-    row.map(Rollout::try_from).transpose()
+    one(conn, None, id, "FOR UPDATE OF r SKIP LOCKED").await
 }
 
 /// Lock the rollouts that own any of these actions, in id order (rollout rows before action

@@ -225,21 +225,8 @@ impl World {
 }
 
 fn arb_input() -> impl Strategy<Value = Input> {
-    use Operation::*;
     prop_oneof![
-        prop::sample::select(vec![
-            Start,
-            Pause,
-            Resume,
-            Stop,
-            Delete,
-            Approve,
-            Deny,
-            TriggerNextGroup,
-            Update,
-            Retry
-        ])
-        .prop_map(Input::Op),
+        prop::sample::select(Operation::ALL.to_vec()).prop_map(Input::Op),
         Just(Input::Tick),
         Just(Input::Tick),
         Just(Input::Tick),
