@@ -41,7 +41,7 @@ use crate::store::filter::{Entity, Filter};
 pub struct ApiState {
     pub engine: Arc<Engine>,
     pub users: Arc<crate::auth::Users>,
-    pub health: Arc<crate::app::Health>,
+    pub health: Arc<crate::health::Health>,
 }
 
 pub fn router(state: ApiState) -> Router {
