@@ -116,6 +116,13 @@ pub enum ActionType {
 }
 
 impl ActionType {
+    pub const ALL: [ActionType; 4] = [
+        Self::Forced,
+        Self::Soft,
+        Self::TimeForced,
+        Self::DownloadOnly,
+    ];
+
     pub fn as_db(self) -> &'static str {
         match self {
             Self::Forced => "FORCED",
@@ -847,12 +854,7 @@ mod tests {
         prop::sample::select(ReportStatus::ALL.to_vec())
     }
     fn any_type() -> impl Strategy<Value = ActionType> {
-        prop::sample::select(vec![
-            ActionType::Forced,
-            ActionType::Soft,
-            ActionType::TimeForced,
-            ActionType::DownloadOnly,
-        ])
+        prop::sample::select(ActionType::ALL.to_vec())
     }
 
     proptest! {

@@ -13,5 +13,6 @@ mod rollouts;
 mod schemas;
 mod simulate;
 mod statistics;
+mod status_lists;
 mod target_types;
 mod ui;

@@ -71,6 +71,17 @@ impl TestDb {
         }
     }
 
+    /// A fresh database with every migration applied, as `dmf-broker migrate` leaves it.
+    pub async fn migrated() -> Self {
+        let db = Self::new("dmf_test");
+        let args = dmf_broker::config::DatabaseArgs {
+            database_url: db.url(),
+            database_pool: 2,
+        };
+        dmf_broker::app::migrate(&args).await.expect("migrations");
+        db
+    }
+
     pub fn url(&self) -> String {
         format!("{PG}/{}", self.name)
     }
