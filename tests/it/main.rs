@@ -6,6 +6,7 @@ mod dmf;
 mod flows;
 mod helpers;
 mod invalidation;
+mod layers;
 mod query;
 mod repository;
 mod resilience;
