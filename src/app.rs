@@ -4,7 +4,6 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -18,28 +17,13 @@ use crate::auth::Users;
 use crate::config::{DatabaseArgs, ServeArgs};
 use crate::domain::ids::TenantName;
 use crate::engine::{Engine, EngineSettings};
+use crate::health::Health;
 use crate::{amqp, store};
 
 /// How often planner statistics of the hot tables are checked (see store::statistics).
 const STATISTICS_EVERY: Duration = Duration::from_secs(5);
 /// How long after a bulk write the statistics refresh looks (the write's step commits first).
 const GROWTH_SETTLE: Duration = Duration::from_millis(100);
-
-/// Liveness of the broker connection, for `/health`.
-#[derive(Debug, Default)]
-pub struct Health {
-    amqp: AtomicBool,
-}
-
-impl Health {
-    pub fn set_amqp(&self, up: bool) {
-        self.amqp.store(up, Ordering::Relaxed);
-    }
-
-    pub fn amqp_up(&self) -> bool {
-        self.amqp.load(Ordering::Relaxed)
-    }
-}
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]

@@ -293,6 +293,12 @@ pub struct SimulateArgs {
 }
 
 impl SimulateArgs {
+    /// Characters allowed in a prefix: they appear unescaped in the simulator's JSON bodies and
+    /// must be legal in a controllerId (no whitespace).
+    pub fn valid_prefix_char(c: char) -> bool {
+        c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
+    }
+
     /// Checks that need more than clap's parsing. The message names the setting.
     pub fn validate(&self) -> Result<(), String> {
         for (name, v) in [
@@ -307,12 +313,7 @@ impl SimulateArgs {
         if self.devices == 0 {
             return Err("DMF_SIM_DEVICES must be at least 1".into());
         }
-        if !self
-            .prefix
-            .chars()
-            .all(crate::sim::fleet::valid_prefix_char)
-            || self.prefix.len() > 200
-        {
+        if !self.prefix.chars().all(Self::valid_prefix_char) || self.prefix.len() > 200 {
             return Err(format!(
                 "DMF_SIM_PREFIX may only hold ASCII letters, digits and - _ . : (at most 200), not {:?}",
                 self.prefix

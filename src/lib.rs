@@ -15,6 +15,8 @@
 //! * [`amqp`] — thin lapin adapter: topology, the batching consumer, the outbox publisher.
 //! * [`api`] — axum: the hawkBit-compatible Management API and `/health`; `api::common` holds
 //!   the shapes every resource shares (list, get one, update, add/remove members).
+//! * [`health`] — the broker liveness `amqp` records and `/health` reports (a leaf, so that
+//!   `app`, `amqp` and `api` import it rather than each other).
 //! * [`app`] wires them together; [`config`] and [`telemetry`] are read once at start.
 //! * [`sim`] — `simulate`: a fleet of virtual devices behind one DMF connector (for demos and
 //!   load); [`demo`] runs the service, a fleet and a rollout in one process.
@@ -31,6 +33,7 @@ pub mod demo;
 pub mod dmf;
 pub mod domain;
 pub mod engine;
+pub mod health;
 pub mod shutdown;
 pub mod sim;
 pub mod store;

@@ -14,9 +14,9 @@ use std::time::Duration;
 use lapin::{Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
-use crate::app::Health;
 use crate::config::AmqpArgs;
 use crate::engine::Engine;
+use crate::health::Health;
 
 /// A broker failure. Every one is transient from the service's point of view: reconnect.
 #[derive(Debug, thiserror::Error)]

@@ -45,7 +45,7 @@ pub struct ApiState {
     /// What handlers read and change the store through (never the engine's pool).
     pub db: Db,
     pub users: Arc<crate::auth::Users>,
-    pub health: Arc<crate::app::Health>,
+    pub health: Arc<crate::health::Health>,
 }
 
 pub fn router(state: ApiState) -> Router {

@@ -4,8 +4,10 @@
 //! AMQP headers, properties and bytes.
 //!
 //! This module holds no logic beyond parsing and encoding: it never touches the database or the
-//! broker, and it knows nothing about targets or actions beyond their wire shapes.
+//! broker, and it knows nothing about targets or actions beyond their wire shapes. [`convert`]
+//! turns wire values into the `domain` types they stand for.
 
+pub mod convert;
 pub mod envelope;
 pub mod inbound;
 pub mod lenient;

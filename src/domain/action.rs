@@ -5,8 +5,6 @@
 //! should be sent its current action again — or the reason the report is refused (which the DMF
 //! adapter turns into a dead letter). It is pure; the engine persists what it returns.
 
-use crate::dmf::inbound::ReportedStatus;
-
 use super::Invalid;
 
 /// Server-generated history messages carry this prefix [hB].
@@ -118,6 +116,13 @@ pub enum ActionType {
 }
 
 impl ActionType {
+    pub const ALL: [ActionType; 4] = [
+        Self::Forced,
+        Self::Soft,
+        Self::TimeForced,
+        Self::DownloadOnly,
+    ];
+
     pub fn as_db(self) -> &'static str {
         match self {
             Self::Forced => "FORCED",
@@ -158,6 +163,40 @@ impl ActionType {
     }
 }
 
+/// The status a device reports for its action (dmf-protocol.md §3.4): the eleven values of DMF's
+/// `actionStatus`, as the domain sees them. The DMF adapter converts the wire type into this one
+/// (`dmf::convert`), so the rules here know nothing of the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReportStatus {
+    Download,
+    Retrieved,
+    Running,
+    Warning,
+    Downloaded,
+    Finished,
+    Error,
+    Canceled,
+    CancelRejected,
+    Confirmed,
+    Denied,
+}
+
+impl ReportStatus {
+    pub const ALL: [ReportStatus; 11] = [
+        Self::Download,
+        Self::Retrieved,
+        Self::Running,
+        Self::Warning,
+        Self::Downloaded,
+        Self::Finished,
+        Self::Error,
+        Self::Canceled,
+        Self::CancelRejected,
+        Self::Confirmed,
+        Self::Denied,
+    ];
+}
+
 /// The part of an action a report depends on and changes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ActionState {
@@ -170,7 +209,7 @@ pub struct ActionState {
 /// A device report, parsed and validated at the edge.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Report {
-    pub status: ReportedStatus,
+    pub status: ReportStatus,
     pub messages: Vec<String>,
     pub code: Option<i32>,
     pub correlation_id: Option<String>,
@@ -224,9 +263,9 @@ pub struct ReportOutcome {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ReportRejected {
     #[error("{0:?} for action that is not being cancelled")]
-    NotCanceling(ReportedStatus),
+    NotCanceling(ReportStatus),
     #[error("{0:?} for action in status {1:?}")]
-    WrongState(ReportedStatus, ActionStatus),
+    WrongState(ReportStatus, ActionStatus),
     #[error("history quota exceeded: action has {MAX_INTERMEDIATE_REPORTS} status entries")]
     HistoryQuota,
     #[error("history quota exceeded: more than {MAX_MESSAGES_PER_ENTRY} messages in one entry")]
@@ -238,8 +277,8 @@ pub enum ReportRejected {
 /// Progress reports (DOWNLOAD, RETRIEVED, RUNNING, WARNING): on an active action they only
 /// append history and count as intermediate reports — status, target and what is sent stay as
 /// they are, whatever the tenant's settings (the report path then leaves the target alone).
-pub fn is_progress(status: ReportedStatus) -> bool {
-    use ReportedStatus as R;
+pub fn is_progress(status: ReportStatus) -> bool {
+    use ReportStatus as R;
     matches!(status, R::Download | R::Retrieved | R::Running | R::Warning)
 }
 
@@ -249,7 +288,7 @@ pub fn apply_report(
     report: &Report,
     ctx: ReportContext,
 ) -> Result<ReportOutcome, ReportRejected> {
-    use ReportedStatus as R;
+    use ReportStatus as R;
 
     if report.messages.iter().any(|m| contains_markup(m)) {
         return Err(ReportRejected::Markup);
@@ -421,11 +460,11 @@ pub fn apply_report(
 
 fn close(
     state: ActionState,
-    status: ReportedStatus,
+    status: ReportStatus,
     entry: impl Fn(ActionStatus, Vec<String>) -> HistoryEntry,
     messages: Vec<String>,
 ) -> ReportOutcome {
-    let finished = status == ReportedStatus::Finished;
+    let finished = status == ReportStatus::Finished;
     let status = if finished {
         ActionStatus::Finished
     } else {
@@ -490,7 +529,7 @@ pub fn validate_weight(weight: Option<i64>) -> Result<i32, Invalid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ReportedStatus as R;
+    use ReportStatus as R;
     use proptest::prelude::*;
 
     fn state(status: ActionStatus, active: bool) -> ActionState {
@@ -502,7 +541,7 @@ mod tests {
         }
     }
 
-    fn report(status: ReportedStatus) -> Report {
+    fn report(status: ReportStatus) -> Report {
         Report {
             status,
             messages: vec![],
@@ -811,16 +850,11 @@ mod tests {
     fn any_status() -> impl Strategy<Value = ActionStatus> {
         prop::sample::select(ActionStatus::ALL.to_vec())
     }
-    fn any_report() -> impl Strategy<Value = ReportedStatus> {
-        prop::sample::select(ReportedStatus::ALL.to_vec())
+    fn any_report() -> impl Strategy<Value = ReportStatus> {
+        prop::sample::select(ReportStatus::ALL.to_vec())
     }
     fn any_type() -> impl Strategy<Value = ActionType> {
-        prop::sample::select(vec![
-            ActionType::Forced,
-            ActionType::Soft,
-            ActionType::TimeForced,
-            ActionType::DownloadOnly,
-        ])
+        prop::sample::select(ActionType::ALL.to_vec())
     }
 
     proptest! {

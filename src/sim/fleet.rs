@@ -16,12 +16,6 @@ use crate::dmf::inbound::ReportedStatus;
 /// Ids have at least this many digits (`sim-000042`), more when the fleet needs them.
 pub const MIN_WIDTH: usize = 6;
 
-/// Characters allowed in a prefix: they appear unescaped in JSON bodies and must be legal in a
-/// controllerId (no whitespace).
-pub fn valid_prefix_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':')
-}
-
 /// How device ids are spelled for a fleet of `devices`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Naming {
@@ -214,7 +208,7 @@ fn write_attribute_update(naming: &Naming, index: u32, id: &str, out: &mut Vec<u
     let hw = HW_REVISIONS[(h % HW_REVISIONS.len() as u64) as usize];
     let iso = ISO_CODES[((h >> 16) % ISO_CODES.len() as u64) as usize];
     // Writing to a Vec cannot fail. Values need no escaping: the prefix is restricted to
-    // `valid_prefix_char` and the rest are digits and constants.
+    // `SimulateArgs::valid_prefix_char` and the rest are digits and constants.
     let _ = write!(
         out,
         r#"{{"attributes":{{"hwRevision":"{hw}","isoCode":"{iso}","serial":"SN-{index:0width$}"}},"mode":"MERGE"}}"#,

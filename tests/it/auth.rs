@@ -3,7 +3,7 @@
 use argon2::password_hash::{PasswordHasher, SaltString};
 use reqwest::{Method, StatusCode};
 
-use crate::helpers::spawn_app_with;
+use crate::helpers::spawn_app_with_users;
 
 fn argon2_hash(password: &str) -> String {
     let params = argon2::Params::new(1024, 1, 1, None).expect("params");
@@ -18,11 +18,8 @@ fn argon2_hash(password: &str) -> String {
 #[tokio::test]
 async fn hashed_passwords_authenticate_and_permissions_apply() {
     let bcrypt_hash = bcrypt::hash("qa-pass", 4).expect("bcrypt");
-    let file = std::env::temp_dir().join(format!("dmf-users-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &file,
-        format!(
-            r#"
+    let users = format!(
+        r#"
 [[users]]
 username = "ops"
 password_hash = '{}'
@@ -35,13 +32,9 @@ password_hash = '{bcrypt_hash}'
 tenant = "DEFAULT"
 roles = ["ROLE_ROLLOUT_ADMIN"]
 "#,
-            argon2_hash("ops-pass")
-        ),
-    )
-    .expect("write users file");
-    let path = file.to_string_lossy().into_owned();
-    let app = spawn_app_with(&["--users-file", &path]).await;
-    let _ = std::fs::remove_file(&file);
+        argon2_hash("ops-pass")
+    );
+    let app = spawn_app_with_users(&users, &[]).await;
 
     // Twice: the second request takes the cached path.
     for _ in 0..2 {

@@ -12,7 +12,10 @@ async fn sdk_registration_creates_a_registered_target_with_the_amqp_address() {
     let t = app.wait_target("device-1", |_| true).await;
     assert_eq!(t["updateStatus"], "registered");
     assert_eq!(t["name"], "device-1");
-    assert_eq!(t["address"], format!("amqp://{}/sdk.replyTo", app.vhost));
+    assert_eq!(
+        t["address"],
+        format!("amqp://{}/sdk.replyTo", app.vhost.name)
+    );
     assert!(t["description"].as_str().unwrap().contains("Plug and Play"));
 }
 

@@ -5,28 +5,13 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use lapin::BasicProperties;
 use lapin::message::Delivery;
-use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, ExchangeKind};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-/// Assign `ds` with the given per-target bodies; the created action ids in response order.
-async fn assign(app: &TestApp, ds: i64, targets: Value) -> Vec<i64> {
-    let (s, out) = app
-        .api_post(&format!("/distributionsets/{ds}/assignedTargets"), targets)
-        .await;
-    assert_eq!(s, StatusCode::OK, "{out}");
-    out["assignedActions"]
-        .as_array()
-        .expect("assignedActions")
-        .iter()
-        .map(|a| a["id"].as_i64().expect("action id"))
-        .collect()
-}
 
 async fn register(app: &TestApp, thing: &str) {
     app.send(thing_created(thing)).await;
@@ -50,41 +35,6 @@ async fn history(app: &TestApp, thing: &str, action: i64) -> Vec<String> {
         .collect()
 }
 
-async fn action(app: &TestApp, thing: &str, action: i64) -> Value {
-    let (s, a) = app
-        .api_get(&format!("/targets/{thing}/actions/{action}"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{a}");
-    a
-}
-
-/// Poll until the action's JSON satisfies `f` (10 s).
-async fn wait_action(app: &TestApp, thing: &str, id: i64, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let a = action(app, thing, id).await;
-        if f(&a) {
-            return a;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "action {id} never reached the expected state: {a}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-async fn set_config(app: &TestApp, key: &str, value: bool) {
-    let (s, b) = app
-        .api_put(&format!("/system/configs/{key}"), json!({"value": value}))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
-}
-
-fn topic(d: &Delivery) -> String {
-    header(d, "topic").unwrap_or_default()
-}
-
 fn security_token(t: &Value) -> String {
     t["securityToken"]
         .as_str()
@@ -102,18 +52,6 @@ const SIM_QUEUE: &str = "simulator_receiver";
 /// auto-delete fanout exchange bound to a non-durable, auto-delete queue with a one-day TTL and
 /// a length limit.
 async fn simulator_connector(app: &TestApp) -> lapin::Consumer {
-    let ch = &app.channel;
-    ch.exchange_declare(
-        SIM_EXCHANGE.into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("simulator exchange");
     let mut args = FieldTable::default();
     args.insert(
         ShortString::from("x-message-ttl"),
@@ -123,36 +61,13 @@ async fn simulator_connector(app: &TestApp) -> lapin::Consumer {
         ShortString::from("x-max-length"),
         AMQPValue::LongInt(100_000),
     );
-    ch.queue_declare(
-        SIM_QUEUE.into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
+    reply_path(
+        &app.channel,
+        (SIM_EXCHANGE, SIM_QUEUE),
         args,
+        "test-simulator",
     )
     .await
-    .expect("simulator queue");
-    ch.queue_bind(
-        SIM_QUEUE.into(),
-        SIM_EXCHANGE.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
-    ch.basic_consume(
-        SIM_QUEUE.into(),
-        "test-simulator".into(),
-        BasicConsumeOptions {
-            no_ack: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("consume")
 }
 
 async fn next_sim(c: &mut lapin::Consumer) -> Delivery {
@@ -171,25 +86,13 @@ async fn publish_as_simulator(
     props: BasicProperties,
     body: &[u8],
 ) {
-    let mut table = FieldTable::default();
-    for (k, v) in headers {
-        table.insert(ShortString::from(*k), AMQPValue::LongString((*v).into()));
-    }
     let props = props
-        .with_headers(table)
+        .with_headers(header_table(headers))
         .with_delivery_mode(2)
         .with_priority(0)
         .with_correlation_id(uuid::Uuid::new_v4().to_string().into());
-    app.channel
-        .basic_publish(
-            "dmf.exchange".into(),
-            "".into(),
-            BasicPublishOptions::default(),
-            body,
-            props,
-        )
+    publish_dmf(&app.channel, props, body)
         .await
-        .expect("publish")
         .await
         .expect("confirm");
 }
@@ -238,7 +141,10 @@ async fn the_device_simulator_registers_receives_its_deployment_and_reports_back
     let t = app
         .wait_target("sim-000001", |t| t["updateStatus"] == "registered")
         .await;
-    assert_eq!(t["address"], format!("amqp://{}/{SIM_EXCHANGE}", app.vhost));
+    assert_eq!(
+        t["address"],
+        format!("amqp://{}/{SIM_EXCHANGE}", app.vhost.name)
+    );
     assert_eq!(t["name"], "sim-000001");
     assert_eq!(t["description"], "Plug and Play target: sim-000001");
 
@@ -258,7 +164,7 @@ async fn the_device_simulator_registers_receives_its_deployment_and_reports_back
     assert!(pong.properties.correlation_id().is_some());
 
     let ds = app.create_set("sim-fw").await;
-    let ids = assign(&app, ds, json!([{"id": "sim-000001"}])).await;
+    let ids = app.assign(ds, json!([{"id": "sim-000001"}])).await;
     let d = next_sim(&mut sim).await;
     assert_eq!(topic(&d), "DOWNLOAD_AND_INSTALL");
     assert_eq!(header(&d, "type").as_deref(), Some("EVENT"));
@@ -312,13 +218,16 @@ async fn the_device_simulator_registers_receives_its_deployment_and_reports_back
             t["updateStatus"] == "in_sync" && t["requestAttributes"] == false
         })
         .await;
-    assert_eq!(t["address"], format!("amqp://{}/{SIM_EXCHANGE}", app.vhost));
+    assert_eq!(
+        t["address"],
+        format!("amqp://{}/{SIM_EXCHANGE}", app.vhost.name)
+    );
     let (_, a) = app.api_get("/targets/sim-000001/attributes").await;
     assert_eq!(
         a,
         json!({"isoCode": "DE", "hwRevision": "1.1", "serial": "42"})
     );
-    let a = action(&app, "sim-000001", ids[0]).await;
+    let a = app.action("sim-000001", ids[0]).await;
     assert_eq!(a["status"], "finished");
     assert_eq!(
         history(&app, "sim-000001", ids[0]).await,
@@ -332,15 +241,12 @@ async fn the_device_simulator_registers_receives_its_deployment_and_reports_back
 #[tokio::test]
 async fn confirmation_flow_sends_confirm_then_denied_waits_and_confirmed_deploys() {
     let mut app = spawn_app().await;
-    set_config(&app, "user.confirmation.flow.enabled", true).await;
+    app.set_config("user.confirmation.flow.enabled", true).await;
     register(&app, "dev-cf").await;
     let ds = app.create_set("cf").await;
-    let ids = assign(
-        &app,
-        ds,
-        json!([{"id": "dev-cf", "confirmationRequired": true}]),
-    )
-    .await;
+    let ids = app
+        .assign(ds, json!([{"id": "dev-cf", "confirmationRequired": true}]))
+        .await;
 
     let c = app.next_reply().await;
     assert_eq!(topic(&c), "CONFIRM");
@@ -354,7 +260,7 @@ async fn confirmation_flow_sends_confirm_then_denied_waits_and_confirmed_deploys
     let t = app.wait_target("dev-cf", |_| true).await;
     assert_eq!(body["targetSecurityToken"], security_token(&t).as_str());
     assert_eq!(body["softwareModules"][0]["moduleType"], "os");
-    let a = action(&app, "dev-cf", ids[0]).await;
+    let a = app.action("dev-cf", ids[0]).await;
     assert_eq!(a["status"], "wait_for_confirmation");
     assert_eq!(a["active"], true);
 
@@ -370,7 +276,7 @@ async fn confirmation_flow_sends_confirm_then_denied_waits_and_confirmed_deploys
         ["wait_for_confirmation", "wait_for_confirmation"]
     );
     assert_eq!(
-        action(&app, "dev-cf", ids[0]).await["status"],
+        app.action("dev-cf", ids[0]).await["status"],
         "wait_for_confirmation"
     );
     app.assert_no_reply(300).await;
@@ -380,7 +286,9 @@ async fn confirmation_flow_sends_confirm_then_denied_waits_and_confirmed_deploys
     let d = app.next_reply().await;
     assert_eq!(topic(&d), "DOWNLOAD_AND_INSTALL");
     assert_eq!(body_json(&d)["actionId"], ids[0]);
-    let a = wait_action(&app, "dev-cf", ids[0], |a| a["status"] == "running").await;
+    let a = app
+        .wait_action("dev-cf", ids[0], |a| a["status"] == "running")
+        .await;
     assert_eq!(a["active"], true);
     assert_eq!(
         history(&app, "dev-cf", ids[0]).await,
@@ -414,11 +322,11 @@ fn auto_confirm(thing: &str, enabled: bool) -> Msg {
 #[tokio::test]
 async fn auto_confirm_confirms_the_waiting_action_pushes_it_and_skips_later_confirmations() {
     let mut app = spawn_app().await;
-    set_config(&app, "user.confirmation.flow.enabled", true).await;
+    app.set_config("user.confirmation.flow.enabled", true).await;
     register(&app, "dev-ac").await;
     let ds1 = app.create_set("ac1").await;
     let ds2 = app.create_set("ac2").await;
-    let a1 = assign(&app, ds1, json!([{"id": "dev-ac"}])).await[0];
+    let a1 = app.assign(ds1, json!([{"id": "dev-ac"}])).await[0];
     assert_eq!(topic(&app.next_reply().await), "CONFIRM");
 
     // Switching automatic confirmation on confirms the waiting action and pushes it at once.
@@ -426,7 +334,7 @@ async fn auto_confirm_confirms_the_waiting_action_pushes_it_and_skips_later_conf
     let d = app.next_reply().await;
     assert_eq!(topic(&d), "DOWNLOAD_AND_INSTALL");
     assert_eq!(body_json(&d)["actionId"], a1);
-    let a = action(&app, "dev-ac", a1).await;
+    let a = app.action("dev-ac", a1).await;
     assert_eq!(a["status"], "running");
     assert_eq!(
         history(&app, "dev-ac", a1).await,
@@ -452,16 +360,13 @@ async fn auto_confirm_confirms_the_waiting_action_pushes_it_and_skips_later_conf
     assert_eq!(topic(&app.next_reply().await), "REQUEST_ATTRIBUTES_UPDATE");
     app.wait_target("dev-ac", |t| t["updateStatus"] == "in_sync")
         .await;
-    let a2 = assign(
-        &app,
-        ds2,
-        json!([{"id": "dev-ac", "confirmationRequired": true}]),
-    )
-    .await[0];
+    let a2 = app
+        .assign(ds2, json!([{"id": "dev-ac", "confirmationRequired": true}]))
+        .await[0];
     let d = app.next_reply().await;
     assert_eq!(topic(&d), "DOWNLOAD_AND_INSTALL");
     assert_eq!(body_json(&d)["actionId"], a2);
-    assert_eq!(action(&app, "dev-ac", a2).await["status"], "running");
+    assert_eq!(app.action("dev-ac", a2).await["status"], "running");
 
     // Off again: the next assignment waits for confirmation.
     app.send(auto_confirm("dev-ac", false)).await;
@@ -469,7 +374,7 @@ async fn auto_confirm_confirms_the_waiting_action_pushes_it_and_skips_later_conf
     assert_eq!(topic(&app.next_reply().await), "REQUEST_ATTRIBUTES_UPDATE");
     app.wait_target("dev-ac", |t| t["updateStatus"] == "in_sync")
         .await;
-    let a3 = assign(&app, ds1, json!([{"id": "dev-ac"}])).await[0];
+    let a3 = app.assign(ds1, json!([{"id": "dev-ac"}])).await[0];
     let c = app.next_reply().await;
     assert_eq!(topic(&c), "CONFIRM");
     assert_eq!(body_json(&c)["actionId"], a3);
@@ -483,7 +388,9 @@ async fn download_only_is_sent_as_download_and_closed_by_downloaded() {
     let mut app = spawn_app().await;
     register(&app, "dev-do").await;
     let ds = app.create_set("do").await;
-    let ids = assign(&app, ds, json!([{"id": "dev-do", "type": "downloadonly"}])).await;
+    let ids = app
+        .assign(ds, json!([{"id": "dev-do", "type": "downloadonly"}]))
+        .await;
 
     let d = app.next_reply().await;
     assert_eq!(topic(&d), "DOWNLOAD");
@@ -491,14 +398,16 @@ async fn download_only_is_sent_as_download_and_closed_by_downloaded() {
     assert_eq!(header(&d, "thingId").as_deref(), Some("dev-do"));
     assert_eq!(body_json(&d)["actionId"], ids[0]);
     assert_eq!(
-        action(&app, "dev-do", ids[0]).await["forceType"],
+        app.action("dev-do", ids[0]).await["forceType"],
         "downloadonly"
     );
 
     app.send(status(ids[0], "DOWNLOADED")).await;
     let req = app.next_reply().await;
     assert_eq!(topic(&req), "REQUEST_ATTRIBUTES_UPDATE");
-    let a = wait_action(&app, "dev-do", ids[0], |a| a["status"] == "downloaded").await;
+    let a = app
+        .wait_action("dev-do", ids[0], |a| a["status"] == "downloaded")
+        .await;
     assert_eq!(a["active"], false);
     let t = app
         .wait_target("dev-do", |t| t["updateStatus"] == "in_sync")
@@ -523,7 +432,7 @@ async fn download_only_is_sent_as_download_and_closed_by_downloaded() {
 #[tokio::test]
 async fn batch_mode_sends_one_batch_message_for_the_whole_assignment() {
     let mut app = spawn_app().await;
-    set_config(&app, "batch.assignments.enabled", true).await;
+    app.set_config("batch.assignments.enabled", true).await;
     let things = ["b-1", "b-2", "b-3", "b-4", "b-5", "b-6"];
     for t in things {
         register(&app, t).await;
@@ -534,9 +443,7 @@ async fn batch_mode_sends_one_batch_message_for_the_whole_assignment() {
     }
     let ds = app.create_set("batch").await;
 
-    let ids = assign(
-        &app,
-        ds,
+    let ids = app.assign(ds,
         json!([{"id": "b-1", "type": "forced"}, {"id": "b-2", "type": "forced"}, {"id": "b-3", "type": "forced"}]),
     )
     .await;
@@ -579,9 +486,7 @@ async fn batch_mode_sends_one_batch_message_for_the_whole_assignment() {
     // One message for the assignment, not one per device.
     app.assert_no_reply(300).await;
 
-    let ids = assign(
-        &app,
-        ds,
+    let ids = app.assign(ds,
         json!([{"id": "b-4", "type": "downloadonly"}, {"id": "b-5", "type": "downloadonly"}, {"id": "b-6", "type": "downloadonly"}]),
     )
     .await;
@@ -617,16 +522,14 @@ async fn a_device_is_pushed_download_and_install_when_its_maintenance_window_ope
         .as_secs();
     let second = (now + 4) % 60;
     let schedule = format!("{second} * * * * ?");
-    let ids = assign(
-        &app,
-        ds,
+    let ids = app.assign(ds,
         json!([{"id": "dev-mw", "maintenanceWindow": {"schedule": schedule, "duration": "00:00:30", "timezone": "+00:00"}}]),
     )
     .await;
     let d = app.next_reply().await;
     assert_eq!(topic(&d), "DOWNLOAD");
     assert_eq!(body_json(&d)["actionId"], ids[0]);
-    let a = action(&app, "dev-mw", ids[0]).await;
+    let a = app.action("dev-mw", ids[0]).await;
     assert_eq!(a["maintenanceWindow"]["schedule"], schedule.as_str());
 
     // The device says nothing; the window opens and the service pushes the installation.
@@ -654,8 +557,8 @@ async fn deleting_targets_and_sets_keeps_references_whole() {
     register(&app, "dev-stays").await;
     let gone_set = app.create_set("fw-gone").await;
     let kept_set = app.create_set("fw-kept").await;
-    let gone = assign(&app, gone_set, json!([{"id": "dev-gone"}])).await;
-    let kept = assign(&app, kept_set, json!([{"id": "dev-stays"}])).await;
+    let gone = app.assign(gone_set, json!([{"id": "dev-gone"}])).await;
+    let kept = app.assign(kept_set, json!([{"id": "dev-stays"}])).await;
     for _ in 0..2 {
         app.next_reply().await;
     }

@@ -2,9 +2,8 @@
 //! §11.6 I01–I03): `none`, `soft` and `force`, with what devices receive and who may do it.
 
 use std::collections::BTreeSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use lapin::message::Delivery;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -13,121 +12,39 @@ use crate::helpers::*;
 const FAST: &[&str] = &["--rollout-tick-ms", "50"];
 const ERR_INVALID: &str = "hawkbit.server.error.distributionset.invalid";
 
-/// Register `n` devices `<prefix>-NN` through DMF and wait until the last one exists.
-async fn fleet(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
-    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:02}")).collect();
-    for id in &ids {
-        app.send(thing_created(id)).await;
-    }
-    if let Some(last) = ids.last() {
-        app.wait_target(last, |_| true).await;
-    }
-    ids
-}
-
 /// Create a rollout of `ds` over exactly `targets`; returns its id once it is READY.
 async fn ready_rollout(app: &TestApp, name: &str, ds: i64, targets: &[&str], groups: u32) -> i64 {
     let body = json!({"name": name, "distributionSetId": ds, "amountGroups": groups,
                       "targetFilterQuery": format!("controllerId=in=({})", targets.join(","))});
-    let (s, v) = app.api_post("/rollouts", body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    let id = v["id"].as_i64().expect("rollout id");
-    wait_rollout(app, id, |r| r["status"] == "ready").await;
+    let id = app.create_rollout(body).await["id"]
+        .as_i64()
+        .expect("rollout id");
+    app.wait_rollout(id, |r| r["status"] == "ready").await;
     id
-}
-
-async fn start(app: &TestApp, id: i64) {
-    let (s, v) = app
-        .api_post(&format!("/rollouts/{id}/start"), json!({}))
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
-}
-
-/// Poll the rollout until `f` holds (15 s).
-async fn wait_rollout(app: &TestApp, id: i64, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (s, v) = app.api_get(&format!("/rollouts/{id}")).await;
-        if s == StatusCode::OK && f(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout {id} never got there: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 /// Poll until the rollout is gone (hard delete).
 async fn wait_gone(app: &TestApp, id: i64) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while app.api_get(&format!("/rollouts/{id}")).await.0 != StatusCode::NOT_FOUND {
-        assert!(Instant::now() < deadline, "rollout {id} never hard-deleted");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
-/// The next message with one of `topics` (attribute requests and the like skipped).
-async fn next_of(app: &mut TestApp, topics: &[&str]) -> Delivery {
-    loop {
-        let d = app.next_reply().await;
-        if header(&d, "topic").is_some_and(|t| topics.contains(&t.as_str())) {
-            return d;
+    poll(Duration::from_secs(15), async || {
+        match app.api_get(&format!("/rollouts/{id}")).await.0 {
+            StatusCode::NOT_FOUND => Ok(()),
+            _ => Err(format!("rollout {id} never hard-deleted")),
         }
-    }
-}
-
-/// Collect `n` messages of `topics`: (thingId, actionId).
-async fn collect(app: &mut TestApp, topics: &[&str], n: usize) -> BTreeSet<(String, i64)> {
-    let mut out = BTreeSet::new();
-    while out.len() < n {
-        let d = next_of(app, topics).await;
-        out.insert((
-            header(&d, "thingId").unwrap_or_default(),
-            body_json(&d)["actionId"].as_i64().expect("actionId"),
-        ));
-    }
-    out
+    })
+    .await
 }
 
 async fn deployments(app: &mut TestApp, n: usize) -> BTreeSet<(String, i64)> {
-    collect(app, &["DOWNLOAD_AND_INSTALL"], n).await
+    app.collect_distinct(&["DOWNLOAD_AND_INSTALL"], n).await
 }
 
 async fn cancels(app: &mut TestApp, n: usize) -> BTreeSet<(String, i64)> {
-    collect(app, &["CANCEL_DOWNLOAD"], n).await
-}
-
-/// No deployment or cancel reaches the connector within `ms` (attribute requests are fine).
-async fn assert_quiet(app: &mut TestApp, ms: u64) {
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match tokio::time::timeout(left, app.next_reply_raw()).await {
-            Ok(Some(d)) => {
-                let topic = header(&d, "topic").unwrap_or_default();
-                assert_eq!(
-                    topic,
-                    "REQUEST_ATTRIBUTES_UPDATE",
-                    "unexpected {topic}: {}",
-                    String::from_utf8_lossy(&d.data)
-                );
-            }
-            _ => return,
-        }
-    }
+    app.collect_distinct(&["CANCEL_DOWNLOAD"], n).await
 }
 
 /// Assign `ds` to one target directly; returns the action id.
 async fn assign(app: &TestApp, ds: i64, target: &str) -> i64 {
-    let (s, v) = app
-        .api_post(
-            &format!("/distributionsets/{ds}/assignedTargets"),
-            json!([{"id": target}]),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v["assignedActions"][0]["id"].as_i64().expect("action id")
+    app.assign(ds, json!([{"id": target}])).await[0]
 }
 
 async fn invalidate(app: &TestApp, ds: i64, kind: &str) -> (StatusCode, Value) {
@@ -136,15 +53,6 @@ async fn invalidate(app: &TestApp, ds: i64, kind: &str) -> (StatusCode, Value) {
         json!({"actionCancelationType": kind}),
     )
     .await
-}
-
-/// An action of a target as the API shows it.
-async fn action(app: &TestApp, target: &str, id: i64) -> Value {
-    let (s, v) = app
-        .api_get(&format!("/targets/{target}/actions/{id}"))
-        .await;
-    assert_eq!(s, StatusCode::OK, "{v}");
-    v
 }
 
 /// The newest history entry of an action.
@@ -159,7 +67,7 @@ async fn last_history(app: &TestApp, target: &str, id: i64) -> Value {
 #[tokio::test]
 async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_running() {
     let mut app = spawn_app_with(FAST).await;
-    fleet(&app, "n", 4).await;
+    app.fleet("n", 4).await;
     let ds = app.create_set("fw").await;
     let manual = assign(&app, ds, "n-00").await;
     deployments(&mut app, 1).await;
@@ -205,9 +113,9 @@ async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_runnin
     assert!(f.get("autoAssignActionType").is_none(), "{f}");
 
     // Nothing is cancelled: the rollout stays READY, the manual action runs on.
-    assert_quiet(&mut app, 400).await;
-    wait_rollout(&app, rollout, |r| r["status"] == "ready").await;
-    assert_eq!(action(&app, "n-00", manual).await["status"], "running");
+    app.assert_quiet(400).await;
+    app.wait_rollout(rollout, |r| r["status"] == "ready").await;
+    assert_eq!(app.action("n-00", manual).await["status"], "running");
     app.wait_target("n-00", |t| t["updateStatus"] == "pending")
         .await;
     // Invalidating again is fine.
@@ -237,7 +145,7 @@ async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_runnin
     );
 
     // The READY rollout can still run.
-    start(&app, rollout).await;
+    app.start_rollout(rollout).await;
     let sent: BTreeSet<String> = deployments(&mut app, 3)
         .await
         .into_iter()
@@ -251,30 +159,21 @@ async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_runnin
 
 #[tokio::test]
 async fn invalidation_soft_stops_rollouts_and_cancels_actions_with_update_rollout_only() {
-    let file = std::env::temp_dir().join(format!("dmf-users-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &file,
-        r#"
+    let users = r#"
 [[users]]
 username = "repo"
 password = "repo-pw"
 tenant = "DEFAULT"
 permissions = ["READ_TARGET", "UPDATE_TARGET", "READ_REPOSITORY", "UPDATE_REPOSITORY", "READ_ROLLOUT"]
-"#,
-    )
-    .expect("users file");
-    let users = file.to_string_lossy().into_owned();
-    let mut args = FAST.to_vec();
-    args.extend(["--users-file", &users]);
-    let mut app = spawn_app_with(&args).await;
-    let _ = std::fs::remove_file(&file);
-    fleet(&app, "s", 6).await;
+"#;
+    let mut app = spawn_app_with_users(users, FAST).await;
+    app.fleet("s", 6).await;
     let ds = app.create_set("fw").await;
     let manual = assign(&app, ds, "s-04").await;
     deployments(&mut app, 1).await;
     let running = ready_rollout(&app, "running", ds, &["s-00", "s-01", "s-02", "s-03"], 2).await;
     let waiting = ready_rollout(&app, "waiting", ds, &["s-05"], 1).await;
-    start(&app, running).await;
+    app.start_rollout(running).await;
     let first_group = deployments(&mut app, 2).await;
 
     // Without UPDATE_ROLLOUT: soft is refused and changes nothing; none is allowed.
@@ -303,7 +202,8 @@ permissions = ["READ_TARGET", "UPDATE_TARGET", "READ_REPOSITORY", "UPDATE_REPOSI
     assert_eq!(d["valid"], true);
     let (s, e) = as_repo("none").await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{e}");
-    wait_rollout(&app, running, |r| r["status"] == "running").await;
+    app.wait_rollout(running, |r| r["status"] == "running")
+        .await;
 
     // Soft: both rollouts stop; every open action of the set is asked to cancel.
     let (s, e) = invalidate(&app, ds, "soft").await;
@@ -311,11 +211,14 @@ permissions = ["READ_TARGET", "UPDATE_TARGET", "READ_REPOSITORY", "UPDATE_REPOSI
     let mut want = first_group.clone();
     want.insert(("s-04".to_owned(), manual));
     assert_eq!(cancels(&mut app, 3).await, want);
-    let v = wait_rollout(&app, running, |r| r["status"] == "stopped").await;
+    let v = app
+        .wait_rollout(running, |r| r["status"] == "stopped")
+        .await;
     assert_eq!(v["totalTargetsPerStatus"]["running"], 2, "{v}");
     assert_eq!(v["totalTargetsPerStatus"]["scheduled"], 0, "{v}");
-    wait_rollout(&app, waiting, |r| r["status"] == "stopped").await;
-    let a = action(&app, "s-04", manual).await;
+    app.wait_rollout(waiting, |r| r["status"] == "stopped")
+        .await;
+    let a = app.action("s-04", manual).await;
     assert_eq!(
         (a["status"].as_str(), a["active"].as_bool()),
         (Some("canceling"), Some(true))
@@ -328,24 +231,21 @@ permissions = ["READ_TARGET", "UPDATE_TARGET", "READ_REPOSITORY", "UPDATE_REPOSI
     );
     app.wait_target("s-04", |t| t["updateStatus"] == "pending")
         .await;
-    assert_quiet(&mut app, 300).await;
+    app.assert_quiet(300).await;
 
     // The device confirms; a second soft invalidation has nothing left to cancel.
     app.send(status(manual, "CANCELED")).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while action(&app, "s-04", manual).await["status"] != "canceled" {
-        assert!(Instant::now() < deadline, "cancellation never completed");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    app.wait_action("s-04", manual, |a| a["status"] == "canceled")
+        .await;
     let (s, _) = invalidate(&app, ds, "soft").await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    assert_quiet(&mut app, 300).await;
+    app.assert_quiet(300).await;
 }
 
 #[tokio::test]
 async fn invalidation_force_deletes_rollouts_and_closes_actions_after_a_cancel() {
     let mut app = spawn_app_with(FAST).await;
-    fleet(&app, "f", 6).await;
+    app.fleet("f", 6).await;
     let ds = app.create_set("fw").await;
     let manual = assign(&app, ds, "f-04").await;
     deployments(&mut app, 1).await;
@@ -359,7 +259,7 @@ async fn invalidation_force_deletes_rollouts_and_closes_actions_after_a_cancel()
     cancels(&mut app, 1).await;
     let started = ready_rollout(&app, "started", ds, &["f-00", "f-01"], 1).await;
     let never = ready_rollout(&app, "never", ds, &["f-02", "f-03"], 2).await;
-    start(&app, started).await;
+    app.start_rollout(started).await;
     let running = deployments(&mut app, 2).await;
 
     let (s, e) = invalidate(&app, ds, "force").await;
@@ -368,10 +268,10 @@ async fn invalidation_force_deletes_rollouts_and_closes_actions_after_a_cancel()
     let mut want = running.clone();
     want.insert(("f-04".to_owned(), manual));
     assert_eq!(cancels(&mut app, 3).await, want);
-    assert_quiet(&mut app, 300).await;
+    app.assert_quiet(300).await;
     // … and the actions are closed server-side without waiting for an answer.
     for (target, id) in [("f-04", manual), ("f-05", cancelling)] {
-        let a = action(&app, target, id).await;
+        let a = app.action(target, id).await;
         assert_eq!(
             (a["status"].as_str(), a["active"].as_bool()),
             (Some("canceled"), Some(false)),
@@ -392,7 +292,9 @@ async fn invalidation_force_deletes_rollouts_and_closes_actions_after_a_cancel()
 
     // The never-started rollout disappears; the started one ends soft-deleted.
     wait_gone(&app, never).await;
-    let v = wait_rollout(&app, started, |r| r["status"] == "deleted").await;
+    let v = app
+        .wait_rollout(started, |r| r["status"] == "deleted")
+        .await;
     assert_eq!(v["deleted"], true);
     assert_eq!(v["totalTargetsPerStatus"]["cancelled"], 2, "{v}");
     let (_, d) = app.api_get(&format!("/distributionsets/{ds}")).await;

@@ -29,23 +29,20 @@ async fn rollout_ready(app: &TestApp, name: &str, n: usize) -> i64 {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let id = r["id"].as_i64().unwrap();
-    poll(|| async {
-        let (_, v) = app.api_get(&format!("/rollouts/{id}")).await;
-        (v["status"] == "ready").then_some(())
-    })
-    .await;
+    wait_status(app, id, "ready").await;
     id
 }
 
-async fn poll<T, F: std::future::Future<Output = Option<T>>>(f: impl Fn() -> F) -> T {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        if let Some(v) = f().await {
-            return v;
+/// Wait until the rollout has the status `want` (API spelling).
+async fn wait_status(app: &TestApp, id: i64, want: &str) {
+    poll(Duration::from_secs(15), async || {
+        let (_, v) = app.api_get(&format!("/rollouts/{id}")).await;
+        match v["status"] == want {
+            true => Ok(()),
+            false => Err(format!("rollout {id} never got {want}: {v}")),
         }
-        assert!(Instant::now() < deadline, "condition never held");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    })
+    .await
 }
 
 #[tokio::test]
@@ -53,7 +50,7 @@ async fn the_work_query_picks_up_exactly_what_the_machine_calls_work() {
     // The executor sleeps for an hour unless woken: only this test changes the rollout.
     let app = spawn_app_with(&["--rollout-tick-ms", "3600000"]).await;
     let id = rollout_ready(&app, "wq", 2).await;
-    let url = format!("postgres://postgres@127.0.0.1:5432/{}", app.db_name);
+    let url = app.db.url();
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     let mut checked = 0;
     for status in RolloutStatus::ALL {
@@ -198,42 +195,25 @@ async fn waiting_for_approval(app: &TestApp, name: &str) -> i64 {
         assert_eq!(s, StatusCode::CREATED, "{r}");
         r["id"].as_i64().unwrap()
     };
-    poll(|| async {
-        let (_, v) = app.api_get(&format!("/rollouts/{id}")).await;
-        (v["status"] == "waiting_for_approval").then_some(())
-    })
-    .await;
+    wait_status(app, id, "waiting_for_approval").await;
     id
 }
 
-fn users_file() -> String {
-    let path = std::env::temp_dir().join(format!("dmf-users-{}", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &path,
-        r#"
+const USERS: &str = r#"
 [[users]]
 username = "creator"
 password = "creator-pw"
 tenant = "DEFAULT"
 permissions = ["READ_TARGET", "READ_REPOSITORY", "READ_ROLLOUT", "CREATE_ROLLOUT", "HANDLE_ROLLOUT"]
-"#,
-    )
-    .unwrap();
-    path.to_string_lossy().to_string()
-}
+"#;
 
 #[tokio::test]
 async fn a_refused_approval_notice_is_delivered_again_with_backoff() {
     let (hook, mut calls) = flaky_sink(2).await;
-    let users = users_file();
-    let app = spawn_app_with(&[
-        "--rollout-tick-ms",
-        "50",
-        "--users-file",
-        &users,
-        "--approval-webhook",
-        &hook,
-    ])
+    let app = spawn_app_with_users(
+        USERS,
+        &["--rollout-tick-ms", "50", "--approval-webhook", &hook],
+    )
     .await;
     let id = waiting_for_approval(&app, "hooked").await;
     let mut at = Vec::new();
@@ -249,8 +229,13 @@ async fn a_refused_approval_notice_is_delivered_again_with_backoff() {
     assert!(at[1] - at[0] >= Duration::from_millis(400), "{at:?}");
     assert!(at[2] - at[1] >= Duration::from_millis(900), "{at:?}");
     // Delivered: the notice is gone and nothing is sent again.
-    poll(|| async { (sql(&app, "SELECT count(*) FROM approval_notice") == "0").then_some(()) })
-        .await;
+    poll(Duration::from_secs(5), async || {
+        match sql(&app, "SELECT count(*) FROM approval_notice").as_str() {
+            "0" => Ok(()),
+            n => Err(format!("{n} notices left")),
+        }
+    })
+    .await;
     assert!(
         tokio::time::timeout(Duration::from_millis(1500), calls.recv())
             .await
@@ -261,15 +246,10 @@ async fn a_refused_approval_notice_is_delivered_again_with_backoff() {
 #[tokio::test]
 async fn approving_withdraws_an_undelivered_notice() {
     let (hook, mut calls) = flaky_sink(usize::MAX).await;
-    let users = users_file();
-    let app = spawn_app_with(&[
-        "--rollout-tick-ms",
-        "50",
-        "--users-file",
-        &users,
-        "--approval-webhook",
-        &hook,
-    ])
+    let app = spawn_app_with_users(
+        USERS,
+        &["--rollout-tick-ms", "50", "--approval-webhook", &hook],
+    )
     .await;
     let id = waiting_for_approval(&app, "refused").await;
     tokio::time::timeout(Duration::from_secs(10), calls.recv())
@@ -277,12 +257,15 @@ async fn approving_withdraws_an_undelivered_notice() {
         .expect("webhook called")
         .unwrap();
     // The failure is recorded with the notice until it is delivered or withdrawn.
-    poll(|| async {
+    poll(Duration::from_secs(5), async || {
         let v = sql(
             &app,
             &format!("SELECT last_error FROM approval_notice WHERE rollout_id = {id}"),
         );
-        v.contains("503").then_some(())
+        match v.contains("503") {
+            true => Ok(()),
+            false => Err(format!("last error {v:?}")),
+        }
     })
     .await;
     let (s, e) = app

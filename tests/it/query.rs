@@ -1,33 +1,12 @@
 //! The query language on list endpoints (`q=`, rollouts.md §1.4, §11.7) and the target filter
 //! resource (§9.7), through real HTTP against a real database.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::helpers::*;
-
-const ERR_SYNTAX: &str = "hawkbit.server.error.rest.param.rsqlParamSyntax";
-const ERR_FIELD: &str = "hawkbit.server.error.rest.param.rsqlInvalidField";
-const ERR_CONSTRAINT: &str = "hawkbit.server.error.repo.constraintViolation";
-const ERR_EXISTS: &str = "hawkbit.server.error.repo.entityAlreadyExists";
-const ERR_NOT_FOUND: &str = "hawkbit.server.error.repo.entityNotFound";
-const ERR_PERMISSION: &str = "hawkbit.server.error.insufficientPermission";
-
-/// Percent-encode a query value completely, so `;`, `,`, `'`, `%`, `+` and `&` reach the
-/// server as typed.
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
 
 /// `GET <path>?q=<q>` (plus `extra` parameters); asserts 200 and returns the body.
 async fn query(app: &TestApp, path: &str, q: &str, extra: &str) -> Value {
@@ -55,13 +34,6 @@ async fn controller_ids(app: &TestApp, q: &str) -> Vec<String> {
     column(&v, "controllerId")
 }
 
-fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["errorCode"], code, "{body}");
-    assert!(body["exceptionClass"].is_string(), "{body}");
-    assert!(body["message"].is_string(), "{body}");
-}
-
 /// Register a device over DMF with a name and controller attributes; wait until they are
 /// visible.
 async fn device(app: &TestApp, id: &str, name: &str, attributes: Value) {
@@ -70,15 +42,12 @@ async fn device(app: &TestApp, id: &str, name: &str, attributes: Value) {
         .to_string()
         .into_bytes();
     app.send(m).await;
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (s, a) = app.api_get(&format!("/targets/{id}/attributes")).await;
-        if s == StatusCode::OK && a == attributes {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} attributes: {a}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    app.wait_json(
+        &format!("/targets/{id}/attributes"),
+        Duration::from_secs(10),
+        |a| a == &attributes,
+    )
+    .await;
 }
 
 /// Four API-created targets (update status `unknown`) and two DMF-registered sensors
@@ -483,9 +452,7 @@ async fn target_filters_are_created_validated_queried_updated_and_deleted() {
 
 #[tokio::test]
 async fn target_filter_writes_need_target_permissions() {
-    let file = std::env::temp_dir().join(format!("dmf-users-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &file,
+    let app = spawn_app_with_users(
         r#"
 [[users]]
 username = "reader"
@@ -493,11 +460,9 @@ password = "reader-pass"
 tenant = "DEFAULT"
 permissions = ["READ_TARGET"]
 "#,
+        &[],
     )
-    .expect("write users file");
-    let path = file.to_string_lossy().into_owned();
-    let app = spawn_app_with(&["--users-file", &path]).await;
-    let _ = std::fs::remove_file(&file);
+    .await;
 
     let (s, v) = app
         .api_post("/targetfilters", json!({"name": "all", "query": "name==*"}))

@@ -4,17 +4,14 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app, spawn_app_with};
+use crate::helpers::{
+    ERR_CONSTRAINT, ERR_EXISTS, ERR_NOT_FOUND, ERR_NOT_READABLE, ERR_PERMISSION, TestApp,
+    assert_error, spawn_app, spawn_app_with_users,
+};
 
 const SHA1: &str = "2fd4e1c67a2d28fced849ee1bb76e7391b93eb12";
 const MD5: &str = "9e107d9d372bb6826bd81d3542a419d6";
 const SHA256: &str = "d7a8fbb307d7809469ca9abcb0082e4f8d5651e46d3cdb762d02d0bf37c9e592";
-
-const ERR_NOT_FOUND: &str = "hawkbit.server.error.repo.entityNotFound";
-const ERR_CONSTRAINT: &str = "hawkbit.server.error.repo.constraintViolation";
-const ERR_EXISTS: &str = "hawkbit.server.error.repo.entityAlreadyExists";
-const ERR_NOT_READABLE: &str = "hawkbit.server.error.rest.body.notReadable";
-const ERR_PERMISSION: &str = "hawkbit.server.error.insufficientPermission";
 
 fn artifact(filename: &str) -> Value {
     json!({
@@ -34,13 +31,6 @@ async fn module(app: &TestApp, name: &str, version: &str, ty: &str) -> i64 {
         .await;
     assert_eq!(s, StatusCode::CREATED, "{v}");
     v[0]["id"].as_i64().expect("module id")
-}
-
-fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["errorCode"], code, "{body}");
-    assert!(body["exceptionClass"].is_string(), "{body}");
-    assert!(body["message"].is_string(), "{body}");
 }
 
 #[tokio::test]
@@ -600,11 +590,7 @@ async fn unknown_ids_are_404_and_duplicates_are_409() {
 
 #[tokio::test]
 async fn permissions_and_tenants_are_enforced() {
-    let dir = std::env::temp_dir().join(format!("dmf-users-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let users = dir.join("users.toml");
-    std::fs::write(
-        &users,
+    let app = spawn_app_with_users(
         r#"
 [[users]]
 username = "reader"
@@ -624,9 +610,9 @@ password = "stranger-pw"
 tenant = "OTHER"
 roles = ["ROLE_TENANT_ADMIN"]
 "#,
+        &[],
     )
-    .unwrap();
-    let app = spawn_app_with(&["--users-file", users.to_str().unwrap()]).await;
+    .await;
     let os = module(&app, "rootfs", "1", "os").await;
     let ds = app.create_set("fleet").await;
 
@@ -771,7 +757,6 @@ roles = ["ROLE_TENANT_ADMIN"]
     assert_error(s, &v, StatusCode::BAD_REQUEST, ERR_CONSTRAINT);
     let (s, _) = app.api_get(&format!("/softwaremodules/{os}")).await;
     assert_eq!(s, StatusCode::OK, "still there");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test]

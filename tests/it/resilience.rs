@@ -8,52 +8,15 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use lapin::options::*;
-use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use sqlx::Connection as _;
 
 use crate::helpers::*;
 
-fn ctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl on PATH");
-    assert!(
-        out.status.success(),
-        "rabbitmqctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Poll `/health` until its status code is `want`; returns the body.
-async fn wait_health(
-    http: &reqwest::Client,
-    base: &str,
-    want: StatusCode,
-    within: Duration,
-) -> Value {
-    let deadline = Instant::now() + within;
-    let mut last = Value::Null;
-    loop {
-        if let Ok(r) = http.get(format!("{base}/health")).send().await {
-            let code = r.status();
-            last = r.json().await.unwrap_or(Value::Null);
-            if code == want {
-                return last;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/health never answered {want} within {within:?}; last body {last}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// A connector on `vhost`: the SDK's reply exchange and queue, consumed without acks.
+/// A connector on `amqp_url` with publisher confirms: the SDK's reply exchange and queue,
+/// consumed without acks.
 async fn connector(amqp_url: &str) -> (Connection, Channel, lapin::Consumer) {
     let conn = Connection::connect(amqp_url, ConnectionProperties::default())
         .await
@@ -62,48 +25,7 @@ async fn connector(amqp_url: &str) -> (Connection, Channel, lapin::Consumer) {
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .expect("confirms");
-    ch.exchange_declare(
-        REPLY_EXCHANGE.into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("reply exchange");
-    ch.queue_declare(
-        "sdk_receiver".into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .expect("reply queue");
-    ch.queue_bind(
-        "sdk_receiver".into(),
-        REPLY_EXCHANGE.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
-    let replies = ch
-        .basic_consume(
-            "sdk_receiver".into(),
-            format!("test-{}", uuid::Uuid::new_v4()).as_str().into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .expect("consume");
+    let replies = sdk_reply_path(&ch, &format!("test-{}", uuid::Uuid::new_v4())).await;
     (conn, ch, replies)
 }
 
@@ -130,35 +52,15 @@ async fn publish_with(
     correlation_id: &str,
     body: &str,
 ) -> lapin::PublisherConfirm {
-    let mut table = FieldTable::default();
-    for (k, v) in headers {
-        table.insert(ShortString::from(*k), AMQPValue::LongString((*v).into()));
-    }
     let mut p = BasicProperties::default()
-        .with_headers(table)
+        .with_headers(header_table(headers))
         .with_content_type("application/json".into())
         .with_delivery_mode(2)
         .with_correlation_id(correlation_id.into());
     if let Some(r) = reply_to {
         p = p.with_reply_to(r.into());
     }
-    ch.basic_publish(
-        "dmf.exchange".into(),
-        "".into(),
-        BasicPublishOptions::default(),
-        body.as_bytes(),
-        p,
-    )
-    .await
-    .expect("publish")
-}
-
-fn status_headers() -> [(&'static str, &'static str); 3] {
-    [
-        ("type", "EVENT"),
-        ("tenant", "DEFAULT"),
-        ("topic", "UPDATE_ACTION_STATUS"),
-    ]
+    publish_dmf(ch, p, body.as_bytes()).await
 }
 
 // ------------------------------------------------------------------------------------------
@@ -169,20 +71,19 @@ struct Process {
     args: Vec<String>,
     child: Option<Child>,
     base: String,
-    db_name: String,
-    vhost: String,
     amqp_url: String,
     log: std::path::PathBuf,
+    // Last: removed after the process was killed.
+    db: TestDb,
+    _vhost: TestVhost,
 }
 
 impl Process {
     fn new() -> Self {
         let id = uuid::Uuid::new_v4().simple().to_string();
-        let db_name = format!("dmf_test_{id}");
-        let vhost = format!("dmf-test-{id}");
-        ctl(&["add_vhost", &vhost]);
-        ctl(&["set_permissions", "-p", &vhost, "guest", ".*", ".*", ".*"]);
-        let amqp_url = format!("amqp://guest:guest@127.0.0.1:5672/{vhost}");
+        let db = TestDb::new("dmf_test");
+        let vhost = TestVhost::new("dmf-test");
+        let amqp_url = vhost.amqp_url();
         // A free port, kept across restarts so clients need not rediscover it.
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -191,7 +92,7 @@ impl Process {
         let args = vec![
             "serve".to_owned(),
             "--database-url".to_owned(),
-            format!("postgres://postgres@127.0.0.1:5432/{db_name}"),
+            db.url(),
             "--amqp-url".to_owned(),
             amqp_url.clone(),
             "--http-addr".to_owned(),
@@ -204,9 +105,9 @@ impl Process {
             child: None,
             base: format!("http://127.0.0.1:{port}"),
             log: std::env::temp_dir().join(format!("dmf-broker-{id}.log")),
-            db_name,
-            vhost,
             amqp_url,
+            db,
+            _vhost: vhost,
         }
     }
 
@@ -239,43 +140,11 @@ impl Process {
 impl Drop for Process {
     fn drop(&mut self) {
         self.kill();
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.vhost])
-            .output();
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-q",
-                "-c",
-                &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db_name),
-            ])
-            .output();
         // Kept when the test failed: the assertion messages point at it.
         if !std::thread::panicking() {
             let _ = std::fs::remove_file(&self.log);
         }
     }
-}
-
-async fn rest(
-    http: &reqwest::Client,
-    base: &str,
-    method: reqwest::Method,
-    path: &str,
-    body: Option<Value>,
-) -> (StatusCode, Value) {
-    let mut req = http
-        .request(method, format!("{base}/rest/v1{path}"))
-        .basic_auth("admin", Some("admin"));
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.expect("http");
-    let status = resp.status();
-    (status, resp.json().await.unwrap_or(Value::Null))
 }
 
 #[tokio::test]
@@ -309,18 +178,14 @@ async fn a_killed_process_loses_nothing_and_applies_every_report_exactly_once() 
         )
         .await;
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
+    poll(Duration::from_secs(10), async || {
         let (_, page) = get("/targets?limit=100".into()).await;
-        if page["total"].as_u64() == Some(DEVICES as u64) {
-            break;
+        match page["total"].as_u64() == Some(DEVICES as u64) {
+            true => Ok(()),
+            false => Err(format!("devices never registered: {page}")),
         }
-        assert!(
-            Instant::now() < deadline,
-            "devices never registered: {page}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await;
     let (s, m) = rest(
         &http,
         &base,
@@ -371,14 +236,13 @@ async fn a_killed_process_loses_nothing_and_applies_every_report_exactly_once() 
                         r#"{{"actionId":{action},"actionStatus":"RUNNING","message":["round {round}"]}}"#
                     );
                     let corr = format!("{action}-{round}");
-                    confirms.push(publish_with(&ch, &status_headers(), None, &corr, &body).await);
+                    confirms.push(publish_with(&ch, &STATUS_HEADERS, None, &corr, &body).await);
                     if round == ROUNDS / 4 + i {
                         let body = format!(
                             r#"{{"actionId":{action},"actionStatus":"FINISHED","message":["done"]}}"#
                         );
                         let corr = format!("{action}-finished");
-                        confirms
-                            .push(publish_with(&ch, &status_headers(), None, &corr, &body).await);
+                        confirms.push(publish_with(&ch, &STATUS_HEADERS, None, &corr, &body).await);
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(40)).await;
@@ -391,8 +255,9 @@ async fn a_killed_process_loses_nothing_and_applies_every_report_exactly_once() 
             }
         })
     };
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", svc.db_name);
-    let mut db = sqlx::PgConnection::connect(&db_url).await.expect("db");
+    let mut db = sqlx::PgConnection::connect(&svc.db.url())
+        .await
+        .expect("db");
     let initial = DEVICES as i64; // one RUNNING entry per action from the assignment
     let deadline = Instant::now() + Duration::from_secs(15);
     let applied = loop {
@@ -423,39 +288,37 @@ async fn a_killed_process_loses_nothing_and_applies_every_report_exactly_once() 
     want.push("finished:done".to_owned());
     want.sort();
     for (thing, action) in &action_of {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        loop {
+        let entries = poll(Duration::from_secs(15), async || {
             let (_, h) = get(format!(
                 "/targets/{thing}/actions/{action}/status?sort=id:ASC&limit=500"
             ))
             .await;
             let entries = h["content"].as_array().cloned().unwrap_or_default();
             if entries.len() >= ROUNDS + 2 {
-                let mut got: Vec<String> = entries
-                    .iter()
-                    .map(|e| {
-                        let ty = e["type"].as_str().unwrap_or("").to_owned();
-                        let first = e["messages"][0].as_str().unwrap_or("");
-                        if first.starts_with("Update Server:") {
-                            ty
-                        } else {
-                            format!("{ty}:{first}")
-                        }
-                    })
-                    .collect();
-                got.sort();
-                assert_eq!(got, want, "history of {thing} (log: {})", svc.log.display());
-                break;
+                return Ok(entries);
             }
-            assert!(
-                Instant::now() < deadline,
+            Err(format!(
                 "{thing}: {} of {} history entries (log: {})",
                 entries.len(),
                 ROUNDS + 2,
                 svc.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            ))
+        })
+        .await;
+        let mut got: Vec<String> = entries
+            .iter()
+            .map(|e| {
+                let ty = e["type"].as_str().unwrap_or("").to_owned();
+                let first = e["messages"][0].as_str().unwrap_or("");
+                if first.starts_with("Update Server:") {
+                    ty
+                } else {
+                    format!("{ty}:{first}")
+                }
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "history of {thing} (log: {})", svc.log.display());
         let (_, a) = get(format!("/targets/{thing}/actions/{action}")).await;
         assert_eq!(a["status"], "finished", "{thing}");
         let (_, t) = get(format!("/targets/{thing}")).await;
@@ -495,10 +358,10 @@ async fn health_reports_the_broker_down_then_up_and_messages_flow_after_reconnec
     app.send(thing_created("before")).await;
     app.wait_target("before", |_| true).await;
 
-    ctl(&[
+    rabbitmqctl(&[
         "close_all_connections",
         "--vhost",
-        &app.vhost,
+        &app.vhost.name,
         "resilience test",
     ]);
     let down = wait_health(
@@ -516,7 +379,7 @@ async fn health_reports_the_broker_down_then_up_and_messages_flow_after_reconnec
     assert_eq!(up, json!({"status": "UP", "database": "UP", "amqp": "UP"}));
 
     // The test's own connection was closed too: a fresh connector.
-    let (_conn, ch, mut replies) = connector(&app.amqp_url).await;
+    let (_conn, ch, mut replies) = connector(&app.vhost.amqp_url()).await;
     publish(
         &ch,
         &[
@@ -533,7 +396,7 @@ async fn health_reports_the_broker_down_then_up_and_messages_flow_after_reconnec
         .await;
     assert_eq!(
         t["address"],
-        format!("amqp://{}/{REPLY_EXCHANGE}", app.vhost)
+        format!("amqp://{}/{REPLY_EXCHANGE}", app.vhost.name)
     );
     // Outbound works again too.
     publish(
@@ -585,21 +448,14 @@ async fn a_report_sent_while_the_database_is_away_is_applied_after_it_returns() 
     app.send(thing_created("dev-pg")).await;
     app.wait_target("dev-pg", |_| true).await;
     let ds = app.create_set("pg").await;
-    let (s, out) = app
-        .api_post(
-            &format!("/distributionsets/{ds}/assignedTargets"),
-            json!([{"id": "dev-pg"}]),
-        )
-        .await;
-    assert_eq!(s, StatusCode::OK, "{out}");
-    let action = out["assignedActions"][0]["id"].as_i64().expect("action");
+    let action = app.assign(ds, json!([{"id": "dev-pg"}])).await[0];
     assert_eq!(
         header(&app.next_reply().await, "topic").as_deref(),
         Some("DOWNLOAD_AND_INSTALL")
     );
 
     let mut admin = admin_db().await;
-    allow_connections(&mut admin, &app.db_name, false).await;
+    allow_connections(&mut admin, &app.db.name, false).await;
     let down = wait_health(
         &app.http,
         &app.base,
@@ -627,7 +483,7 @@ async fn a_report_sent_while_the_database_is_away_is_applied_after_it_returns() 
     .await;
     assert_eq!(still["database"], "DOWN");
 
-    allow_connections(&mut admin, &app.db_name, true).await;
+    allow_connections(&mut admin, &app.db.name, true).await;
     wait_health(&app.http, &app.base, StatusCode::OK, Duration::from_secs(8)).await;
     let req = app.next_reply().await;
     assert_eq!(

@@ -6,7 +6,6 @@
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use lapin::message::Delivery;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
@@ -16,40 +15,6 @@ const FAST: &[&str] = &["--rollout-tick-ms", "50", "--dynamic-idle-ms", "0"];
 
 async fn app() -> TestApp {
     spawn_app_with(FAST).await
-}
-
-/// Register `n` devices `<prefix>-NN` through DMF and wait until the last one exists.
-async fn fleet(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
-    let ids: Vec<String> = (0..n).map(|i| format!("{prefix}-{i:02}")).collect();
-    for id in &ids {
-        app.send(thing_created(id)).await;
-    }
-    if let Some(last) = ids.last() {
-        app.wait_target(last, |_| true).await;
-    }
-    ids
-}
-
-async fn create(app: &TestApp, body: Value) -> Value {
-    let (s, v) = app.api_post("/rollouts", body).await;
-    assert_eq!(s, StatusCode::CREATED, "{v}");
-    v
-}
-
-/// Poll the rollout until `f` holds (15 s).
-async fn wait_rollout(app: &TestApp, id: i64, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (s, v) = app.api_get(&format!("/rollouts/{id}")).await;
-        if s == StatusCode::OK && f(&v) {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "rollout {id} never got there: {v}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
 }
 
 async fn groups(app: &TestApp, id: i64) -> Vec<Value> {
@@ -68,29 +33,6 @@ fn statuses(gs: &[Value]) -> Vec<String> {
         .collect()
 }
 
-/// The next message with one of `topics` (others, like REQUEST_ATTRIBUTES_UPDATE, skipped).
-async fn next_of(app: &mut TestApp, topics: &[&str]) -> Delivery {
-    loop {
-        let d = app.next_reply().await;
-        if header(&d, "topic").is_some_and(|t| topics.contains(&t.as_str())) {
-            return d;
-        }
-    }
-}
-
-/// Collect `n` deployment messages: (thingId, actionId).
-async fn deployments(app: &mut TestApp, n: usize) -> Vec<(String, i64)> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let d = next_of(app, &["DOWNLOAD_AND_INSTALL", "DOWNLOAD", "CONFIRM"]).await;
-        out.push((
-            header(&d, "thingId").unwrap_or_default(),
-            body_json(&d)["actionId"].as_i64().expect("actionId"),
-        ));
-    }
-    out
-}
-
 /// Collect `n` deployments of actions not in `seen` (repeats of a known action are skipped).
 async fn new_deployments(
     app: &mut TestApp,
@@ -99,32 +41,13 @@ async fn new_deployments(
 ) -> Vec<(String, i64)> {
     let mut out = Vec::new();
     while out.len() < n {
-        for (t, a) in deployments(app, 1).await {
+        for (t, a) in app.deployments(1).await {
             if seen.insert(a) {
                 out.push((t, a));
             }
         }
     }
     out
-}
-
-/// No deployment or cancel reaches the connector within `ms` (attribute requests are fine).
-async fn assert_quiet(app: &mut TestApp, ms: u64) {
-    let deadline = Instant::now() + Duration::from_millis(ms);
-    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-        match tokio::time::timeout(left, app.next_reply_raw()).await {
-            Ok(Some(d)) => {
-                let topic = header(&d, "topic").unwrap_or_default();
-                assert_eq!(
-                    topic,
-                    "REQUEST_ATTRIBUTES_UPDATE",
-                    "unexpected {topic}: {}",
-                    String::from_utf8_lossy(&d.data)
-                );
-            }
-            _ => return,
-        }
-    }
 }
 
 async fn report_all(app: &TestApp, actions: &[(String, i64)], st: &str) {
@@ -134,29 +57,22 @@ async fn report_all(app: &TestApp, actions: &[(String, i64)], st: &str) {
 }
 
 async fn ready(app: &TestApp, id: i64) -> Value {
-    wait_rollout(app, id, |r| r["status"] == "ready").await
-}
-
-async fn start(app: &TestApp, id: i64) {
-    let (s, v) = app
-        .api_post(&format!("/rollouts/{id}/start"), json!({}))
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    app.wait_rollout(id, |r| r["status"] == "ready").await
 }
 
 #[tokio::test]
 async fn creation_validates_and_auto_splits_like_hawkbit() {
     let app = app().await;
-    fleet(&app, "c", 9).await;
+    app.fleet("c", 9).await;
     let ds = app.create_set("fw").await;
 
     // §11.1 C02: the POST answer, before any executor step.
-    let r = create(
-        &app,
-        json!({"name": "r1", "distributionSetId": ds, "targetFilterQuery": "controllerId==c-*",
+    let r = app
+        .create_rollout(
+            json!({"name": "r1", "distributionSetId": ds, "targetFilterQuery": "controllerId==c-*",
                "amountGroups": 4, "weight": 66}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(r["totalTargets"], 9);
     assert_eq!(r["totalTargetsPerStatus"]["notstarted"], 9);
     assert_eq!(r["totalGroups"], 4);
@@ -293,9 +209,7 @@ async fn creation_validates_and_auto_splits_like_hawkbit() {
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
 
     // Custom groups: percent from the rest (C07 shape): [c-0* 100 %, 50 %, 100 %] over 9.
-    let r = create(
-        &app,
-        json!({"name": "custom", "distributionSetId": ds, "targetFilterQuery": "name==*",
+    let r = app.create_rollout(json!({"name": "custom", "distributionSetId": ds, "targetFilterQuery": "name==*",
                "groups": [
                    {"name": "canary", "targetFilterQuery": "controllerId==c-00", "targetPercentage": 100},
                    {"name": "half", "targetPercentage": 50},
@@ -315,11 +229,9 @@ async fn creation_validates_and_auto_splits_like_hawkbit() {
 #[tokio::test]
 async fn reports_cascade_group_after_group_until_finished() {
     let mut app = app().await;
-    fleet(&app, "d", 6).await;
+    app.fleet("d", 6).await;
     let ds = app.create_set("fw").await;
-    let r = create(
-        &app,
-        json!({"name": "wave", "distributionSetId": ds, "targetFilterQuery": "controllerId==d-*",
+    let r = app.create_rollout(json!({"name": "wave", "distributionSetId": ds, "targetFilterQuery": "controllerId==d-*",
                "amountGroups": 3,
                "successCondition": {"condition": "THRESHOLD", "expression": "50"},
                "errorCondition": {"condition": "THRESHOLD", "expression": "80"}}),
@@ -327,14 +239,14 @@ async fn reports_cascade_group_after_group_until_finished() {
     .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
-    start(&app, id).await;
+    app.start_rollout(id).await;
 
     // Group 1: two devices get DOWNLOAD_AND_INSTALL; nobody else.
-    let g1 = deployments(&mut app, 2).await;
+    let g1 = app.deployments(2).await;
     let names: BTreeSet<&str> = g1.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(names, BTreeSet::from(["d-00", "d-01"]));
-    assert_quiet(&mut app, 300).await;
-    let v = wait_rollout(&app, id, |r| r["status"] == "running").await;
+    app.assert_quiet(300).await;
+    let v = app.wait_rollout(id, |r| r["status"] == "running").await;
     assert_eq!(v["totalTargetsPerStatus"]["running"], 2);
     assert_eq!(v["totalTargetsPerStatus"]["scheduled"], 4);
     assert_eq!(
@@ -345,7 +257,7 @@ async fn reports_cascade_group_after_group_until_finished() {
     // One FINISHED = 50 %: that report itself starts group 2. Measure the cascade latency.
     let sent = Instant::now();
     app.send(status(g1[0].1, "FINISHED")).await;
-    let g2 = deployments(&mut app, 2).await;
+    let g2 = app.deployments(2).await;
     let latency = sent.elapsed();
     println!("cascade latency (report published → next group's first message): {latency:?}");
     assert!(g2.iter().all(|(t, _)| t == "d-02" || t == "d-03"), "{g2:?}");
@@ -357,9 +269,9 @@ async fn reports_cascade_group_after_group_until_finished() {
     // Finishing everything finishes groups and the rollout.
     report_all(&app, &g1[1..], "FINISHED").await;
     report_all(&app, &g2, "FINISHED").await;
-    let g3 = deployments(&mut app, 2).await;
+    let g3 = app.deployments(2).await;
     report_all(&app, &g3, "FINISHED").await;
-    let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "finished").await;
     assert_eq!(v["totalTargetsPerStatus"]["finished"], 6);
     assert_eq!(v["totalTargetsPerStatus"]["notstarted"], 0);
     assert_eq!(statuses(&groups(&app, id).await), vec!["finished"; 3]);
@@ -376,37 +288,37 @@ async fn reports_cascade_group_after_group_until_finished() {
 #[tokio::test]
 async fn error_threshold_and_count_shut_the_rollout_down_until_resumed() {
     let mut app = app().await;
-    fleet(&app, "e", 8).await;
-    fleet(&app, "f", 4).await;
+    app.fleet("e", 8).await;
+    app.fleet("f", 4).await;
     let ds = app.create_set("fw").await;
     // THRESHOLD 40 %: 1 of 2 errors = 50 % > 40 % → emergency shutdown.
-    let r = create(
-        &app,
-        json!({"name": "thr", "distributionSetId": ds, "targetFilterQuery": "controllerId==e-*",
+    let r = app
+        .create_rollout(
+            json!({"name": "thr", "distributionSetId": ds, "targetFilterQuery": "controllerId==e-*",
                "amountGroups": 4,
                "successCondition": {"condition": "THRESHOLD", "expression": "100"},
                "errorCondition": {"condition": "THRESHOLD", "expression": "40"}}),
-    )
-    .await;
+        )
+        .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
-    start(&app, id).await;
-    let g1 = deployments(&mut app, 2).await;
+    app.start_rollout(id).await;
+    let g1 = app.deployments(2).await;
     app.send(status(g1[0].1, "ERROR")).await;
-    let v = wait_rollout(&app, id, |r| r["status"] == "paused").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "paused").await;
     assert_eq!(v["totalTargetsPerStatus"]["error"], 1);
     assert_eq!(
         statuses(&groups(&app, id).await)[..2],
         ["error", "scheduled"]
     );
     // The still running device keeps its action; nobody else is contacted.
-    assert_quiet(&mut app, 400).await;
+    app.assert_quiet(400).await;
     // Resume starts the group after the failed one.
     let (s, _) = app
         .api_post(&format!("/rollouts/{id}/resume"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let g2 = deployments(&mut app, 2).await;
+    let g2 = app.deployments(2).await;
     assert_eq!(g2.len(), 2);
     assert_eq!(statuses(&groups(&app, id).await)[..2], ["error", "running"]);
     // Pause/resume from wrong states.
@@ -422,14 +334,14 @@ async fn error_threshold_and_count_shut_the_rollout_down_until_resumed() {
     );
 
     // COUNT 1: more than one failed action → shutdown; exactly one does not.
-    let r = create(
-        &app,
-        json!({"name": "cnt", "distributionSetId": ds, "targetFilterQuery": "controllerId==f-*",
+    let r = app
+        .create_rollout(
+            json!({"name": "cnt", "distributionSetId": ds, "targetFilterQuery": "controllerId==f-*",
                "amountGroups": 2,
                "successCondition": {"condition": "THRESHOLD", "expression": "100"},
                "errorCondition": {"condition": "COUNT", "expression": "1"}}),
-    )
-    .await;
+        )
+        .await;
     let id2 = r["id"].as_i64().unwrap();
     ready(&app, id2).await;
     let gs = groups(&app, id2).await;
@@ -438,14 +350,14 @@ async fn error_threshold_and_count_shut_the_rollout_down_until_resumed() {
         json!({"condition": "COUNT", "expression": "1"})
     );
     // 4 targets in 2 groups of 2: one error is not more than 1, two are.
-    start(&app, id2).await;
-    let c1 = deployments(&mut app, 2).await;
+    app.start_rollout(id2).await;
+    let c1 = app.deployments(2).await;
     app.send(status(c1[0].1, "ERROR")).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (_, v) = app.api_get(&format!("/rollouts/{id2}")).await;
     assert_eq!(v["status"], "running", "one error is not more than 1");
     app.send(status(c1[1].1, "ERROR")).await;
-    wait_rollout(&app, id2, |r| r["status"] == "paused").await;
+    app.wait_rollout(id2, |r| r["status"] == "paused").await;
     assert_eq!(
         statuses(&groups(&app, id2).await),
         vec!["error", "scheduled"]
@@ -460,7 +372,7 @@ async fn error_threshold_and_count_shut_the_rollout_down_until_resumed() {
         .api_post(&format!("/rollouts/{id2}/stop"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let v = wait_rollout(&app, id2, |r| r["status"] == "stopped").await;
+    let v = app.wait_rollout(id2, |r| r["status"] == "stopped").await;
     assert_eq!(v["totalTargetsPerStatus"]["scheduled"], 0);
     let (_, acts) = app
         .api_get(&format!("/actions?q=rollout.id=={id2};status==scheduled"))
@@ -475,11 +387,9 @@ async fn error_threshold_and_count_shut_the_rollout_down_until_resumed() {
 #[tokio::test]
 async fn success_pause_trigger_next_group_and_stop() {
     let mut app = app().await;
-    fleet(&app, "p", 6).await;
+    app.fleet("p", 6).await;
     let ds = app.create_set("fw").await;
-    let r = create(
-        &app,
-        json!({"name": "canary", "distributionSetId": ds, "targetFilterQuery": "controllerId==p-*",
+    let r = app.create_rollout(json!({"name": "canary", "distributionSetId": ds, "targetFilterQuery": "controllerId==p-*",
                "amountGroups": 3,
                "successCondition": {"condition": "THRESHOLD", "expression": "100"},
                "successAction": {"action": "PAUSE", "expression": ""}}),
@@ -487,28 +397,28 @@ async fn success_pause_trigger_next_group_and_stop() {
     .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
-    start(&app, id).await;
-    let g1 = deployments(&mut app, 2).await;
+    app.start_rollout(id).await;
+    let g1 = app.deployments(2).await;
     report_all(&app, &g1, "FINISHED").await;
     // Success action PAUSE: group 1 finished, rollout paused, group 2 waits.
-    wait_rollout(&app, id, |r| r["status"] == "paused").await;
+    app.wait_rollout(id, |r| r["status"] == "paused").await;
     assert_eq!(
         statuses(&groups(&app, id).await),
         vec!["finished", "scheduled", "scheduled"]
     );
-    assert_quiet(&mut app, 300).await;
+    app.assert_quiet(300).await;
     // Resume starts the next group immediately (§6.2).
     let (s, _) = app
         .api_post(&format!("/rollouts/{id}/resume"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    deployments(&mut app, 2).await;
+    app.deployments(2).await;
     // Trigger next group ignores thresholds; then nothing is left to trigger.
     let (s, _) = app
         .api_post(&format!("/rollouts/{id}/triggerNextGroup"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let g3 = deployments(&mut app, 2).await;
+    let g3 = app.deployments(2).await;
     let (s, e) = app
         .api_post(&format!("/rollouts/{id}/triggerNextGroup"), json!({}))
         .await;
@@ -527,11 +437,11 @@ async fn success_pause_trigger_next_group_and_stop() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     let mut cancelled = Vec::new();
     for _ in 0..4 {
-        let d = next_of(&mut app, &["CANCEL_DOWNLOAD"]).await;
+        let d = app.next_of(&["CANCEL_DOWNLOAD"]).await;
         cancelled.push(body_json(&d)["actionId"].as_i64().unwrap());
     }
     assert!(g3.iter().all(|(_, a)| cancelled.contains(a)));
-    let v = wait_rollout(&app, id, |r| r["status"] == "stopped").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "stopped").await;
     assert_eq!(
         v["totalTargetsPerStatus"]["running"], 4,
         "CANCELING counts as running"
@@ -539,7 +449,9 @@ async fn success_pause_trigger_next_group_and_stop() {
     for a in &cancelled {
         app.send(status(*a, "CANCELED")).await;
     }
-    let v = wait_rollout(&app, id, |r| r["totalTargetsPerStatus"]["cancelled"] == 4).await;
+    let v = app
+        .wait_rollout(id, |r| r["totalTargetsPerStatus"]["cancelled"] == 4)
+        .await;
     assert_eq!(v["totalTargetsPerStatus"]["finished"], 2);
     assert_eq!(statuses(&groups(&app, id).await), vec!["finished"; 3]);
     let (s, _) = app
@@ -551,10 +463,10 @@ async fn success_pause_trigger_next_group_and_stop() {
 #[tokio::test]
 async fn delete_retry_and_soft_deleted_listing() {
     let mut app = app().await;
-    fleet(&app, "x", 4).await;
+    app.fleet("x", 4).await;
     let ds = app.create_set("fw").await;
     // A never-started rollout disappears completely.
-    let r = create(&app, json!({"name": "gone", "distributionSetId": ds, "targetFilterQuery": "name==*", "amountGroups": 2})).await;
+    let r = app.create_rollout(json!({"name": "gone", "distributionSetId": ds, "targetFilterQuery": "name==*", "amountGroups": 2})).await;
     let gone = r["id"].as_i64().unwrap();
     ready(&app, gone).await;
     let (s, _) = app.api_delete(&format!("/rollouts/{gone}")).await;
@@ -566,23 +478,23 @@ async fn delete_retry_and_soft_deleted_listing() {
     }
 
     // A finished rollout with failures: retry targets exactly the failed devices.
-    let r = create(
-        &app,
-        json!({"name": "main", "distributionSetId": ds, "targetFilterQuery": "name==*",
+    let r = app
+        .create_rollout(
+            json!({"name": "main", "distributionSetId": ds, "targetFilterQuery": "name==*",
                                 "errorCondition": {"condition": "THRESHOLD", "expression": "100"}}),
-    )
-    .await;
+        )
+        .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
     let (s, e) = app
         .api_post(&format!("/rollouts/{id}/retry"), json!({}))
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
-    start(&app, id).await;
-    let all = deployments(&mut app, 4).await;
+    app.start_rollout(id).await;
+    let all = app.deployments(4).await;
     report_all(&app, &all[..3], "FINISHED").await;
     report_all(&app, &all[3..], "ERROR").await;
-    wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    app.wait_rollout(id, |r| r["status"] == "finished").await;
     let (s, retry) = app
         .api_post(&format!("/rollouts/{id}/retry"), json!({}))
         .await;
@@ -592,8 +504,8 @@ async fn delete_retry_and_soft_deleted_listing() {
     assert_eq!(retry["targetFilterQuery"], format!("failedrollout=={id}"));
     let rid = retry["id"].as_i64().unwrap();
     ready(&app, rid).await;
-    start(&app, rid).await;
-    let again = deployments(&mut app, 1).await;
+    app.start_rollout(rid).await;
+    let again = app.deployments(1).await;
     assert_eq!(again[0].0, all[3].0);
     let (s, _) = app
         .api_post(&format!("/rollouts/{id}/retry"), json!({}))
@@ -603,7 +515,7 @@ async fn delete_retry_and_soft_deleted_listing() {
     // Deleting a started rollout soft-deletes it: readable, read-only, hidden from lists.
     let (s, _) = app.api_delete(&format!("/rollouts/{rid}")).await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let v = wait_rollout(&app, rid, |r| r["status"] == "deleted").await;
+    let v = app.wait_rollout(rid, |r| r["status"] == "deleted").await;
     assert_eq!(v["deleted"], true);
     assert_eq!(v["totalTargetsPerStatus"]["cancelled"], 1);
     let (s, e) = app
@@ -684,10 +596,7 @@ async fn webhook_sink() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>)
 #[tokio::test]
 async fn approval_waits_for_an_approver_and_calls_the_webhook() {
     let (hook, mut calls) = webhook_sink().await;
-    let dir = std::env::temp_dir().join(format!("dmf-users-{}", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &dir,
-        r#"
+    let users = r#"
 [[users]]
 username = "ops"
 password = "ops-pw"
@@ -705,14 +614,11 @@ username = "other"
 password = "other-pw"
 tenant = "ACME"
 roles = ["ROLE_TENANT_ADMIN"]
-"#,
-    )
-    .unwrap();
-    let users = dir.to_string_lossy().to_string();
+"#;
     let mut args = FAST.to_vec();
-    args.extend(["--users-file", &users, "--approval-webhook", &hook]);
-    let app = spawn_app_with(&args).await;
-    fleet(&app, "a", 2).await;
+    args.extend(["--approval-webhook", &hook]);
+    let app = spawn_app_with_users(users, &args).await;
+    app.fleet("a", 2).await;
     let ds = app.create_set("fw").await;
     let (s, _) = app
         .api_put(
@@ -737,7 +643,8 @@ roles = ["ROLE_TENANT_ADMIN"]
     .await;
     assert_eq!(s, StatusCode::CREATED, "{r}");
     let id = r["id"].as_i64().unwrap();
-    wait_rollout(&app, id, |r| r["status"] == "waiting_for_approval").await;
+    app.wait_rollout(id, |r| r["status"] == "waiting_for_approval")
+        .await;
     let call = tokio::time::timeout(Duration::from_secs(10), calls.recv())
         .await
         .expect("webhook called")
@@ -781,7 +688,7 @@ roles = ["ROLE_TENANT_ADMIN"]
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    let v = wait_rollout(&app, id, |r| r["status"] == "ready").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "ready").await;
     assert_eq!(v["approvalRemark"], "ok after lab");
     assert_eq!(v["approveDecidedBy"], "qa");
     // A creator holding APPROVE_ROLLOUT approves implicitly; deny works from waiting only.
@@ -801,7 +708,8 @@ roles = ["ROLE_TENANT_ADMIN"]
     )
     .await;
     let id3 = r3["id"].as_i64().unwrap();
-    wait_rollout(&app, id3, |r| r["status"] == "waiting_for_approval").await;
+    app.wait_rollout(id3, |r| r["status"] == "waiting_for_approval")
+        .await;
     let (s, _) = post(
         "qa",
         "qa-pw",
@@ -810,21 +718,19 @@ roles = ["ROLE_TENANT_ADMIN"]
     )
     .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
-    wait_rollout(&app, id3, |r| r["status"] == "approval_denied").await;
+    app.wait_rollout(id3, |r| r["status"] == "approval_denied")
+        .await;
     let (s, _) = post("qa", "qa-pw", format!("/rollouts/{id3}/start"), None).await;
     assert_eq!(s, StatusCode::BAD_REQUEST);
     // startAt needs HANDLE_ROLLOUT: qa (rollout admin) has it.
-    let _ = std::fs::remove_file(&dir);
 }
 
 #[tokio::test]
 async fn dynamic_rollout_enrols_devices_that_register_later() {
     let mut app = app().await;
-    fleet(&app, "dyn", 1).await;
+    app.fleet("dyn", 1).await;
     let ds = app.create_set("fw").await;
-    let r = create(
-        &app,
-        json!({"name": "cont", "distributionSetId": ds, "targetFilterQuery": "controllerId==dyn-*",
+    let r = app.create_rollout(json!({"name": "cont", "distributionSetId": ds, "targetFilterQuery": "controllerId==dyn-*",
                "amountGroups": 1, "dynamic": true,
                "dynamicGroupTemplate": {"nameSuffix": "-dyn", "targetCount": 2},
                "successCondition": {"condition": "THRESHOLD", "expression": "50"}}),
@@ -836,8 +742,8 @@ async fn dynamic_rollout_enrols_devices_that_register_later() {
     assert_eq!(gs.len(), 2);
     assert_eq!(gs[1]["name"], "group-2-dyn");
     assert_eq!(gs[1]["dynamic"], true);
-    start(&app, id).await;
-    let first = deployments(&mut app, 1).await;
+    app.start_rollout(id).await;
+    let first = app.deployments(1).await;
     assert_eq!(first[0].0, "dyn-00");
     // New devices appear after the start: they join the dynamic group, which starts once
     // group 1 succeeded.
@@ -856,7 +762,7 @@ async fn dynamic_rollout_enrols_devices_that_register_later() {
     report_all(&app, &next, "FINISHED").await;
     let last = new_deployments(&mut app, 1, &mut seen).await;
     assert_eq!(last[0].0, "dyn-03");
-    let v = wait_rollout(&app, id, |r| r["totalTargets"] == 4).await;
+    let v = app.wait_rollout(id, |r| r["totalTargets"] == 4).await;
     assert_eq!(v["status"], "running");
     assert!(v["totalGroups"].as_i64().unwrap() >= 3);
 }
@@ -864,7 +770,7 @@ async fn dynamic_rollout_enrols_devices_that_register_later() {
 #[tokio::test]
 async fn multi_assignment_rollouts_send_multi_action_by_weight() {
     let mut app = app().await;
-    fleet(&app, "m", 1).await;
+    app.fleet("m", 1).await;
     let ds1 = app.create_set("app1").await;
     let ds2 = app.create_set("app2").await;
     let (s, _) = app
@@ -874,18 +780,18 @@ async fn multi_assignment_rollouts_send_multi_action_by_weight() {
         )
         .await;
     assert!(s.is_success());
-    let low = create(&app, json!({"name": "low", "distributionSetId": ds1, "targetFilterQuery": "name==*", "weight": 100})).await;
-    let high = create(&app, json!({"name": "high", "distributionSetId": ds2, "targetFilterQuery": "name==*", "weight": 900})).await;
+    let low = app.create_rollout(json!({"name": "low", "distributionSetId": ds1, "targetFilterQuery": "name==*", "weight": 100})).await;
+    let high = app.create_rollout(json!({"name": "high", "distributionSetId": ds2, "targetFilterQuery": "name==*", "weight": 900})).await;
     for r in [&low, &high] {
         let id = r["id"].as_i64().unwrap();
         ready(&app, id).await;
-        start(&app, id).await;
-        wait_rollout(&app, id, |r| r["status"] == "running").await;
+        app.start_rollout(id).await;
+        app.wait_rollout(id, |r| r["status"] == "running").await;
     }
     // The last MULTI_ACTION lists both open actions, higher weight first.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let d = next_of(&mut app, &["MULTI_ACTION"]).await;
+        let d = app.next_of(&["MULTI_ACTION"]).await;
         let body = body_json(&d);
         let list = body.as_array().unwrap();
         if list.len() == 2 {
@@ -908,21 +814,19 @@ async fn multi_assignment_rollouts_send_multi_action_by_weight() {
 async fn two_instances_share_the_work_and_count_every_report_once() {
     let mut app = app().await;
     let second = spawn_peer(&app).await;
-    fleet(&app, "t", 20).await;
+    app.fleet("t", 20).await;
     let ds = app.create_set("fw").await;
-    let r = create(
-        &app,
-        json!({"name": "pair", "distributionSetId": ds, "targetFilterQuery": "controllerId==t-*",
+    let r = app.create_rollout(json!({"name": "pair", "distributionSetId": ds, "targetFilterQuery": "controllerId==t-*",
                "amountGroups": 4, "successCondition": {"condition": "THRESHOLD", "expression": "100"}}),
     )
     .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
-    start(&app, id).await;
+    app.start_rollout(id).await;
     // Both instances consume dmf_receiver; every group is started exactly once.
     let mut seen = BTreeSet::new();
     for _ in 0..4 {
-        let batch = deployments(&mut app, 5).await;
+        let batch = app.deployments(5).await;
         for (t, a) in &batch {
             assert!(
                 seen.insert((t.clone(), *a)),
@@ -932,17 +836,12 @@ async fn two_instances_share_the_work_and_count_every_report_once() {
         report_all(&app, &batch, "RUNNING").await;
         report_all(&app, &batch, "FINISHED").await;
     }
-    let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "finished").await;
     assert_eq!(v["totalTargetsPerStatus"]["finished"], 20);
     assert_eq!(seen.len(), 20);
-    assert_quiet(&mut app, 300).await;
+    app.assert_quiet(300).await;
     // The counters the triggers maintained equal a GROUP BY over the actions (§8).
-    let pool = sqlx::PgPool::connect(&format!(
-        "postgres://postgres@127.0.0.1:5432/{}",
-        app.db_name
-    ))
-    .await
-    .unwrap();
+    let pool = app.db.pool().await;
     let drift: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM rollout_group g LEFT JOIN (
              SELECT rollout_group_id AS id,
@@ -973,19 +872,13 @@ async fn two_instances_share_the_work_and_count_every_report_once() {
 /// A second service instance on the same database and vhost.
 struct Peer {
     base: String,
+    http: reqwest::Client,
     token: tokio_util::sync::CancellationToken,
 }
 
 impl Peer {
     async fn get(&self, path: &str) -> (StatusCode, Value) {
-        let r = reqwest::Client::new()
-            .get(format!("{}/rest/v1{path}", self.base))
-            .basic_auth("admin", Some("admin"))
-            .send()
-            .await
-            .unwrap();
-        let s = r.status();
-        (s, r.json().await.unwrap_or(Value::Null))
+        rest(&self.http, &self.base, reqwest::Method::GET, path, None).await
     }
 }
 
@@ -996,41 +889,20 @@ impl Drop for Peer {
 }
 
 async fn spawn_peer(app: &TestApp) -> Peer {
-    use clap::Parser;
-    use dmf_broker::config::{Cli, Command as Cmd};
-    let db_url = format!("postgres://postgres@127.0.0.1:5432/{}", app.db_name);
-    let mut argv = vec![
-        "dmf-broker",
-        "serve",
-        "--database-url",
-        &db_url,
-        "--amqp-url",
-        &app.amqp_url,
-        "--http-addr",
-        "127.0.0.1:0",
-        "--batch-wait-ms",
-        "1",
-    ];
-    argv.extend_from_slice(FAST);
-    let Cmd::Serve(args) = Cli::parse_from(argv).command else {
-        unreachable!()
-    };
-    let peer = dmf_broker::app::Application::build(args)
-        .await
-        .expect("peer starts");
-    let base = format!("http://127.0.0.1:{}", peer.port());
+    let args = serve_args(&app.db.url(), &app.vhost.amqp_url(), FAST);
     let token = tokio_util::sync::CancellationToken::new();
-    let t = token.clone();
-    tokio::spawn(async move {
-        let _ = peer.run_until_stopped(t).await;
-    });
-    Peer { base, token }
+    let (base, _) = start_service(args, token.clone()).await;
+    Peer {
+        base,
+        http: reqwest::Client::new(),
+        token,
+    }
 }
 
 #[tokio::test]
 async fn start_at_confirmation_and_a_newer_rollout_taking_over() {
     let mut app = app().await;
-    fleet(&app, "s", 2).await;
+    app.fleet("s", 2).await;
     let ds1 = app.create_set("fw1").await;
     let ds2 = app.create_set("fw2").await;
 
@@ -1039,34 +911,34 @@ async fn start_at_confirmation_and_a_newer_rollout_taking_over() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_millis() as i64;
-    let a = create(
-        &app,
-        json!({"name": "a", "distributionSetId": ds1, "targetFilterQuery": "controllerId==s-*",
+    let a = app
+        .create_rollout(
+            json!({"name": "a", "distributionSetId": ds1, "targetFilterQuery": "controllerId==s-*",
                "amountGroups": 2, "startAt": now,
                "successCondition": {"condition": "THRESHOLD", "expression": "100"}}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(a["startAt"], now);
     let a_id = a["id"].as_i64().unwrap();
-    let first = deployments(&mut app, 1).await;
+    let first = app.deployments(1).await;
     assert_eq!(first[0].0, "s-00");
-    wait_rollout(&app, a_id, |r| r["status"] == "running").await;
+    app.wait_rollout(a_id, |r| r["status"] == "running").await;
 
     // A newer rollout over the same devices (single assignment): s-00's running action of `a`
     // is cancelled (CANCEL_DOWNLOAD first, the new deployment after CANCELED), s-01's
     // SCHEDULED action of `a` is cancelled silently and s-01 is deployed at once.
-    let b = create(
-        &app,
-        json!({"name": "b", "distributionSetId": ds2, "targetFilterQuery": "controllerId==s-*"}),
+    let b = app.create_rollout(json!({"name": "b", "distributionSetId": ds2, "targetFilterQuery": "controllerId==s-*"}),
     )
     .await;
     let b_id = b["id"].as_i64().unwrap();
     ready(&app, b_id).await;
-    start(&app, b_id).await;
+    app.start_rollout(b_id).await;
     let mut cancel = None;
     let mut deployed = Vec::new();
     while cancel.is_none() || deployed.is_empty() {
-        let d = next_of(&mut app, &["CANCEL_DOWNLOAD", "DOWNLOAD_AND_INSTALL"]).await;
+        let d = app
+            .next_of(&["CANCEL_DOWNLOAD", "DOWNLOAD_AND_INSTALL"])
+            .await;
         let thing = header(&d, "thingId").unwrap();
         let action = body_json(&d)["actionId"].as_i64().unwrap();
         match header(&d, "topic").as_deref() {
@@ -1078,15 +950,18 @@ async fn start_at_confirmation_and_a_newer_rollout_taking_over() {
         }
     }
     assert_eq!(deployed[0].0, "s-01");
-    let v = wait_rollout(&app, a_id, |r| r["totalTargetsPerStatus"]["cancelled"] == 1).await;
+    let v = app
+        .wait_rollout(a_id, |r| r["totalTargetsPerStatus"]["cancelled"] == 1)
+        .await;
     assert_eq!(
         v["totalTargetsPerStatus"]["running"], 1,
         "the cancelling action still runs"
     );
     app.send(status(first[0].1, "CANCELED")).await;
-    let next = deployments(&mut app, 1).await;
+    let next = app.deployments(1).await;
     assert_eq!(next[0].0, "s-00");
-    wait_rollout(&app, a_id, |r| r["totalTargetsPerStatus"]["cancelled"] == 2).await;
+    app.wait_rollout(a_id, |r| r["totalTargetsPerStatus"]["cancelled"] == 2)
+        .await;
 
     // Confirmation flow: groups require confirmation by default, devices get CONFIRM first.
     let (s, _) = app
@@ -1096,26 +971,24 @@ async fn start_at_confirmation_and_a_newer_rollout_taking_over() {
         )
         .await;
     assert!(s.is_success());
-    let c = create(
-        &app,
-        json!({"name": "c", "distributionSetId": ds1, "targetFilterQuery": "controllerId==s-01"}),
+    let c = app.create_rollout(json!({"name": "c", "distributionSetId": ds1, "targetFilterQuery": "controllerId==s-01"}),
     )
     .await;
     let c_id = c["id"].as_i64().unwrap();
     ready(&app, c_id).await;
     assert_eq!(groups(&app, c_id).await[0]["confirmationRequired"], true);
-    start(&app, c_id).await;
+    app.start_rollout(c_id).await;
     // s-01's action of `b` is open: it is cancelled first.
-    let d = next_of(&mut app, &["CANCEL_DOWNLOAD"]).await;
+    let d = app.next_of(&["CANCEL_DOWNLOAD"]).await;
     app.send(status(
         body_json(&d)["actionId"].as_i64().unwrap(),
         "CANCELED",
     ))
     .await;
-    let d = next_of(&mut app, &["CONFIRM"]).await;
+    let d = app.next_of(&["CONFIRM"]).await;
     let action = body_json(&d)["actionId"].as_i64().unwrap();
     app.send(status(action, "CONFIRMED")).await;
-    let d = next_of(&mut app, &["DOWNLOAD_AND_INSTALL"]).await;
+    let d = app.next_of(&["DOWNLOAD_AND_INSTALL"]).await;
     assert_eq!(body_json(&d)["actionId"], action);
 }
 
@@ -1124,7 +997,7 @@ async fn targets_at_their_action_quota_are_left_out_of_a_rollout() {
     let mut args = FAST.to_vec();
     args.extend(["--max-actions-per-target", "2"]);
     let mut app = spawn_app_with(&args).await;
-    fleet(&app, "q", 2).await;
+    app.fleet("q", 2).await;
     let ds_old = app.create_set("old").await;
     let ds_new = app.create_set("new").await;
     // q-00 gets two (offline, already finished) actions: its quota is used up.
@@ -1137,31 +1010,29 @@ async fn targets_at_their_action_quota_are_left_out_of_a_rollout() {
             .await;
         assert_eq!(s, StatusCode::OK, "{v}");
     }
-    let r = create(
-        &app,
-        json!({"name": "quota", "distributionSetId": ds_new, "targetFilterQuery": "controllerId==q-*"}),
+    let r = app.create_rollout(json!({"name": "quota", "distributionSetId": ds_new, "targetFilterQuery": "controllerId==q-*"}),
     )
     .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
-    start(&app, id).await;
-    let d = deployments(&mut app, 1).await;
+    app.start_rollout(id).await;
+    let d = app.deployments(1).await;
     assert_eq!(d[0].0, "q-01");
-    assert_quiet(&mut app, 300).await;
+    app.assert_quiet(300).await;
     let (_, acts) = app.api_get(&format!("/actions?q=rollout.id=={id}")).await;
     assert_eq!(acts["total"], 1);
     let (_, own) = app.api_get("/targets/q-00/actions").await;
     assert_eq!(own["total"], 2);
     // The rollout completes over the targets it could take.
     app.send(status(d[0].1, "FINISHED")).await;
-    let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "finished").await;
     assert_eq!(v["totalTargets"], 1);
 }
 
 #[tokio::test]
 async fn concurrent_creations_on_one_set_all_succeed() {
     let app = app().await;
-    fleet(&app, "k", 3).await;
+    app.fleet("k", 3).await;
     let ds = app.create_set("fw").await;
     let posts = (0..6).map(|i| {
         let app = &app;
@@ -1210,14 +1081,9 @@ async fn members(pool: &sqlx::PgPool, rollout: i64) -> Vec<Vec<i64>> {
 #[tokio::test]
 async fn a_fill_interrupted_mid_way_resumes_to_the_same_groups() {
     let app = app().await;
-    fleet(&app, "r", 9).await;
+    app.fleet("r", 9).await;
     let ds = app.create_set("fw").await;
-    let pool = sqlx::PgPool::connect(&format!(
-        "postgres://postgres@127.0.0.1:5432/{}",
-        app.db_name
-    ))
-    .await
-    .unwrap();
+    let pool = app.db.pool().await;
     for (name, body) in [
         ("auto", json!({"amountGroups": 4})),
         (
@@ -1232,7 +1098,7 @@ async fn a_fill_interrupted_mid_way_resumes_to_the_same_groups() {
         for (k, v) in body.as_object().unwrap() {
             req[k] = v.clone();
         }
-        let id = create(&app, req).await["id"].as_i64().unwrap();
+        let id = app.create_rollout(req).await["id"].as_i64().unwrap();
         ready(&app, id).await;
         let before = members(&pool, id).await;
         // The state a crash leaves mid-fill: the second group half filled, later groups empty
@@ -1280,19 +1146,17 @@ async fn a_fill_interrupted_mid_way_resumes_to_the_same_groups() {
 async fn a_large_group_leaves_complete_once_each_and_in_order() {
     const DEVICES: usize = 1250;
     let mut app = spawn_app_with(&["--rollout-tick-ms", "50", "--outbox-batch", "7"]).await;
-    fleet(&app, "big", DEVICES).await;
+    app.fleet("big", DEVICES).await;
     let ds = app.create_set("fw").await;
-    let r = create(
-        &app,
-        json!({"name": "big", "distributionSetId": ds, "targetFilterQuery": "controllerId==big-*",
+    let r = app.create_rollout(json!({"name": "big", "distributionSetId": ds, "targetFilterQuery": "controllerId==big-*",
                "amountGroups": 1}),
     )
     .await;
     let id = r["id"].as_i64().unwrap();
     ready(&app, id).await;
-    start(&app, id).await;
+    app.start_rollout(id).await;
 
-    let got = deployments(&mut app, DEVICES).await;
+    let got = app.deployments(DEVICES).await;
     let actions: Vec<i64> = got.iter().map(|(_, a)| *a).collect();
     assert!(
         actions.windows(2).all(|w| w[0] < w[1]),
@@ -1300,11 +1164,10 @@ async fn a_large_group_leaves_complete_once_each_and_in_order() {
     );
     let things: BTreeSet<&str> = got.iter().map(|(t, _)| t.as_str()).collect();
     assert_eq!(things.len(), DEVICES, "a device got two deployments");
-    assert_quiet(&mut app, 300).await;
-    let v = wait_rollout(&app, id, |r| {
-        r["totalTargetsPerStatus"]["running"] == DEVICES
-    })
-    .await;
+    app.assert_quiet(300).await;
+    let v = app
+        .wait_rollout(id, |r| r["totalTargetsPerStatus"]["running"] == DEVICES)
+        .await;
     assert_eq!(v["totalTargetsPerStatus"]["scheduled"], 0);
     assert_eq!(sql(&app, "SELECT count(*) FROM outbox"), "0");
 }

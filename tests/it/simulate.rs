@@ -4,15 +4,14 @@
 //! smoke test of `demo` end to end (twice, to show re-runs are idempotent).
 
 use std::collections::BTreeMap;
-use std::process::Command;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::Parser;
 use dmf_broker::config::{Cli, Command as Cmd, DemoArgs, SimulateArgs};
 use dmf_broker::sim::{self, Counters, SimStats, fleet};
 use reqwest::StatusCode;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -69,20 +68,18 @@ fn ids(prefix: &str) -> Vec<String> {
     (0..DEVICES).map(|i| naming.id(i)).collect()
 }
 
-async fn poll<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// [`poll`] for a condition that names what it waits for.
+async fn wait_until<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    poll(Duration::from_secs(secs), async || {
+        f().await
+            .ok_or_else(|| format!("timed out waiting for {what}"))
+    })
+    .await
 }
 
 async fn wait_fleet(app: &TestApp, prefix: &str) {
     let q = format!("/targets?q=controllerId=={prefix}*&limit=1");
-    poll("the fleet to register", 15, async || {
+    wait_until("the fleet to register", 15, async || {
         let (_, v) = app.api_get(&q).await;
         (v["total"] == DEVICES).then_some(())
     })
@@ -91,31 +88,16 @@ async fn wait_fleet(app: &TestApp, prefix: &str) {
 
 async fn rollout(app: &TestApp, name: &str, prefix: &str, groups: u32) -> i64 {
     let ds = app.create_set(name).await;
-    let (s, r) = app
-        .api_post(
-            "/rollouts",
-            json!({"name": name, "distributionSetId": ds,
+    let r = app
+        .create_rollout(json!({"name": name, "distributionSetId": ds,
                    "targetFilterQuery": format!("controllerId=={prefix}*"), "amountGroups": groups,
                    "successCondition": {"condition": "THRESHOLD", "expression": "50"},
-                   "errorCondition": {"condition": "THRESHOLD", "expression": "100"}}),
-        )
+                   "errorCondition": {"condition": "THRESHOLD", "expression": "100"}}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{r}");
     let id = r["id"].as_i64().unwrap();
-    wait_rollout(app, id, |r| r["status"] == "ready").await;
-    let (s, v) = app
-        .api_post(&format!("/rollouts/{id}/start"), json!({}))
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    app.wait_rollout(id, |r| r["status"] == "ready").await;
+    app.start_rollout(id).await;
     id
-}
-
-async fn wait_rollout(app: &TestApp, id: i64, f: impl Fn(&Value) -> bool) -> Value {
-    poll(&format!("rollout {id}"), 15, async || {
-        let (s, v) = app.api_get(&format!("/rollouts/{id}")).await;
-        (s == StatusCode::OK && f(&v)).then_some(v)
-    })
-    .await
 }
 
 /// The device's only action of this test and its status history types.
@@ -143,7 +125,7 @@ async fn action_of(app: &TestApp, device: &str) -> (String, Vec<String>) {
 async fn a_simulated_fleet_registers_and_fails_exactly_where_its_hash_says() {
     let app = spawn_app_with(&["--rollout-tick-ms", "50"]).await;
     let args = sim_args(
-        &app.amqp_url,
+        &app.vhost.amqp_url(),
         &[
             "--prefix",
             "a-",
@@ -170,7 +152,7 @@ async fn a_simulated_fleet_registers_and_fails_exactly_where_its_hash_says() {
     }
 
     let id = rollout(&app, "fleet-a", "a-", 3).await;
-    let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "finished").await;
     let failing: Vec<String> = ids("a-")
         .into_iter()
         .filter(|d| fleet::fails(d, 0.2))
@@ -191,7 +173,7 @@ async fn a_simulated_fleet_registers_and_fails_exactly_where_its_hash_says() {
     }
     // Every FINISHED was followed by REQUEST_ATTRIBUTES_UPDATE, which the devices answered.
     let want_attributes = u64::from(DEVICES) - failing.len() as u64;
-    poll("attribute answers", 10, async || {
+    wait_until("attribute answers", 10, async || {
         (sim.counters.snapshot().attributes >= want_attributes).then_some(())
     })
     .await;
@@ -209,7 +191,7 @@ async fn stuck_devices_keep_running_and_answer_a_stop_as_their_hash_says() {
     let app = spawn_app_with(&["--rollout-tick-ms", "50"]).await;
     let (stuck, fail, reject) = (0.3, 0.2, 0.5);
     let sim = RunningSim::start(sim_args(
-        &app.amqp_url,
+        &app.vhost.amqp_url(),
         &[
             "--prefix",
             "b-",
@@ -245,11 +227,13 @@ async fn stuck_devices_keep_running_and_answer_a_stop_as_their_hash_says() {
     let id = rollout(&app, "fleet-b", "b-", 1).await;
     // Everyone but the stuck devices answers; those keep their action running.
     let answered = DEVICES as usize - stuck_ids.len();
-    let v = wait_rollout(&app, id, |r| {
-        let p = &r["totalTargetsPerStatus"];
-        p["finished"].as_u64().unwrap_or(0) + p["error"].as_u64().unwrap_or(0) == answered as u64
-    })
-    .await;
+    let v = app
+        .wait_rollout(id, |r| {
+            let p = &r["totalTargetsPerStatus"];
+            p["finished"].as_u64().unwrap_or(0) + p["error"].as_u64().unwrap_or(0)
+                == answered as u64
+        })
+        .await;
     assert_eq!(v["totalTargetsPerStatus"]["error"], errors);
     assert_eq!(v["totalTargetsPerStatus"]["running"], stuck_ids.len());
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -262,7 +246,7 @@ async fn stuck_devices_keep_running_and_answer_a_stop_as_their_hash_says() {
         .api_post(&format!("/rollouts/{id}/stop"), json!({}))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
-    wait_rollout(&app, id, |r| {
+    app.wait_rollout(id, |r| {
         r["totalTargetsPerStatus"]["cancelled"] == cancelling.len()
     })
     .await;
@@ -270,7 +254,7 @@ async fn stuck_devices_keep_running_and_answer_a_stop_as_their_hash_says() {
         assert_eq!(action_of(&app, d).await.0, "canceled", "{d}");
     }
     for d in &rejecting {
-        let (status, history) = poll("CANCEL_REJECTED to be applied", 10, async || {
+        let (status, history) = wait_until("CANCEL_REJECTED to be applied", 10, async || {
             let (status, history) = action_of(&app, d).await;
             history
                 .iter()
@@ -299,7 +283,7 @@ async fn batch_deployments_are_answered_for_every_listed_device() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let sim = RunningSim::start(sim_args(
-        &app.amqp_url,
+        &app.vhost.amqp_url(),
         &[
             "--prefix",
             "c-",
@@ -311,7 +295,7 @@ async fn batch_deployments_are_answered_for_every_listed_device() {
     ));
     wait_fleet(&app, "c-").await;
     let id = rollout(&app, "fleet-c", "c-", 2).await;
-    let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+    let v = app.wait_rollout(id, |r| r["status"] == "finished").await;
     let failing = ids("c-").iter().filter(|d| fleet::fails(d, 0.2)).count();
     assert_eq!(v["totalTargetsPerStatus"]["error"], failing);
     let stats = sim.stop().await;
@@ -330,7 +314,7 @@ async fn multi_action_devices_work_through_every_open_action() {
         .await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let sim = RunningSim::start(sim_args(
-        &app.amqp_url,
+        &app.vhost.amqp_url(),
         &[
             "--prefix",
             "m-",
@@ -346,7 +330,7 @@ async fn multi_action_devices_work_through_every_open_action() {
     let low = rollout(&app, "low", "m-", 1).await;
     let high = rollout(&app, "high", "m-", 1).await;
     for id in [low, high] {
-        let v = wait_rollout(&app, id, |r| r["status"] == "finished").await;
+        let v = app.wait_rollout(id, |r| r["status"] == "finished").await;
         assert_eq!(v["totalTargetsPerStatus"]["finished"], DEVICES, "{v}");
     }
     let stats = sim.stop().await;
@@ -369,35 +353,23 @@ fn simulator_settings_are_validated_and_name_the_queue() {
     assert_eq!(other.reply_queue(), "fleet-7_receiver");
 }
 
-fn rabbitmqctl(args: &[&str]) {
-    let out = Command::new("rabbitmqctl")
-        .args(args)
-        .output()
-        .expect("rabbitmqctl on PATH");
-    assert!(out.status.success(), "rabbitmqctl {args:?}");
-}
-
 /// A fresh vhost and database for a demo, removed on drop.
 struct Scratch {
-    vhost: String,
-    db: String,
+    db: TestDb,
+    vhost: TestVhost,
 }
 
 impl Scratch {
     fn new() -> Self {
-        let id = uuid::Uuid::new_v4().simple().to_string();
-        let s = Self {
-            vhost: format!("dmf-demo-{id}"),
-            db: format!("dmf_demo_{id}"),
-        };
-        rabbitmqctl(&["add_vhost", &s.vhost]);
-        rabbitmqctl(&["set_permissions", "-p", &s.vhost, "guest", ".*", ".*", ".*"]);
-        s
+        Self {
+            db: TestDb::new("dmf_demo"),
+            vhost: TestVhost::new("dmf-demo"),
+        }
     }
 
     fn demo_args(&self) -> DemoArgs {
-        let amqp = format!("amqp://guest:guest@127.0.0.1:5672/{}", self.vhost);
-        let db = format!("postgres://postgres@127.0.0.1:5432/{}", self.db);
+        let amqp = self.vhost.amqp_url();
+        let db = self.db.url();
         let argv = [
             "dmf-broker",
             "demo",
@@ -427,25 +399,6 @@ impl Scratch {
             unreachable!()
         };
         args
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("rabbitmqctl")
-            .args(["delete_vhost", &self.vhost])
-            .output();
-        let _ = Command::new("psql")
-            .args([
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-q",
-                "-c",
-                &format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.db),
-            ])
-            .output();
     }
 }
 

@@ -4,7 +4,6 @@
 
 use std::time::{Duration, Instant};
 
-use reqwest::StatusCode;
 use serde_json::json;
 
 use crate::helpers::*;
@@ -30,14 +29,13 @@ fn planner_rows(app: &TestApp, table: &str) -> i64 {
 /// Poll until `table` was analyzed by an explicit ANALYZE (`last_analyze`; autovacuum sets
 /// `last_autoanalyze`), failing after `within`.
 async fn wait_analyzed(app: &TestApp, table: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    while sql(app, &analyzed(table)) != "t" {
-        assert!(
-            Instant::now() < deadline,
+    poll(within, async || match sql(app, &analyzed(table)).as_str() {
+        "t" => Ok(()),
+        _ => Err(format!(
             "the service did not analyze {table} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        )),
+    })
+    .await
 }
 
 #[tokio::test]
@@ -65,14 +63,10 @@ async fn the_actions_a_rollout_creates_are_analyzed_without_waiting_for_the_next
     wait_analyzed(&app, "target", Duration::from_secs(20)).await;
     let checked = Instant::now();
     let ds = app.create_set("fw").await;
-    let (s, r) = app
-        .api_post(
-            "/rollouts",
-            json!({"name": "bulk", "distributionSetId": ds,
-                   "targetFilterQuery": "controllerId==bulk-*", "amountGroups": 1}),
-        )
+    let r = app
+        .create_rollout(json!({"name": "bulk", "distributionSetId": ds,
+                   "targetFilterQuery": "controllerId==bulk-*", "amountGroups": 1}))
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{r}");
     let id = r["id"].as_i64().expect("id");
     loop {
         let (_, v) = app.api_get(&format!("/rollouts/{id}")).await;
@@ -82,10 +76,7 @@ async fn the_actions_a_rollout_creates_are_analyzed_without_waiting_for_the_next
         assert!(checked.elapsed() < Duration::from_secs(3), "not ready: {v}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let (s, v) = app
-        .api_post(&format!("/rollouts/{id}/start"), json!({}))
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    app.start_rollout(id).await;
     // Scheduling writes 5,000 actions; the write itself wakes the refresh, well before the
     // periodic check comes round again.
     wait_analyzed(

@@ -3,20 +3,15 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, spawn_app_with, sql};
+use crate::helpers::{TestApp, assert_error_code, enc, spawn_app_with, spawn_app_with_users, sql};
 
 /// The service with an extra user `reader` (password `pw`) that may only read targets.
 async fn spawn_with_reader() -> TestApp {
-    let file = std::env::temp_dir().join(format!("dmf-users-{}.toml", uuid::Uuid::new_v4()));
-    std::fs::write(
-        &file,
+    spawn_app_with_users(
         "[[users]]\nusername = \"reader\"\npassword = \"pw\"\ntenant = \"DEFAULT\"\npermissions = [\"READ_TARGET\"]\n",
+        &[],
     )
-    .expect("write users file");
-    let path = file.to_string_lossy().into_owned();
-    let app = spawn_app_with(&["--users-file", &path]).await;
-    let _ = std::fs::remove_file(&file);
-    app
+    .await
 }
 
 async fn as_reader(app: &TestApp, method: Method, path: &str, body: Option<Value>) -> StatusCode {
@@ -28,11 +23,6 @@ async fn as_reader(app: &TestApp, method: Method, path: &str, body: Option<Value
         );
     }
     s
-}
-
-fn assert_error(status: StatusCode, body: &Value, want: StatusCode, code: &str) {
-    assert_eq!(status, want, "{body}");
-    assert_eq!(body["errorCode"], code, "{body}");
 }
 
 /// Id of the seeded distribution set type with this key.
@@ -105,7 +95,7 @@ async fn target_types_crud_compatibility_and_errors() {
 
     // Errors, each leaving nothing behind.
     let (s, v) = app.api_post("/targettypes", json!([{}])).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::BAD_REQUEST,
@@ -114,7 +104,7 @@ async fn target_types_crud_compatibility_and_errors() {
     let (s, v) = app
         .api_post("/targettypes", json!([{"name": "other", "key": "gw"}]))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::CONFLICT,
@@ -126,7 +116,7 @@ async fn target_types_crud_compatibility_and_errors() {
             json!([{"name": "x", "compatibledistributionsettypes": [{"id": 999999}]}]),
         )
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -135,7 +125,7 @@ async fn target_types_crud_compatibility_and_errors() {
     let (s, v) = app
         .api_post("/targettypes", json!([{"name": "n".repeat(129)}]))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::BAD_REQUEST,
@@ -144,7 +134,7 @@ async fn target_types_crud_compatibility_and_errors() {
     let (s, v) = app
         .api_post("/targettypes", json!({"name": "not-an-array"}))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::BAD_REQUEST,
@@ -167,7 +157,7 @@ async fn target_types_crud_compatibility_and_errors() {
     let (s, v) = app.api_get(&format!("/targettypes/{gw_id}")).await;
     assert_eq!((s, v["key"].clone()), (StatusCode::OK, json!("gw")), "{v}");
     let (s, v) = app.api_get("/targettypes/abc").await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -194,7 +184,7 @@ async fn target_types_crud_compatibility_and_errors() {
     let (s, v) = app
         .api_put(&format!("/targettypes/{gw_id}"), json!({"name": "sensor"}))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::CONFLICT,
@@ -222,7 +212,7 @@ async fn target_types_crud_compatibility_and_errors() {
     want.sort_unstable();
     assert_eq!(got, want);
     let (s, v) = app.api_post(&compat, json!([{"id": 999999}])).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -249,7 +239,7 @@ async fn target_types_crud_compatibility_and_errors() {
     assert_eq!(s, StatusCode::CREATED, "{v}");
     assert_eq!(v[0]["targetTypeName"], "gateway-2", "{v}");
     let (s, v) = app.api_delete(&format!("/targettypes/{gw_id}")).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::CONFLICT,
@@ -329,7 +319,7 @@ async fn target_type_accepts_at_most_50_set_types() {
             json!([{"name": "many", "compatibledistributionsettypes": refs(&all)}]),
         )
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::TOO_MANY_REQUESTS,
@@ -348,7 +338,7 @@ async fn target_type_accepts_at_most_50_set_types() {
     let id = v[0]["id"].as_i64().expect("id");
     let compat = format!("/targettypes/{id}/compatibledistributionsettypes");
     let (s, v) = app.api_post(&compat, refs(&all[50..])).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::TOO_MANY_REQUESTS,
@@ -395,7 +385,7 @@ async fn target_tags_crud_and_assignment() {
     );
 
     let (s, v) = app.api_post("/targettags", json!([{"name": "eu"}])).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::CONFLICT,
@@ -404,7 +394,7 @@ async fn target_tags_crud_and_assignment() {
     let (s, v) = app
         .api_post("/targettags", json!([{"description": "no name"}]))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::BAD_REQUEST,
@@ -416,7 +406,7 @@ async fn target_tags_crud_and_assignment() {
             json!([{"name": "c", "colour": "x".repeat(17)}]),
         )
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::BAD_REQUEST,
@@ -429,7 +419,7 @@ async fn target_tags_crud_and_assignment() {
     let (s, v) = app.api_get(&format!("/targettags/{eu}")).await;
     assert_eq!((s, v["name"].clone()), (StatusCode::OK, json!("eu")));
     let (s, v) = app.api_get("/targettags/999999").await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -456,7 +446,7 @@ async fn target_tags_crud_and_assignment() {
     assert_eq!(cids, vec!["dev-1", "dev-2"]);
     // Unknown target: 404 and nothing changes.
     let (s, v) = app.api_post(&assigned, json!(["dev-3", "ghost"])).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -464,7 +454,7 @@ async fn target_tags_crud_and_assignment() {
     );
     assert!(v["message"].as_str().unwrap_or("").contains("ghost"), "{v}");
     let (s, v) = app.api_post(&assigned, json!([{"id": 1}])).await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::BAD_REQUEST,
@@ -520,7 +510,7 @@ async fn target_tags_crud_and_assignment() {
     let (s, v) = app
         .api_put(&format!("/targettags/{eu}"), json!({"name": "beta"}))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::CONFLICT,
@@ -630,7 +620,7 @@ async fn target_metadata_crud_limits_and_quota() {
             json!([{"key": "new", "value": "1"}, {"key": "site", "value": "x"}]),
         )
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::CONFLICT,
@@ -645,7 +635,7 @@ async fn target_metadata_crud_limits_and_quota() {
         json!([{"key": "k", "value": "v".repeat(4001)}]),
     ] {
         let (s, v) = app.api_post(md, bad).await;
-        assert_error(
+        assert_error_code(
             s,
             &v,
             StatusCode::BAD_REQUEST,
@@ -673,7 +663,7 @@ async fn target_metadata_crud_limits_and_quota() {
     let (s, v) = app
         .api_put(&format!("{md}/nope"), json!({"value": "x"}))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -690,7 +680,7 @@ async fn target_metadata_crud_limits_and_quota() {
     let (s, _) = app.api_delete(&format!("{md}/rack")).await;
     assert_eq!(s, StatusCode::NOT_FOUND);
     let (s, v) = app.api_get("/targets/ghost/metadata").await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::NOT_FOUND,
@@ -713,7 +703,7 @@ async fn target_metadata_crud_limits_and_quota() {
     let (s, v) = app
         .api_post(md, json!([{"key": "one-too-many", "value": "v"}]))
         .await;
-    assert_error(
+    assert_error_code(
         s,
         &v,
         StatusCode::TOO_MANY_REQUESTS,
@@ -747,19 +737,6 @@ async fn target_metadata_crud_limits_and_quota() {
             "{path}"
         );
     }
-}
-
-/// Percent-encode a `q=` value completely (`;`, `,`, `*`, `=` reach the server as typed).
-fn enc(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// `GET <path>?q=<q>`: 200 with the list body, or the error status and body.
@@ -837,7 +814,7 @@ async fn q_filters_target_types_tags_tagged_targets_and_metadata() {
         assert_eq!(listed(s, &v, "name"), want, "q={q}");
     }
     let (s, v) = get_q(&app, types, "controllerid==x").await;
-    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+    assert_error_code(s, &v, StatusCode::BAD_REQUEST, FIELD);
 
     // GET /targettags: tags have no key.
     let tags = "/targettags";
@@ -851,7 +828,7 @@ async fn q_filters_target_types_tags_tagged_targets_and_metadata() {
         assert_eq!(listed(s, &v, "name"), want, "q={q}");
     }
     let (s, v) = get_q(&app, tags, "key==eu").await;
-    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+    assert_error_code(s, &v, StatusCode::BAD_REQUEST, FIELD);
 
     // GET /targettags/{id}/assigned: the target fields, within the tag's targets only.
     let assigned = format!("/targettags/{eu}/assigned");
@@ -865,7 +842,7 @@ async fn q_filters_target_types_tags_tagged_targets_and_metadata() {
         assert_eq!(listed(s, &v, "controllerId"), want, "q={q}");
     }
     let (s, v) = get_q(&app, &assigned, "colour==blue").await;
-    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+    assert_error_code(s, &v, StatusCode::BAD_REQUEST, FIELD);
 
     // GET /targets/{id}/metadata: key and value.
     let md = "/targets/dev-1/metadata";
@@ -880,7 +857,7 @@ async fn q_filters_target_types_tags_tagged_targets_and_metadata() {
         assert_eq!(listed(s, &v, "key"), want, "q={q}");
     }
     let (s, v) = get_q(&app, md, "createdat==1").await;
-    assert_error(s, &v, StatusCode::BAD_REQUEST, FIELD);
+    assert_error_code(s, &v, StatusCode::BAD_REQUEST, FIELD);
     // Paging applies after filtering, and the total counts every match.
     let (s, v) = app
         .api_get(&format!(

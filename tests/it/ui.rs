@@ -180,37 +180,15 @@ fn has_hidden(el: &str) -> bool {
     tag.contains(" hidden=\"\"") || tag.contains(" hidden>") || tag.contains(" hidden ")
 }
 
-async fn fleet(app: &TestApp, prefix: &str, n: usize) {
-    for i in 0..n {
-        app.send(thing_created(&format!("{prefix}-{i:02}"))).await;
-    }
-    app.wait_target(&format!("{prefix}-{:02}", n - 1), |_| true)
-        .await;
-}
-
 /// Poll `path` until `f` holds (15 s).
 async fn wait_for(app: &TestApp, path: &str, f: impl Fn(&Value) -> bool) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (s, v) = app.api_get(path).await;
-        if s == StatusCode::OK && f(&v) {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "{path} never got there: {v}");
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    app.wait_json(path, Duration::from_secs(15), f).await
 }
 
 /// Collect `n` DOWNLOAD_AND_INSTALL messages: their action ids.
 async fn deployments(app: &mut TestApp, n: usize) -> Vec<i64> {
-    let mut out = Vec::new();
-    while out.len() < n {
-        let d = app.next_reply().await;
-        if header(&d, "topic").as_deref() == Some("DOWNLOAD_AND_INSTALL") {
-            out.push(body_json(&d)["actionId"].as_i64().expect("actionId"));
-        }
-    }
-    out
+    let ds = app.collect(&["DOWNLOAD_AND_INSTALL"], n).await;
+    ds.into_iter().map(|(_, action)| action).collect()
 }
 
 fn group_statuses(groups: &Value) -> Vec<&str> {
@@ -224,26 +202,21 @@ fn group_statuses(groups: &Value) -> Vec<&str> {
 async fn page_shows_rollouts_with_live_progress_and_escapes_api_text() {
     let Some(browser) = browser() else { return };
     let mut app = spawn_app_with(&["--rollout-tick-ms", "50"]).await;
-    fleet(&app, "ui", 4).await;
+    app.fleet("ui", 4).await;
     let ds = app.create_set("ui-fw").await;
 
     // Two groups of two; finishing group 1 starts group 2 (threshold 100 %).
-    let (s, r) = app
-        .api_post(
-            "/rollouts",
+    let r = app
+        .create_rollout(
             json!({"name": "wave-ui", "description": "two waves", "distributionSetId": ds,
                    "targetFilterQuery": "controllerId==ui-*", "amountGroups": 2,
                    "successCondition": {"condition": "THRESHOLD", "expression": "100"},
                    "errorCondition": {"condition": "THRESHOLD", "expression": "50"}}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{r}");
     let id = r["id"].as_i64().expect("rollout id");
-    wait_for(&app, &format!("/rollouts/{id}"), |r| r["status"] == "ready").await;
-    let (s, v) = app
-        .api_post(&format!("/rollouts/{id}/start"), json!({}))
-        .await;
-    assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
+    app.wait_rollout(id, |r| r["status"] == "ready").await;
+    app.start_rollout(id).await;
     for action in deployments(&mut app, 2).await {
         app.send(status(action, "FINISHED")).await;
     }
@@ -252,25 +225,21 @@ async fn page_shows_rollouts_with_live_progress_and_escapes_api_text() {
         group_statuses(g) == ["finished", "running"]
     })
     .await;
-    let rollout = wait_for(&app, &format!("/rollouts/{id}"), |r| {
-        r["status"] == "running" && r["totalTargetsPerStatus"]["finished"] == 2
-    })
-    .await;
+    let rollout = app
+        .wait_rollout(id, |r| {
+            r["status"] == "running" && r["totalTargetsPerStatus"]["finished"] == 2
+        })
+        .await;
 
     // A rollout whose text is markup: it must show up as text, never as elements.
-    let (s, x) = app
-        .api_post(
-            "/rollouts",
+    let x = app
+        .create_rollout(
             json!({"name": "xss <b>bold</b>", "description": "<img src=x onerror=alert(1)>",
                    "distributionSetId": ds, "targetFilterQuery": "controllerId==ui-*"}),
         )
         .await;
-    assert_eq!(s, StatusCode::CREATED, "{x}");
     let xid = x["id"].as_i64().expect("rollout id");
-    wait_for(&app, &format!("/rollouts/{xid}"), |r| {
-        r["status"] == "ready"
-    })
-    .await;
+    app.wait_rollout(xid, |r| r["status"] == "ready").await;
 
     let shots = TempDir::new();
     let shot = shots.0.join("ui.png");
