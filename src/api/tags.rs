@@ -92,8 +92,14 @@ const TARGETS: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, TAGS, tags::list, |t| tag_json(&cx.base, &t))
-        .await
+    cx.list(
+        READ,
+        &page,
+        TAGS,
+        async |c, t, q, p| tags::TABLE.list(c, t, q, p).await,
+        |t| tag_json(&cx.base, &t),
+    )
+    .await
 }
 
 async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -127,7 +133,7 @@ async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCod
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
-    let find = async |c: &mut PgConnection| tags::find(c, cx.tenant(), id).await;
+    let find = async |c: &mut PgConnection| tags::TABLE.find(c, cx.tenant(), id).await;
     cx.get_one(find, || no_tag(id), |t| tag_json(&cx.base, &t))
         .await
 }
@@ -158,7 +164,7 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_TARGET])?;
     if cx
         .db()
-        .run(async |c| tags::delete(c, cx.tenant(), id).await)
+        .run(async |c| tags::TABLE.delete(c, cx.tenant(), id).await)
         .await?
     {
         Ok(StatusCode::NO_CONTENT)
@@ -169,7 +175,10 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
 
 /// The tag of the tenant, or 404.
 async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<TagRow> {
-    tags::find(c, tenant, id).await?.ok_or_else(|| no_tag(id))
+    tags::TABLE
+        .find(c, tenant, id)
+        .await?
+        .ok_or_else(|| no_tag(id))
 }
 
 async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {

@@ -94,16 +94,20 @@ const FILTERS: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, FILTERS, target_filters::list, |f| {
-        filter_json(&f, &cx.base)
-    })
+    cx.list(
+        READ,
+        &page,
+        FILTERS,
+        async |c, t, q, p| target_filters::TABLE.list(c, t, q, p).await,
+        |f| filter_json(&f, &cx.base),
+    )
     .await
 }
 
 async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
     let id = parse_id(&id)?;
-    let find = async |c: &mut PgConnection| target_filters::find(c, cx.tenant(), id).await;
+    let find = async |c: &mut PgConnection| target_filters::TABLE.find(c, cx.tenant(), id).await;
     cx.get_one(find, || not_found(id), |f| filter_json(&f, &cx.base))
         .await
 }
@@ -125,7 +129,8 @@ async fn create(cx: Ctx, Body(b): Body<FilterBody>) -> ApiResult<(StatusCode, Js
         .db()
         .run(async |c| {
             let id = target_filters::insert(c, tenant, &name, &query, user).await?;
-            target_filters::find(c, tenant, id)
+            target_filters::TABLE
+                .find(c, tenant, id)
                 .await?
                 .ok_or_else(|| not_found(id))
         })
@@ -152,7 +157,7 @@ async fn update(
         if !target_filters::update(c, tenant, id, name, query, user).await? {
             return Ok(None);
         }
-        target_filters::find(c, tenant, id).await
+        target_filters::TABLE.find(c, tenant, id).await
     };
     cx.update_one(change, || not_found(id), |f| filter_json(&f, &cx.base))
         .await
@@ -161,7 +166,8 @@ async fn update(
 async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_TARGET])?;
     let id = parse_id(&id)?;
-    let delete = async |c: &mut PgConnection| target_filters::delete(c, cx.tenant(), id).await;
+    let delete =
+        async |c: &mut PgConnection| target_filters::TABLE.delete(c, cx.tenant(), id).await;
     if cx.db().run(delete).await? {
         Ok(StatusCode::NO_CONTENT)
     } else {

@@ -67,7 +67,7 @@ const READ: &[Permission] = &[Permission::READ_TARGET];
 async fn list(cx: Ctx, Ids(controller_id): Ids<String>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
         let t = find_target(c, tenant, &controller_id).await?;
-        Ok::<_, ApiError>(md::list(c, tenant, t.id, q, page).await?)
+        Ok::<_, ApiError>(md::TABLE.list(c, tenant, t.id, q, page).await?)
     };
     cx.list(READ, &page, METADATA, fetch, |m| metadata_json(&m))
         .await
@@ -96,7 +96,7 @@ async fn create(
         .tx(async |tx| {
             // Locked, so concurrent requests cannot both pass the quota check.
             let t = lock_target(tx, tenant, &controller_id).await?;
-            let existing = md::count(tx, tenant, t.id).await?;
+            let existing = md::TABLE.count(tx, tenant, t.id).await?;
             let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
             if wanted > MAX_ENTRIES_PER_TARGET {
                 return Err(ApiError::TooManyEntries(format!(
@@ -121,7 +121,7 @@ async fn one(cx: Ctx, Ids((controller_id, key)): Ids<(String, String)>) -> ApiRe
     path_key(&controller_id, &key)?;
     let find = async |c: &mut PgConnection| {
         let t = find_target(c, cx.tenant(), &controller_id).await?;
-        Ok::<_, ApiError>(md::find(c, cx.tenant(), t.id, &key).await?)
+        Ok::<_, ApiError>(md::TABLE.find(c, cx.tenant(), t.id, &key).await?)
     };
     cx.get_one(
         find,
@@ -162,7 +162,7 @@ async fn remove(
     path_key(&controller_id, &key)?;
     let delete = async |c: &mut PgConnection| {
         let t = find_target(c, cx.tenant(), &controller_id).await?;
-        Ok::<_, ApiError>(md::delete(c, cx.tenant(), t.id, &key).await?)
+        Ok::<_, ApiError>(md::TABLE.delete(c, cx.tenant(), t.id, &key).await?)
     };
     if cx.db().run(delete).await? {
         Ok(StatusCode::NO_CONTENT)

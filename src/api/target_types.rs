@@ -142,8 +142,14 @@ const TYPES: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, TYPES, types::list, |t| type_json(&cx.base, &t))
-        .await
+    cx.list(
+        READ,
+        &page,
+        TYPES,
+        async |c, t, q, p| types::TABLE.list(c, t, q, p).await,
+        |t| type_json(&cx.base, &t),
+    )
+    .await
 }
 
 async fn create(
@@ -195,7 +201,7 @@ async fn create(
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
-    let find = async |c: &mut PgConnection| types::find(c, cx.tenant(), id).await;
+    let find = async |c: &mut PgConnection| types::TABLE.find(c, cx.tenant(), id).await;
     cx.get_one(find, || no_type(id), |t| type_json(&cx.base, &t))
         .await
 }
@@ -215,7 +221,7 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiRes
 
 /// The target type of the tenant, locked for the rest of the transaction, or 404.
 async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<()> {
-    if types::lock(c, tenant, id).await? {
+    if types::TABLE.lock(c, tenant, id).await?.is_some() {
         Ok(())
     } else {
         Err(no_type(id))
@@ -234,7 +240,7 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
                 "target type {id} is still in use by a target"
             )));
         }
-        types::delete(tx, tenant, id).await?;
+        types::TABLE.delete(tx, tenant, id).await?;
         Ok(())
     };
     cx.relink(
@@ -251,7 +257,8 @@ async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     let rows = cx
         .db()
         .run(async |c| {
-            types::find(c, tenant, id)
+            types::TABLE
+                .find(c, tenant, id)
                 .await?
                 .ok_or_else(|| no_type(id))?;
             Ok::<_, ApiError>(types::compatible_ds_types(c, tenant, id).await?)

@@ -10,11 +10,14 @@ pub mod bench;
 pub mod filter;
 pub mod inbox;
 pub mod invalidation;
+pub mod key_value;
 pub mod outbox;
 pub mod page;
 pub mod repository;
 pub mod rollouts;
+pub mod sql;
 pub mod statistics;
+pub mod table;
 pub mod tags;
 pub mod target_filters;
 pub mod target_metadata;
@@ -81,6 +84,15 @@ impl From<sqlx::Error> for StoreError {
 impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
+    }
+
+    /// A unique-constraint conflict said the way the API reports it (`message` names what
+    /// already exists); any other error unchanged.
+    pub fn conflict_as(self, message: impl FnOnce() -> String) -> Self {
+        match self {
+            Self::Conflict(_) => Self::Conflict(message()),
+            other => other,
+        }
     }
 }
 

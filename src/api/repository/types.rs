@@ -81,16 +81,20 @@ const SET_TYPES: Listed = Listed {
 };
 
 async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &params, MODULE_TYPES, types::list_module_types, |t| {
-        module_type_json(&cx.base, &t)
-    })
+    cx.list(
+        READ,
+        &params,
+        MODULE_TYPES,
+        async |c, t, q, p| types::MODULE_TYPES.list(c, t, q, p).await,
+        |t| module_type_json(&cx.base, &t),
+    )
     .await
 }
 
 async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
     cx.get_one(
-        async |c| types::find_module_type(c, cx.tenant(), id).await,
+        async |c| types::MODULE_TYPES.find(c, cx.tenant(), id).await,
         || ApiError::NotFound(format!("software module type {id} not found")),
         |t| module_type_json(&cx.base, &t),
     )
@@ -104,7 +108,7 @@ async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
         &params,
         SET_TYPES,
         async |c, tenant, q, page| {
-            let (rows, total) = types::list_set_types(c, tenant, q, page).await?;
+            let (rows, total) = types::SET_TYPES.list(c, tenant, q, page).await?;
             let ids: Vec<i64> = rows.iter().map(|t| t.id).collect();
             let elements = types::set_type_elements(c, tenant, &ids).await?;
             let content = rows
@@ -128,7 +132,8 @@ pub(super) async fn load_set_type(
     tenant: TenantId,
     id: i64,
 ) -> ApiResult<(SetTypeRow, Vec<SetTypeElementRow>)> {
-    let t = types::find_set_type(c, tenant, id)
+    let t = types::SET_TYPES
+        .find(c, tenant, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("distribution set type {id} not found")))?;
     let elements = types::set_type_elements(c, tenant, &[id]).await?;
