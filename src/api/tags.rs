@@ -52,7 +52,7 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
 
@@ -79,11 +79,6 @@ enum TargetRef {
     },
 }
 
-const TAGS: Listed = Listed {
-    entity: Entity::TargetTag,
-    sort: &tags::SORT,
-};
-
 const TARGETS: Listed = Listed {
     entity: Entity::Target,
     sort: &targets::SORT,
@@ -92,13 +87,9 @@ const TARGETS: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(
-        READ,
-        &page,
-        TAGS,
-        async |c, t, q, p| tags::TABLE.list(c, t, q, p).await,
-        |t| tag_json(&cx.base, &t),
-    )
+    cx.list_table(READ, &page, Entity::TargetTag, &tags::TABLE, |t| {
+        tag_json(&cx.base, &t)
+    })
     .await
 }
 
@@ -132,10 +123,14 @@ async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCod
 }
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    let find = async |c: &mut PgConnection| tags::TABLE.find(c, cx.tenant(), id).await;
-    cx.get_one(find, || no_tag(id), |t| tag_json(&cx.base, &t))
-        .await
+    cx.get_by_id(
+        READ,
+        &tags::TABLE,
+        id,
+        || no_tag(id),
+        |t| tag_json(&cx.base, &t),
+    )
+    .await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
@@ -161,16 +156,9 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult
 }
 
 async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::DELETE_TARGET])?;
-    if cx
-        .db()
-        .run(async |c| tags::TABLE.delete(c, cx.tenant(), id).await)
-        .await?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_tag(id))
-    }
+    let perms = &[Permission::DELETE_TARGET];
+    cx.delete_by_id(perms, &tags::TABLE, id, || no_tag(id))
+        .await
 }
 
 /// The tag of the tenant, or 404.

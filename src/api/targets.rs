@@ -53,8 +53,8 @@ pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Val
         "controllerId": t.controller_id, "name": t.name,
         "updateStatus": UpdateStatus::from_db(&t.update_status).map(|s| s.as_db().to_ascii_lowercase()).unwrap_or_default(),
         "requestAttributes": t.request_attributes,
-        "createdBy": t.created_by, "createdAt": t.created_at,
-        "lastModifiedBy": t.last_modified_by, "lastModifiedAt": t.last_modified_at,
+        "createdBy": t.audit.created_by, "createdAt": t.audit.created_at,
+        "lastModifiedBy": t.audit.last_modified_by, "lastModifiedAt": t.audit.last_modified_at,
         "_links": {
             "self": base.link(&path), "assignedDS": base.link(&format!("{path}/assignedDS")),
             "installedDS": base.link(&format!("{path}/installedDS")),
@@ -95,8 +95,8 @@ fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
         "type": if status.is_cancel() { "cancel" } else { "update" },
         "active": a.active, "status": status.api_name(), "forceType": ty.api_name(),
         "weight": a.weight,
-        "createdBy": a.created_by, "createdAt": a.created_at,
-        "lastModifiedBy": a.last_modified_by, "lastModifiedAt": a.last_modified_at,
+        "createdBy": a.audit.created_by, "createdAt": a.audit.created_at,
+        "lastModifiedBy": a.audit.last_modified_by, "lastModifiedAt": a.audit.last_modified_at,
         "_links": {
             "self": base.link(&path),
             "target": base.link(&format!("/targets/{}", a.controller_id)),
@@ -131,9 +131,13 @@ const ACTIONS: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, TARGETS, targets::list, |t| {
-        target_json(&t, &cx.base, &cx.caller)
-    })
+    cx.list(
+        READ,
+        &page,
+        TARGETS,
+        async |c, t, q, p| targets::TABLE.list(c, t, q, p).await,
+        |t| target_json(&t, &cx.base, &cx.caller),
+    )
     .await
 }
 

@@ -3,6 +3,7 @@
 
 use sqlx::PgConnection;
 
+use super::Audit;
 use super::Result;
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
@@ -312,10 +313,8 @@ pub struct ActionView {
     pub mw_timezone: Option<String>,
     pub external_ref: Option<String>,
     pub last_status_code: Option<i32>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const VIEW_COLUMNS: &str = "a.id, t.controller_id, a.ds_id, a.action_type, a.active, a.status,

@@ -96,6 +96,16 @@ impl StoreError {
     }
 }
 
+/// The four audit columns of every Management API entity: who created it and when, who
+/// changed it last and when (epoch ms). Row structs flatten it (`#[sqlx(flatten)]`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Audit {
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_modified_at: i64,
+    pub last_modified_by: String,
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The database as request handlers use it. A handler hands a closure to [`Db::run`] or

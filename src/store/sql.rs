@@ -71,81 +71,37 @@ pub async fn execute<'q>(conn: &mut PgConnection, sql: &str, binds: impl Binds<'
         .rows_affected())
 }
 
-/// The one row a statement returns (an error if none).
-pub async fn fetch_one<'q, T>(
-    conn: &mut PgConnection,
-    sql: &str,
-    binds: impl Binds<'q>,
-) -> Result<T>
-where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
-    let args = binds.into_arguments()?;
-    Ok(sqlx::query_as_with(sql, args).fetch_one(conn).await?)
+/// The fetching runners: `$name(conn, sql, binds)` builds `sqlx::$build(sql, args)` and
+/// awaits its `$run`, decoding rows (or the single value of a row) as `$row`.
+macro_rules! runners {
+    ($($(#[doc = $doc:literal])* fn $name:ident -> $out:ty = $build:ident.$run:ident as $row:ty;)*) => {$(
+        $(#[doc = $doc])*
+        pub async fn $name<'q, T>(
+            conn: &mut PgConnection,
+            sql: &str,
+            binds: impl Binds<'q>,
+        ) -> Result<$out>
+        where
+            $row: for<'r> FromRow<'r, PgRow>,
+            T: Send + Unpin,
+        {
+            let args = binds.into_arguments()?;
+            Ok(sqlx::$build(sql, args).$run(conn).await?)
+        }
+    )*};
 }
 
-/// The row a statement returns, if any.
-pub async fn fetch_optional<'q, T>(
-    conn: &mut PgConnection,
-    sql: &str,
-    binds: impl Binds<'q>,
-) -> Result<Option<T>>
-where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
-    let args = binds.into_arguments()?;
-    Ok(sqlx::query_as_with(sql, args).fetch_optional(conn).await?)
-}
-
-/// Every row a statement returns.
-pub async fn fetch_all<'q, T>(
-    conn: &mut PgConnection,
-    sql: &str,
-    binds: impl Binds<'q>,
-) -> Result<Vec<T>>
-where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin,
-{
-    let args = binds.into_arguments()?;
-    Ok(sqlx::query_as_with(sql, args).fetch_all(conn).await?)
-}
-
-/// The single value of the one row a statement returns (`SELECT count(*)`, `RETURNING id`).
-pub async fn scalar<'q, T>(conn: &mut PgConnection, sql: &str, binds: impl Binds<'q>) -> Result<T>
-where
-    (T,): for<'r> FromRow<'r, PgRow>,
-    T: Send + Unpin,
-{
-    let args = binds.into_arguments()?;
-    Ok(sqlx::query_scalar_with(sql, args).fetch_one(conn).await?)
-}
-
-/// The single value of the row a statement returns, if any.
-pub async fn scalar_optional<'q, T>(
-    conn: &mut PgConnection,
-    sql: &str,
-    binds: impl Binds<'q>,
-) -> Result<Option<T>>
-where
-    (T,): for<'r> FromRow<'r, PgRow>,
-    T: Send + Unpin,
-{
-    let args = binds.into_arguments()?;
-    Ok(sqlx::query_scalar_with(sql, args)
-        .fetch_optional(conn)
-        .await?)
-}
-
-/// The single value of every row a statement returns.
-pub async fn scalar_all<'q, T>(
-    conn: &mut PgConnection,
-    sql: &str,
-    binds: impl Binds<'q>,
-) -> Result<Vec<T>>
-where
-    (T,): for<'r> FromRow<'r, PgRow>,
-    T: Send + Unpin,
-{
-    let args = binds.into_arguments()?;
-    Ok(sqlx::query_scalar_with(sql, args).fetch_all(conn).await?)
+runners! {
+    /// The one row a statement returns (an error if none).
+    fn fetch_one -> T = query_as_with.fetch_one as T;
+    /// The row a statement returns, if any.
+    fn fetch_optional -> Option<T> = query_as_with.fetch_optional as T;
+    /// Every row a statement returns.
+    fn fetch_all -> Vec<T> = query_as_with.fetch_all as T;
+    /// The single value of the one row a statement returns (`SELECT count(*)`, `RETURNING id`).
+    fn scalar -> T = query_scalar_with.fetch_one as (T,);
+    /// The single value of the row a statement returns, if any.
+    fn scalar_optional -> Option<T> = query_scalar_with.fetch_optional as (T,);
+    /// The single value of every row a statement returns.
+    fn scalar_all -> Vec<T> = query_scalar_with.fetch_all as (T,);
 }

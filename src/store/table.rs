@@ -45,6 +45,14 @@ pub enum Deletion {
     NotFound,
 }
 
+/// Whether a read locks the row it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum RowLock {
+    None,
+    /// `FOR UPDATE` of the entity's own row (not of joined ones).
+    ForUpdate,
+}
+
 impl<R> Table<R>
 where
     R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
@@ -83,7 +91,21 @@ where
         tenant: TenantId,
         id: i64,
     ) -> Result<Option<R>> {
-        self.find_where(conn, tenant, &format!("{}.id = $2", self.alias), id)
+        let by_id = format!("{}.id = $2", self.alias);
+        self.find_where(conn, tenant, &by_id, id, RowLock::None)
+            .await
+    }
+
+    /// [`Self::find`], locking the row for the rest of the transaction (a concurrent change
+    /// of it, or a foreign-key check against it, waits until commit).
+    pub async fn lock(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: i64,
+    ) -> Result<Option<R>> {
+        let by_id = format!("{}.id = $2", self.alias);
+        self.find_where(conn, tenant, &by_id, id, RowLock::ForUpdate)
             .await
     }
 
@@ -95,38 +117,16 @@ where
         tenant: TenantId,
         condition: &str,
         value: V,
+        lock: RowLock,
     ) -> Result<Option<R>>
     where
         V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
     {
-        let sql = self.select(condition, "");
-        sql::fetch_optional(conn, &sql, (tenant.0, value)).await
-    }
-
-    /// Lock a row by id for the rest of the transaction (a concurrent change of it, or a
-    /// foreign-key check against it, waits until commit); `None` if there is no such row.
-    pub async fn lock(
-        &self,
-        conn: &mut PgConnection,
-        tenant: TenantId,
-        id: i64,
-    ) -> Result<Option<R>> {
-        self.lock_where(conn, tenant, &format!("{}.id = $2", self.alias), id)
-            .await
-    }
-
-    /// [`Self::lock`] by `condition`, as in [`Self::find_where`].
-    pub(super) async fn lock_where<'q, V>(
-        &self,
-        conn: &mut PgConnection,
-        tenant: TenantId,
-        condition: &str,
-        value: V,
-    ) -> Result<Option<R>>
-    where
-        V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
-    {
-        let sql = self.select(condition, &format!("FOR UPDATE OF {}", self.alias));
+        let suffix = match lock {
+            RowLock::None => String::new(),
+            RowLock::ForUpdate => format!("FOR UPDATE OF {}", self.alias),
+        };
+        let sql = self.select(condition, &suffix);
         sql::fetch_optional(conn, &sql, (tenant.0, value)).await
     }
 
@@ -139,6 +139,11 @@ where
 }
 
 impl<R> Table<R> {
+    /// The fields lists of this table sort by.
+    pub fn sort(&self) -> &'static SortFields {
+        self.sort
+    }
+
     /// Delete a row (what cascades from it goes with it). False if there is no such row.
     pub async fn delete(&self, conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
         let sql = format!("DELETE FROM {} WHERE tenant_id = $1 AND id = $2", self.name);

@@ -4,6 +4,7 @@ use std::marker::PhantomData;
 
 use sqlx::PgConnection;
 
+use super::Audit;
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::sql;
@@ -19,10 +20,8 @@ pub struct TagRow {
     pub name: String,
     pub description: Option<String>,
     pub colour: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const COLUMNS: &str = "g.id, g.name, g.description, g.colour, g.created_at, g.created_by,

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 
 use sqlx::PgConnection;
 
+use super::Audit;
 use super::page::SortFields;
 use super::table::Table;
 use super::{Result, StoreError, sql};
@@ -20,10 +21,8 @@ pub struct TargetFilterRow {
     pub auto_assign_action_type: Option<String>,
     pub auto_assign_weight: Option<i32>,
     pub confirmation_required: Option<bool>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const COLUMNS: &str = "f.id, f.name, f.query, f.auto_assign_ds_id, f.auto_assign_action_type,

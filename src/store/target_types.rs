@@ -6,7 +6,9 @@ use std::marker::PhantomData;
 
 use sqlx::PgConnection;
 
+use super::Audit;
 use super::page::SortFields;
+use super::repository::types::SetTypeRow;
 use super::table::Table;
 use super::{Result, StoreError, sql};
 use crate::domain::ids::TenantId;
@@ -19,10 +21,8 @@ pub struct TargetTypeRow {
     pub name: String,
     pub description: Option<String>,
     pub colour: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const COLUMNS: &str = "tt.id, tt.key, tt.name, tt.description, tt.colour, tt.created_at,
@@ -137,27 +137,12 @@ pub async fn missing_ds_types(
     sql::scalar_all(conn, sql, (tenant.0, ids)).await
 }
 
-/// A distribution set type a target type accepts.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CompatibleDsType {
-    pub id: i64,
-    pub key: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub colour: Option<String>,
-    pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
-}
-
 /// The distribution set types a target type accepts, by id.
 pub async fn compatible_ds_types(
     conn: &mut PgConnection,
     tenant: TenantId,
     type_id: i64,
-) -> Result<Vec<CompatibleDsType>> {
+) -> Result<Vec<SetTypeRow>> {
     let sql = "SELECT dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted, dt.created_at,
                       dt.created_by, dt.last_modified_at, dt.last_modified_by
                FROM target_type_ds_type c

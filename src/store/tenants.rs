@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 use sqlx::PgConnection;
 
+use super::Audit;
 use super::Result;
 use crate::domain::ids::{TenantId, TenantName};
 
@@ -115,10 +116,8 @@ pub async fn flags_by_name(
 pub struct ConfigRow {
     pub key: String,
     pub value: Value,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 pub async fn config_rows(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<ConfigRow>> {

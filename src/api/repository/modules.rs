@@ -49,7 +49,7 @@ pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
     });
     put_opt(&mut v, "vendor", m.vendor.as_deref());
     put_opt(&mut v, "description", m.description.as_deref());
-    base_fields(&mut v, m);
+    base_fields(&mut v, &m.audit);
     v
 }
 
@@ -60,20 +60,21 @@ pub(super) const MODULES: Listed = Listed {
 };
 
 async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(
+    cx.list_table(
         READ,
         &params,
-        MODULES,
-        async |c, t, q, p| modules::TABLE.list(c, t, q, p).await,
+        Entity::SoftwareModule,
+        &modules::TABLE,
         |m| module_json(&cx.base, &m),
     )
     .await
 }
 
 async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    cx.get_one(
-        async |c| modules::TABLE.find(c, cx.tenant(), id).await,
+    cx.get_by_id(
+        READ,
+        &modules::TABLE,
+        id,
         || no_module(id),
         |m| module_json(&cx.base, &m),
     )

@@ -72,7 +72,7 @@ fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
         },
     });
     put_opt(&mut v, "description", s.description.as_deref());
-    base_fields(&mut v, s);
+    base_fields(&mut v, &s.audit);
     v
 }
 

@@ -39,7 +39,7 @@ pub(super) fn module_type_json(base: &BaseUrl, t: &ModuleTypeRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
 
@@ -66,14 +66,9 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
-
-const MODULE_TYPES: Listed = Listed {
-    entity: Entity::SoftwareModuleType,
-    sort: &types::MODULE_TYPE_SORT,
-};
 
 const SET_TYPES: Listed = Listed {
     entity: Entity::DistributionSetType,
@@ -81,23 +76,18 @@ const SET_TYPES: Listed = Listed {
 };
 
 async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(
-        READ,
-        &params,
-        MODULE_TYPES,
-        async |c, t, q, p| types::MODULE_TYPES.list(c, t, q, p).await,
-        |t| module_type_json(&cx.base, &t),
-    )
+    let table = &types::MODULE_TYPES;
+    cx.list_table(READ, &params, Entity::SoftwareModuleType, table, |t| {
+        module_type_json(&cx.base, &t)
+    })
     .await
 }
 
 async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    cx.get_one(
-        async |c| types::MODULE_TYPES.find(c, cx.tenant(), id).await,
-        || ApiError::NotFound(format!("software module type {id} not found")),
-        |t| module_type_json(&cx.base, &t),
-    )
+    let missing = || ApiError::NotFound(format!("software module type {id} not found"));
+    cx.get_by_id(READ, &types::MODULE_TYPES, id, missing, |t| {
+        module_type_json(&cx.base, &t)
+    })
     .await
 }
 

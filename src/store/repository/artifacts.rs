@@ -3,6 +3,7 @@
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
+use crate::store::Audit;
 use crate::store::{Result, StoreError};
 
 /// An artifact: a reference to a file held by a CDN or object store.
@@ -17,10 +18,8 @@ pub struct ArtifactRow {
     pub sha256: Option<String>,
     pub url_https: Option<String>,
     pub url_http: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const ARTIFACT_COLUMNS: &str = "a.id, a.sm_id, a.filename, a.size, a.sha1, a.md5, a.sha256,

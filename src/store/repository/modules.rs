@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
+use crate::store::Audit;
 use crate::store::page::SortFields;
 use crate::store::table::Table;
 use crate::store::{Result, sql};
@@ -24,10 +25,8 @@ pub struct ModuleRow {
     pub encrypted: bool,
     pub locked: bool,
     pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 pub(super) const MODULE_COLUMNS: &str = "m.id, m.type_id, ty.key AS type_key, ty.name AS type_name,

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 
 use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
 use crate::domain::ids::TenantId;
+use crate::store::Audit;
 use crate::store::filter::{Filter, push_and};
 use crate::store::page::{Listing, PageRequest, SortFields, fetch};
 use crate::store::table::Table;
@@ -28,10 +29,8 @@ pub struct SetRow {
     pub deleted: bool,
     /// All mandatory module types of the set's type are present.
     pub complete: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const SET_COLUMNS: &str = "d.id, d.type_id, dt.key AS type_key, dt.name AS type_name, d.name,

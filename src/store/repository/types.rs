@@ -6,8 +6,9 @@ use std::marker::PhantomData;
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
+use crate::store::Audit;
 use crate::store::page::SortFields;
-use crate::store::table::Table;
+use crate::store::table::{RowLock, Table};
 use crate::store::{Result, sql};
 
 /// A software module type.
@@ -20,10 +21,8 @@ pub struct ModuleTypeRow {
     pub colour: Option<String>,
     pub max_assignments: i32,
     pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const MODULE_TYPE_COLUMNS: &str = "ty.id, ty.key, ty.name, ty.description, ty.colour,
@@ -65,7 +64,9 @@ pub async fn find_module_type_by_key(
     key: &str,
 ) -> Result<Option<ModuleTypeRow>> {
     let live_key = "ty.key = $2 AND NOT ty.deleted";
-    MODULE_TYPES.find_where(conn, tenant, live_key, key).await
+    MODULE_TYPES
+        .find_where(conn, tenant, live_key, key, RowLock::None)
+        .await
 }
 
 /// A distribution set type.
@@ -77,10 +78,8 @@ pub struct SetTypeRow {
     pub description: Option<String>,
     pub colour: Option<String>,
     pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const SET_TYPE_COLUMNS: &str = "dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted,
@@ -120,7 +119,9 @@ pub async fn find_set_type_by_key(
     key: &str,
 ) -> Result<Option<SetTypeRow>> {
     let live_key = "dt.key = $2 AND NOT dt.deleted";
-    SET_TYPES.find_where(conn, tenant, live_key, key).await
+    SET_TYPES
+        .find_where(conn, tenant, live_key, key, RowLock::None)
+        .await
 }
 
 /// A module type a set type takes, and whether it is mandatory.
