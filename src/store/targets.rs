@@ -294,7 +294,8 @@ pub async fn update(
     u: &TargetUpdate,
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE target SET name = COALESCE($2, name), description = COALESCE($3, description),
                 address = COALESCE($4, address), security_token = COALESCE($5, security_token),
                 request_attributes = COALESCE($6, request_attributes),
@@ -303,18 +304,19 @@ pub async fn update(
                 last_modified_at = epoch_ms(), last_modified_by = $10,
                 opt_lock_revision = opt_lock_revision + 1
          WHERE id = $1",
+        (
+            target.0,
+            &u.name,
+            &u.description,
+            &u.address,
+            &u.security_token,
+            u.request_attributes,
+            &u.group,
+            u.target_type_id.is_some(),
+            u.target_type_id.flatten(),
+            user,
+        ),
     )
-    .bind(target.0)
-    .bind(&u.name)
-    .bind(&u.description)
-    .bind(&u.address)
-    .bind(&u.security_token)
-    .bind(u.request_attributes)
-    .bind(&u.group)
-    .bind(u.target_type_id.is_some())
-    .bind(u.target_type_id.flatten())
-    .bind(user)
-    .execute(conn)
     .await?;
     Ok(())
 }

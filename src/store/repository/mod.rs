@@ -58,7 +58,8 @@ pub async fn modules_of_sets(
         Json<Vec<ArtifactPayload>>,
         Json<Vec<(String, String)>>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sql::fetch_all(
+        conn,
         "SELECT dm.ds_id, m.id, ty.key, m.version, m.encrypted,
                 COALESCE((SELECT json_agg(json_build_object(
                               'sm_id', a.sm_id, 'filename', a.filename, 'size', a.size,
@@ -72,9 +73,8 @@ pub async fn modules_of_sets(
          JOIN software_module m ON m.id = dm.sm_id
          JOIN software_module_type ty ON ty.id = m.type_id
          WHERE dm.ds_id = ANY($1) ORDER BY dm.ds_id, m.id",
+        (ds_ids,),
     )
-    .bind(ds_ids)
-    .fetch_all(conn)
     .await?;
     let mut out: BTreeMap<i64, Vec<ModulePayload>> = BTreeMap::new();
     for (ds_id, module_id, type_key, version, encrypted, artifacts, metadata) in rows {
