@@ -17,7 +17,7 @@ use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::{PageRequest, SortFields};
-use crate::store::table::Table;
+use crate::store::table::{RowLock, Table};
 use crate::store::targets::{self, TargetRow};
 use crate::store::{Audit, Db, StoreError};
 
@@ -251,31 +251,22 @@ impl Ctx {
 // ---------------------------------------------------------------------------------------------
 // Targets by controllerId (tags, metadata and targets themselves)
 
-/// A target of the caller's tenant by controllerId, or 404. An id that cannot exist (control
-/// characters, too long) never reaches the database.
+/// A target of the caller's tenant by controllerId (locked for the rest of the transaction
+/// with [`RowLock::ForUpdate`]), or 404. An id that cannot exist (control characters, too
+/// long) never reaches the database.
 pub(super) async fn find_target(
     c: &mut PgConnection,
     tenant: TenantId,
     controller_id: &str,
+    lock: RowLock,
 ) -> ApiResult<TargetRow> {
     let not_found = || no_target(controller_id);
     check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
-    targets::find(c, tenant, controller_id)
-        .await?
-        .ok_or_else(not_found)
-}
-
-/// [`find_target`], locking the target for the rest of the transaction.
-pub(super) async fn lock_target(
-    c: &mut PgConnection,
-    tenant: TenantId,
-    controller_id: &str,
-) -> ApiResult<TargetRow> {
-    let not_found = || no_target(controller_id);
-    check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
-    targets::lock_by_controller_id(c, tenant, controller_id)
-        .await?
-        .ok_or_else(not_found)
+    let found = match lock {
+        RowLock::None => targets::find(c, tenant, controller_id).await?,
+        RowLock::ForUpdate => targets::lock_by_controller_id(c, tenant, controller_id).await?,
+    };
+    found.ok_or_else(not_found)
 }
 
 pub(super) fn no_target(controller_id: &str) -> ApiError {

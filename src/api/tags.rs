@@ -19,6 +19,7 @@ use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
+use crate::store::table::RowLock;
 use crate::store::tags::{self, TagRow};
 use crate::store::targets::{self, TargetRow};
 
@@ -239,7 +240,7 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
     cx.require(&[Permission::UPDATE_TARGET])?;
     let tenant = cx.tenant();
     let remove = async |c: &mut PgConnection, _| {
-        let t = find_target(c, tenant, &controller_id).await?;
+        let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
         // Removing a tag the target does not carry changes nothing, as in hawkBit.
         tags::unassign(c, tenant, id, t.id).await?;
         Ok(())
@@ -258,7 +259,7 @@ async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<J
     let rows = cx
         .db()
         .run(async |c| {
-            let t = find_target(c, tenant, &controller_id).await?;
+            let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
             Ok::<_, ApiError>(tags::tags_of_target(c, tenant, t.id).await?)
         })
         .await?;

@@ -18,6 +18,7 @@ use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
+use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
 
 pub fn router() -> Router<ApiState> {
@@ -144,7 +145,7 @@ async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
 /// A target of the tenant, or 404.
 async fn target(cx: &Ctx, controller_id: &str) -> ApiResult<TargetRow> {
     cx.db()
-        .run(async |c| find_target(c, cx.tenant(), controller_id).await)
+        .run(async |c| find_target(c, cx.tenant(), controller_id, RowLock::None).await)
         .await
 }
 
@@ -236,7 +237,7 @@ async fn update(
         target_type_id: b.target_type.map(Some),
     };
     let change = async |c: &mut PgConnection| {
-        let t = find_target(c, cx.tenant(), &id).await?;
+        let t = find_target(c, cx.tenant(), &id, RowLock::None).await?;
         if let Some(n) = &u.name {
             validate_name(n)?;
         }
@@ -263,7 +264,7 @@ async fn remove(
 
 async fn target_actions(cx: Ctx, Path(id): Path<String>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
-        let t = find_target(c, tenant, &id).await?;
+        let t = find_target(c, tenant, &id, RowLock::None).await?;
         Ok::<_, ApiError>(actions::list(c, tenant, Some(t.id), q, page).await?)
     };
     cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))

@@ -47,7 +47,7 @@ pub enum Deletion {
 
 /// Whether a read locks the row it finds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum RowLock {
+pub enum RowLock {
     None,
     /// `FOR UPDATE` of the entity's own row (not of joined ones).
     ForUpdate,
