@@ -9,15 +9,17 @@ use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use serde_json::{Value, json};
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection};
 
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, PageParams, paged};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::{PageRequest, SortFields};
+use crate::store::table::{RowLock, Table};
 use crate::store::targets::{self, TargetRow};
-use crate::store::{Db, StoreError};
+use crate::store::{Audit, Db, StoreError};
 
 /// Path parameters; anything that does not parse (`/targettypes/abc`) is a hawkBit 404.
 pub(super) struct Ids<T>(pub T);
@@ -130,6 +132,67 @@ impl Ctx {
         Ok(Json(paged(rows.into_iter().map(render).collect(), total)))
     }
 
+    /// A list endpoint over an entity table ([`Self::list`] reading `table`, sorted by its
+    /// fields, filtered as `entity`).
+    pub async fn list_table<R>(
+        &self,
+        perms: &[Permission],
+        page: &PageParams,
+        entity: Entity,
+        table: &Table<R>,
+        render: impl FnMut(R) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let listed = Listed {
+            entity,
+            sort: table.sort(),
+        };
+        let fetch = async |c: &mut PgConnection, t, q: Option<&Filter>, p: &PageRequest| {
+            table.list(c, t, q, p).await
+        };
+        self.list(perms, page, listed, fetch, render).await
+    }
+
+    /// Reading one entity of `table` by id: 403 without `perms`, `missing` (hawkBit's 404)
+    /// when there is none, else the entity rendered.
+    pub async fn get_by_id<R>(
+        &self,
+        perms: &[Permission],
+        table: &Table<R>,
+        id: i64,
+        missing: impl FnOnce() -> ApiError,
+        render: impl FnOnce(R) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        self.require(perms)?;
+        let tenant = self.tenant();
+        let find = async |c: &mut PgConnection| table.find(c, tenant, id).await;
+        self.get_one(find, missing, render).await
+    }
+
+    /// Deleting one entity of `table` by id: 403 without `perms`, `missing` (hawkBit's 404)
+    /// when there is none, else 204.
+    pub async fn delete_by_id<R>(
+        &self,
+        perms: &[Permission],
+        table: &Table<R>,
+        id: i64,
+        missing: impl FnOnce() -> ApiError,
+    ) -> ApiResult<StatusCode> {
+        self.require(perms)?;
+        let tenant = self.tenant();
+        let delete = async |c: &mut PgConnection| table.delete(c, tenant, id).await;
+        if self.db().run(delete).await? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(missing())
+        }
+    }
+
     /// Reading one entity: `find` on one connection; `missing` (hawkBit's 404) when it finds
     /// none, else the entity rendered.
     pub async fn get_one<T, E>(
@@ -188,31 +251,22 @@ impl Ctx {
 // ---------------------------------------------------------------------------------------------
 // Targets by controllerId (tags, metadata and targets themselves)
 
-/// A target of the caller's tenant by controllerId, or 404. An id that cannot exist (control
-/// characters, too long) never reaches the database.
+/// A target of the caller's tenant by controllerId (locked for the rest of the transaction
+/// with [`RowLock::ForUpdate`]), or 404. An id that cannot exist (control characters, too
+/// long) never reaches the database.
 pub(super) async fn find_target(
     c: &mut PgConnection,
     tenant: TenantId,
     controller_id: &str,
+    lock: RowLock,
 ) -> ApiResult<TargetRow> {
     let not_found = || no_target(controller_id);
     check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
-    targets::find(c, tenant, controller_id)
-        .await?
-        .ok_or_else(not_found)
-}
-
-/// [`find_target`], locking the target for the rest of the transaction.
-pub(super) async fn lock_target(
-    c: &mut PgConnection,
-    tenant: TenantId,
-    controller_id: &str,
-) -> ApiResult<TargetRow> {
-    let not_found = || no_target(controller_id);
-    check_text("controllerId", controller_id, 1, 256, false).map_err(|_| not_found())?;
-    targets::lock_by_controller_id(c, tenant, controller_id)
-        .await?
-        .ok_or_else(not_found)
+    let found = match lock {
+        RowLock::None => targets::find(c, tenant, controller_id).await?,
+        RowLock::ForUpdate => targets::lock_by_controller_id(c, tenant, controller_id).await?,
+    };
+    found.ok_or_else(not_found)
 }
 
 pub(super) fn no_target(controller_id: &str) -> ApiError {
@@ -287,40 +341,12 @@ pub(super) fn description(value: Option<String>) -> ApiResult<Option<String>> {
         .transpose()
 }
 
-/// A row with the four audit columns every repository and target entity has.
-pub(super) trait Audited {
-    /// createdBy, createdAt, lastModifiedBy, lastModifiedAt.
-    fn audit(&self) -> (&str, i64, &str, i64);
-}
-
-macro_rules! audited {
-    ($($row:ty),* $(,)?) => {$(
-        impl Audited for $row {
-            fn audit(&self) -> (&str, i64, &str, i64) {
-                (&self.created_by, self.created_at, &self.last_modified_by, self.last_modified_at)
-            }
-        }
-    )*};
-}
-
-audited!(
-    crate::store::tags::TagRow,
-    crate::store::target_types::TargetTypeRow,
-    crate::store::target_types::CompatibleDsType,
-    crate::store::repository::types::ModuleTypeRow,
-    crate::store::repository::types::SetTypeRow,
-    crate::store::repository::modules::ModuleRow,
-    crate::store::repository::artifacts::ArtifactRow,
-    crate::store::repository::sets::SetRow,
-);
-
-/// createdBy/At, lastModifiedBy/At of `row`.
-pub(super) fn base_fields(obj: &mut Value, row: &impl Audited) {
-    let (created_by, created_at, by, at) = row.audit();
+/// createdBy/At, lastModifiedBy/At of an entity.
+pub(super) fn base_fields(obj: &mut Value, audit: &Audit) {
     if let Some(map) = obj.as_object_mut() {
-        map.insert("createdBy".into(), json!(created_by));
-        map.insert("createdAt".into(), json!(created_at));
-        map.insert("lastModifiedBy".into(), json!(by));
-        map.insert("lastModifiedAt".into(), json!(at));
+        map.insert("createdBy".into(), json!(audit.created_by));
+        map.insert("createdAt".into(), json!(audit.created_at));
+        map.insert("lastModifiedBy".into(), json!(audit.last_modified_by));
+        map.insert("lastModifiedAt".into(), json!(audit.last_modified_at));
     }
 }

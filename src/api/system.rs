@@ -28,8 +28,8 @@ fn value_json(key: &str, row: Option<&ConfigRow>) -> Value {
         .map(|(_, d)| *d);
     match row {
         Some(r) => {
-            json!({"value": r.value, "global": false, "createdAt": r.created_at, "createdBy": r.created_by,
-            "lastModifiedAt": r.last_modified_at, "lastModifiedBy": r.last_modified_by})
+            json!({"value": r.value, "global": false, "createdAt": r.audit.created_at, "createdBy": r.audit.created_by,
+            "lastModifiedAt": r.audit.last_modified_at, "lastModifiedBy": r.audit.last_modified_by})
         }
         None => json!({"value": default, "global": true}),
     }

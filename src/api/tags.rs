@@ -19,6 +19,7 @@ use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
+use crate::store::table::RowLock;
 use crate::store::tags::{self, TagRow};
 use crate::store::targets::{self, TargetRow};
 
@@ -52,7 +53,7 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
 
@@ -79,11 +80,6 @@ enum TargetRef {
     },
 }
 
-const TAGS: Listed = Listed {
-    entity: Entity::TargetTag,
-    sort: &tags::SORT,
-};
-
 const TARGETS: Listed = Listed {
     entity: Entity::Target,
     sort: &targets::SORT,
@@ -92,8 +88,10 @@ const TARGETS: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, TAGS, tags::list, |t| tag_json(&cx.base, &t))
-        .await
+    cx.list_table(READ, &page, Entity::TargetTag, &tags::TABLE, |t| {
+        tag_json(&cx.base, &t)
+    })
+    .await
 }
 
 async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
@@ -126,10 +124,14 @@ async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCod
 }
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    let find = async |c: &mut PgConnection| tags::find(c, cx.tenant(), id).await;
-    cx.get_one(find, || no_tag(id), |t| tag_json(&cx.base, &t))
-        .await
+    cx.get_by_id(
+        READ,
+        &tags::TABLE,
+        id,
+        || no_tag(id),
+        |t| tag_json(&cx.base, &t),
+    )
+    .await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
@@ -155,21 +157,17 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult
 }
 
 async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::DELETE_TARGET])?;
-    if cx
-        .db()
-        .run(async |c| tags::delete(c, cx.tenant(), id).await)
-        .await?
-    {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_tag(id))
-    }
+    let perms = &[Permission::DELETE_TARGET];
+    cx.delete_by_id(perms, &tags::TABLE, id, || no_tag(id))
+        .await
 }
 
 /// The tag of the tenant, or 404.
 async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<TagRow> {
-    tags::find(c, tenant, id).await?.ok_or_else(|| no_tag(id))
+    tags::TABLE
+        .find(c, tenant, id)
+        .await?
+        .ok_or_else(|| no_tag(id))
 }
 
 async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
@@ -242,7 +240,7 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
     cx.require(&[Permission::UPDATE_TARGET])?;
     let tenant = cx.tenant();
     let remove = async |c: &mut PgConnection, _| {
-        let t = find_target(c, tenant, &controller_id).await?;
+        let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
         // Removing a tag the target does not carry changes nothing, as in hawkBit.
         tags::unassign(c, tenant, id, t.id).await?;
         Ok(())
@@ -261,7 +259,7 @@ async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<J
     let rows = cx
         .db()
         .run(async |c| {
-            let t = find_target(c, tenant, &controller_id).await?;
+            let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
             Ok::<_, ApiError>(tags::tags_of_target(c, tenant, t.id).await?)
         })
         .await?;

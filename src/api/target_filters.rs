@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Listed};
+use super::common::Ctx;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -34,8 +34,8 @@ fn filter_json(f: &TargetFilterRow, base: &BaseUrl) -> Value {
     let path = format!("/targetfilters/{}", f.id);
     let mut v = json!({
         "id": f.id, "name": f.name, "query": f.query,
-        "createdBy": f.created_by, "createdAt": f.created_at,
-        "lastModifiedBy": f.last_modified_by, "lastModifiedAt": f.last_modified_at,
+        "createdBy": f.audit.created_by, "createdAt": f.audit.created_at,
+        "lastModifiedBy": f.audit.last_modified_by, "lastModifiedAt": f.audit.last_modified_at,
         "_links": {
             "self": base.link(&path),
             "autoAssignDS": base.link(&format!("{path}/autoAssignDS")),
@@ -86,25 +86,20 @@ fn check_query(query: &str) -> ApiResult<()> {
     Ok(())
 }
 
-const FILTERS: Listed = Listed {
-    entity: Entity::TargetFilter,
-    sort: &target_filters::SORT,
-};
-
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, FILTERS, target_filters::list, |f| {
+    let table = &target_filters::TABLE;
+    cx.list_table(READ, &page, Entity::TargetFilter, table, |f| {
         filter_json(&f, &cx.base)
     })
     .await
 }
 
 async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
     let id = parse_id(&id)?;
-    let find = async |c: &mut PgConnection| target_filters::find(c, cx.tenant(), id).await;
-    cx.get_one(find, || not_found(id), |f| filter_json(&f, &cx.base))
+    let render = |f| filter_json(&f, &cx.base);
+    cx.get_by_id(READ, &target_filters::TABLE, id, || not_found(id), render)
         .await
 }
 
@@ -125,7 +120,8 @@ async fn create(cx: Ctx, Body(b): Body<FilterBody>) -> ApiResult<(StatusCode, Js
         .db()
         .run(async |c| {
             let id = target_filters::insert(c, tenant, &name, &query, user).await?;
-            target_filters::find(c, tenant, id)
+            target_filters::TABLE
+                .find(c, tenant, id)
                 .await?
                 .ok_or_else(|| not_found(id))
         })
@@ -152,19 +148,15 @@ async fn update(
         if !target_filters::update(c, tenant, id, name, query, user).await? {
             return Ok(None);
         }
-        target_filters::find(c, tenant, id).await
+        target_filters::TABLE.find(c, tenant, id).await
     };
     cx.update_one(change, || not_found(id), |f| filter_json(&f, &cx.base))
         .await
 }
 
 async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::DELETE_TARGET])?;
     let id = parse_id(&id)?;
-    let delete = async |c: &mut PgConnection| target_filters::delete(c, cx.tenant(), id).await;
-    if cx.db().run(delete).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(not_found(id))
-    }
+    let perms = &[Permission::DELETE_TARGET];
+    cx.delete_by_id(perms, &target_filters::TABLE, id, || not_found(id))
+        .await
 }

@@ -8,11 +8,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Listed, check_text, find_target, lock_target};
+use super::common::{Ctx, Ids, Listed, check_text, find_target};
 use super::{ApiError, ApiResult, ApiState, Body, Page};
 use crate::auth::Permission;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
+use crate::store::table::RowLock;
 use crate::store::target_metadata::{self as md, MetadataRow};
 
 /// hawkBit's default `maxMetaDataEntriesPerTarget`.
@@ -66,8 +67,8 @@ const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, Ids(controller_id): Ids<String>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
-        let t = find_target(c, tenant, &controller_id).await?;
-        Ok::<_, ApiError>(md::list(c, tenant, t.id, q, page).await?)
+        let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
+        Ok::<_, ApiError>(md::TABLE.list(c, tenant, t.id, q, page).await?)
     };
     cx.list(READ, &page, METADATA, fetch, |m| metadata_json(&m))
         .await
@@ -95,8 +96,8 @@ async fn create(
     cx.db()
         .tx(async |tx| {
             // Locked, so concurrent requests cannot both pass the quota check.
-            let t = lock_target(tx, tenant, &controller_id).await?;
-            let existing = md::count(tx, tenant, t.id).await?;
+            let t = find_target(tx, tenant, &controller_id, RowLock::ForUpdate).await?;
+            let existing = md::TABLE.count(tx, tenant, t.id).await?;
             let wanted = existing.saturating_add(i64::try_from(entries.len()).unwrap_or(i64::MAX));
             if wanted > MAX_ENTRIES_PER_TARGET {
                 return Err(ApiError::TooManyEntries(format!(
@@ -120,8 +121,8 @@ async fn one(cx: Ctx, Ids((controller_id, key)): Ids<(String, String)>) -> ApiRe
     cx.require(READ)?;
     path_key(&controller_id, &key)?;
     let find = async |c: &mut PgConnection| {
-        let t = find_target(c, cx.tenant(), &controller_id).await?;
-        Ok::<_, ApiError>(md::find(c, cx.tenant(), t.id, &key).await?)
+        let t = find_target(c, cx.tenant(), &controller_id, RowLock::None).await?;
+        Ok::<_, ApiError>(md::TABLE.find(c, cx.tenant(), t.id, &key).await?)
     };
     cx.get_one(
         find,
@@ -143,7 +144,7 @@ async fn update(
         .ok_or_else(|| ApiError::BadRequest("value is required".into()))?;
     check_value(&value)?;
     let change = async |c: &mut PgConnection| {
-        let t = find_target(c, cx.tenant(), &controller_id).await?;
+        let t = find_target(c, cx.tenant(), &controller_id, RowLock::None).await?;
         Ok::<_, ApiError>(md::update(c, cx.tenant(), t.id, &key, &value).await?)
     };
     cx.update_one(
@@ -161,8 +162,8 @@ async fn remove(
     cx.require(&[Permission::UPDATE_TARGET])?;
     path_key(&controller_id, &key)?;
     let delete = async |c: &mut PgConnection| {
-        let t = find_target(c, cx.tenant(), &controller_id).await?;
-        Ok::<_, ApiError>(md::delete(c, cx.tenant(), t.id, &key).await?)
+        let t = find_target(c, cx.tenant(), &controller_id, RowLock::None).await?;
+        Ok::<_, ApiError>(md::TABLE.delete(c, cx.tenant(), t.id, &key).await?)
     };
     if cx.db().run(delete).await? {
         Ok(StatusCode::NO_CONTENT)

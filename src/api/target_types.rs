@@ -11,14 +11,13 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Listed, base_fields, check_text, description, single_line};
+use super::common::{Ctx, Ids, base_fields, check_text, description, single_line};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
-use crate::store::target_types::{
-    self as types, CompatibleDsType, NewTargetType, TargetTypeRow, TargetTypeUpdate,
-};
+use crate::store::repository::types::SetTypeRow;
+use crate::store::target_types::{self as types, NewTargetType, TargetTypeRow, TargetTypeUpdate};
 
 /// hawkBit's `maxDistributionSetTypesPerTargetType` quota.
 const MAX_DS_TYPES_PER_TARGET_TYPE: i64 = 50;
@@ -54,11 +53,11 @@ fn type_json(base: &BaseUrl, t: &TargetTypeRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
 
-fn ds_type_json(base: &BaseUrl, t: &CompatibleDsType) -> Value {
+fn ds_type_json(base: &BaseUrl, t: &SetTypeRow) -> Value {
     let mut v = json!({
         "id": t.id,
         "key": t.key,
@@ -68,7 +67,7 @@ fn ds_type_json(base: &BaseUrl, t: &CompatibleDsType) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
 
@@ -134,16 +133,13 @@ async fn add_ds_types(
     Ok(())
 }
 
-const TYPES: Listed = Listed {
-    entity: Entity::TargetType,
-    sort: &types::SORT,
-};
-
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, TYPES, types::list, |t| type_json(&cx.base, &t))
-        .await
+    cx.list_table(READ, &page, Entity::TargetType, &types::TABLE, |t| {
+        type_json(&cx.base, &t)
+    })
+    .await
 }
 
 async fn create(
@@ -194,10 +190,14 @@ async fn create(
 }
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    let find = async |c: &mut PgConnection| types::find(c, cx.tenant(), id).await;
-    cx.get_one(find, || no_type(id), |t| type_json(&cx.base, &t))
-        .await
+    cx.get_by_id(
+        READ,
+        &types::TABLE,
+        id,
+        || no_type(id),
+        |t| type_json(&cx.base, &t),
+    )
+    .await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {
@@ -215,7 +215,7 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiRes
 
 /// The target type of the tenant, locked for the rest of the transaction, or 404.
 async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<()> {
-    if types::lock(c, tenant, id).await? {
+    if types::TABLE.lock(c, tenant, id).await?.is_some() {
         Ok(())
     } else {
         Err(no_type(id))
@@ -234,7 +234,7 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
                 "target type {id} is still in use by a target"
             )));
         }
-        types::delete(tx, tenant, id).await?;
+        types::TABLE.delete(tx, tenant, id).await?;
         Ok(())
     };
     cx.relink(
@@ -251,7 +251,8 @@ async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     let rows = cx
         .db()
         .run(async |c| {
-            types::find(c, tenant, id)
+            types::TABLE
+                .find(c, tenant, id)
                 .await?
                 .ok_or_else(|| no_type(id))?;
             Ok::<_, ApiError>(types::compatible_ds_types(c, tenant, id).await?)

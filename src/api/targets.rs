@@ -18,6 +18,7 @@ use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
+use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
 
 pub fn router() -> Router<ApiState> {
@@ -53,8 +54,8 @@ pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Val
         "controllerId": t.controller_id, "name": t.name,
         "updateStatus": UpdateStatus::from_db(&t.update_status).map(|s| s.as_db().to_ascii_lowercase()).unwrap_or_default(),
         "requestAttributes": t.request_attributes,
-        "createdBy": t.created_by, "createdAt": t.created_at,
-        "lastModifiedBy": t.last_modified_by, "lastModifiedAt": t.last_modified_at,
+        "createdBy": t.audit.created_by, "createdAt": t.audit.created_at,
+        "lastModifiedBy": t.audit.last_modified_by, "lastModifiedAt": t.audit.last_modified_at,
         "_links": {
             "self": base.link(&path), "assignedDS": base.link(&format!("{path}/assignedDS")),
             "installedDS": base.link(&format!("{path}/installedDS")),
@@ -95,8 +96,8 @@ fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
         "type": if status.is_cancel() { "cancel" } else { "update" },
         "active": a.active, "status": status.api_name(), "forceType": ty.api_name(),
         "weight": a.weight,
-        "createdBy": a.created_by, "createdAt": a.created_at,
-        "lastModifiedBy": a.last_modified_by, "lastModifiedAt": a.last_modified_at,
+        "createdBy": a.audit.created_by, "createdAt": a.audit.created_at,
+        "lastModifiedBy": a.audit.last_modified_by, "lastModifiedAt": a.audit.last_modified_at,
         "_links": {
             "self": base.link(&path),
             "target": base.link(&format!("/targets/{}", a.controller_id)),
@@ -131,16 +132,20 @@ const ACTIONS: Listed = Listed {
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &page, TARGETS, targets::list, |t| {
-        target_json(&t, &cx.base, &cx.caller)
-    })
+    cx.list(
+        READ,
+        &page,
+        TARGETS,
+        async |c, t, q, p| targets::TABLE.list(c, t, q, p).await,
+        |t| target_json(&t, &cx.base, &cx.caller),
+    )
     .await
 }
 
 /// A target of the tenant, or 404.
 async fn target(cx: &Ctx, controller_id: &str) -> ApiResult<TargetRow> {
     cx.db()
-        .run(async |c| find_target(c, cx.tenant(), controller_id).await)
+        .run(async |c| find_target(c, cx.tenant(), controller_id, RowLock::None).await)
         .await
 }
 
@@ -232,7 +237,7 @@ async fn update(
         target_type_id: b.target_type.map(Some),
     };
     let change = async |c: &mut PgConnection| {
-        let t = find_target(c, cx.tenant(), &id).await?;
+        let t = find_target(c, cx.tenant(), &id, RowLock::None).await?;
         if let Some(n) = &u.name {
             validate_name(n)?;
         }
@@ -259,7 +264,7 @@ async fn remove(
 
 async fn target_actions(cx: Ctx, Path(id): Path<String>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
-        let t = find_target(c, tenant, &id).await?;
+        let t = find_target(c, tenant, &id, RowLock::None).await?;
         Ok::<_, ApiError>(actions::list(c, tenant, Some(t.id), q, page).await?)
     };
     cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))

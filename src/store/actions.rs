@@ -3,9 +3,10 @@
 
 use sqlx::PgConnection;
 
-use super::Result;
+use super::Audit;
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
 /// An action as report processing and dispatch need it, with its target's DMF facts.
@@ -36,38 +37,34 @@ const ACTION_COLUMNS: &str = "a.id, a.tenant_id, tn.name AS tenant, a.target_id,
 
 /// Lock actions by id (in id order, so concurrent instances do not deadlock).
 pub async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+    sql::fetch_all(
+        conn,
+        &format!(
+            "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          JOIN tenant tn ON tn.id = a.tenant_id
          WHERE a.id IN (SELECT unnest($1::bigint[])) ORDER BY a.id FOR UPDATE OF a"
-    ))
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
+        ),
+        (ids,),
+    )
+    .await
 }
 
 /// Read actions by id (for rendering).
 pub async fn by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
-    Ok(sqlx::query_as(&format!(
+    sql::fetch_all(conn, &format!(
         "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          JOIN tenant tn ON tn.id = a.tenant_id WHERE a.id IN (SELECT unnest($1::bigint[])) ORDER BY a.id"
-    ))
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
+    ), (ids,)).await
 }
 
 /// The open (active) actions of targets, ordered as devices should work on them: weight
 /// descending, then id ascending (§5.2).
 pub async fn open_of_targets(conn: &mut PgConnection, targets: &[i64]) -> Result<Vec<ActionRow>> {
-    Ok(sqlx::query_as(&format!(
+    sql::fetch_all(conn, &format!(
         "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          JOIN tenant tn ON tn.id = a.tenant_id
          WHERE a.target_id IN (SELECT unnest($1::bigint[])) AND a.active ORDER BY a.target_id, a.weight DESC, a.id"
-    ))
-    .bind(targets)
-    .fetch_all(conn)
-    .await?)
+    ), (targets,)).await
 }
 
 /// Target facts that reports change, locked.
@@ -84,14 +81,14 @@ pub struct TargetState {
 }
 
 pub async fn lock_targets(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<TargetState>> {
-    Ok(sqlx::query_as(
+    sql::fetch_all(
+        conn,
         "SELECT id, controller_id, address, assigned_ds_id, installed_ds_id, installation_date,
                 update_status, request_attributes
          FROM target WHERE id IN (SELECT unnest($1::bigint[])) ORDER BY id FOR UPDATE",
+        (ids,),
     )
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// History entries to append, column-wise.
@@ -118,15 +115,12 @@ pub async fn insert_history(conn: &mut PgConnection, h: &NewHistory) -> Result<(
     if h.action_id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sql::execute(
+        conn,
         "INSERT INTO action_status (action_id, status, code, messages)
          SELECT * FROM unnest($1::bigint[], $2::text[], $3::int[], $4::jsonb[])",
+        (&h.action_id, &h.status, &h.code, &h.messages),
     )
-    .bind(&h.action_id)
-    .bind(&h.status)
-    .bind(&h.code)
-    .bind(&h.messages)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -145,7 +139,8 @@ pub async fn update_states(conn: &mut PgConnection, u: &ActionUpdates, user: &st
     if u.id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE action a SET status = u.status, active = u.active,
                 intermediate_reports = u.reports,
                 last_status_code = COALESCE(u.code, a.last_status_code),
@@ -154,14 +149,15 @@ pub async fn update_states(conn: &mut PgConnection, u: &ActionUpdates, user: &st
          FROM unnest($1::bigint[], $2::text[], $3::bool[], $4::int[], $5::int[])
               AS u(id, status, active, reports, code)
          WHERE a.id = u.id",
+        (
+            &u.id,
+            &u.status,
+            &u.active,
+            &u.intermediate_reports,
+            &u.last_status_code,
+            user,
+        ),
     )
-    .bind(&u.id)
-    .bind(&u.status)
-    .bind(&u.active)
-    .bind(&u.intermediate_reports)
-    .bind(&u.last_status_code)
-    .bind(user)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -181,21 +177,23 @@ pub async fn update_targets(conn: &mut PgConnection, u: &TargetUpdates) -> Resul
     if u.id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE target t SET assigned_ds_id = u.assigned, installed_ds_id = u.installed,
                 installation_date = u.installed_at, update_status = u.status,
                 request_attributes = u.req, last_modified_at = epoch_ms()
          FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::text[], $6::bool[])
               AS u(id, assigned, installed, installed_at, status, req)
          WHERE t.id = u.id",
+        (
+            &u.id,
+            &u.assigned_ds_id,
+            &u.installed_ds_id,
+            &u.installation_date,
+            &u.update_status,
+            &u.request_attributes,
+        ),
     )
-    .bind(&u.id)
-    .bind(&u.assigned_ds_id)
-    .bind(&u.installed_ds_id)
-    .bind(&u.installation_date)
-    .bind(&u.update_status)
-    .bind(&u.request_attributes)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -258,17 +256,16 @@ pub async fn lock_superseded(
     targets: &[i64],
     keep: &[i64],
 ) -> Result<Vec<(i64, i64, String, bool)>> {
-    Ok(sqlx::query_as(
+    sql::fetch_all(
+        conn,
         "SELECT a.id, a.target_id, a.status, a.active FROM action a
          JOIN distribution_set d ON d.id = a.ds_id
          WHERE a.target_id IN (SELECT unnest($1::bigint[])) AND (a.active OR a.status = 'SCHEDULED')
            AND NOT d.required_migration_step AND NOT (a.id = ANY($2))
          ORDER BY a.id FOR UPDATE OF a",
+        (targets, keep),
     )
-    .bind(targets)
-    .bind(keep)
-    .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// Point targets at a newly assigned set: assigned := ds, PENDING (or offline: installed too).
@@ -278,18 +275,16 @@ pub async fn assign_targets(
     ds_id: i64,
     offline: bool,
 ) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE target SET assigned_ds_id = $2,
                 installed_ds_id = CASE WHEN $3 THEN $2 ELSE installed_ds_id END,
                 installation_date = CASE WHEN $3 THEN epoch_ms() ELSE installation_date END,
                 update_status = CASE WHEN $3 THEN 'IN_SYNC' ELSE 'PENDING' END,
                 last_modified_at = epoch_ms()
          WHERE id IN (SELECT unnest($1::bigint[]))",
+        (targets, ds_id, offline),
     )
-    .bind(targets)
-    .bind(ds_id)
-    .bind(offline)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -312,10 +307,8 @@ pub struct ActionView {
     pub mw_timezone: Option<String>,
     pub external_ref: Option<String>,
     pub last_status_code: Option<i32>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const VIEW_COLUMNS: &str = "a.id, t.controller_id, a.ds_id, a.action_type, a.active, a.status,
@@ -369,14 +362,15 @@ pub async fn view(
     tenant: TenantId,
     id: i64,
 ) -> Result<Option<ActionView>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {VIEW_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
+    sql::fetch_optional(
+        conn,
+        &format!(
+            "SELECT {VIEW_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          WHERE a.tenant_id = $1 AND a.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
+        ),
+        (tenant.0, id),
+    )
+    .await
 }
 
 /// One history entry.
@@ -398,19 +392,21 @@ pub async fn history(
     limit: i64,
 ) -> Result<(Vec<HistoryRow>, i64)> {
     let dir = if ascending { "ASC" } else { "DESC" };
-    let rows = sqlx::query_as(&format!(
-        "SELECT id, status, occurred_at, code, messages FROM action_status
+    let rows = sql::fetch_all(
+        &mut *conn,
+        &format!(
+            "SELECT id, status, occurred_at, code, messages FROM action_status
          WHERE action_id = $1 ORDER BY id {dir} OFFSET $2 LIMIT $3"
-    ))
-    .bind(action)
-    .bind(offset)
-    .bind(limit)
-    .fetch_all(&mut *conn)
+        ),
+        (action, offset, limit),
+    )
     .await?;
-    let total = sqlx::query_scalar("SELECT count(*) FROM action_status WHERE action_id = $1")
-        .bind(action)
-        .fetch_one(conn)
-        .await?;
+    let total = sql::scalar(
+        conn,
+        "SELECT count(*) FROM action_status WHERE action_id = $1",
+        (action,),
+    )
+    .await?;
     Ok((rows, total))
 }
 
@@ -421,20 +417,19 @@ pub async fn confirm_waiting(
     target: i64,
     message: &str,
 ) -> Result<Vec<i64>> {
-    let ids: Vec<i64> = sqlx::query_scalar(
+    let ids: Vec<i64> = sql::scalar_all(
+        &mut *conn,
         "UPDATE action SET status = 'RUNNING', last_modified_at = epoch_ms()
          WHERE target_id = $1 AND active AND status = 'WAIT_FOR_CONFIRMATION' RETURNING id",
+        (target,),
     )
-    .bind(target)
-    .fetch_all(&mut *conn)
     .await?;
-    sqlx::query(
+    sql::execute(
+        conn,
         "INSERT INTO action_status (action_id, status, messages)
          SELECT id, 'RUNNING', jsonb_build_array($2::text) FROM unnest($1::bigint[]) AS id",
+        (&ids, message),
     )
-    .bind(&ids)
-    .bind(message)
-    .execute(conn)
     .await?;
     Ok(ids)
 }
@@ -444,16 +439,14 @@ pub async fn update_states_keep_reports(conn: &mut PgConnection, u: &ActionUpdat
     if u.id.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE action a SET status = u.status, active = u.active, last_modified_at = epoch_ms(),
                 opt_lock_revision = a.opt_lock_revision + 1
          FROM unnest($1::bigint[], $2::text[], $3::bool[]) AS u(id, status, active)
          WHERE a.id = u.id",
+        (&u.id, &u.status, &u.active),
     )
-    .bind(&u.id)
-    .bind(&u.status)
-    .bind(&u.active)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -461,17 +454,12 @@ pub async fn update_states_keep_reports(conn: &mut PgConnection, u: &ActionUpdat
 /// After a cancellation completed: the target's assigned set becomes that of its oldest open
 /// action, or its installed set (IN_SYNC) when none is left.
 pub async fn reset_assigned_after_cancel(conn: &mut PgConnection, target: i64) -> Result<()> {
-    sqlx::query(
-        "UPDATE target t SET
+    sql::execute(conn, "UPDATE target t SET
             assigned_ds_id = COALESCE(o.ds_id, t.installed_ds_id),
             update_status = CASE WHEN o.ds_id IS NULL THEN 'IN_SYNC' ELSE t.update_status END,
             last_modified_at = epoch_ms()
          FROM (SELECT (SELECT ds_id FROM action WHERE target_id = $1 AND active ORDER BY id LIMIT 1) AS ds_id) o
-         WHERE t.id = $1",
-    )
-    .bind(target)
-    .execute(conn)
-    .await?;
+         WHERE t.id = $1", (target,)).await?;
     Ok(())
 }
 

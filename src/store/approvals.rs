@@ -5,6 +5,7 @@
 use sqlx::PgConnection;
 
 use super::Result;
+use super::sql;
 use crate::domain::ids::RolloutId;
 
 /// A notice leased for delivery.
@@ -22,41 +23,41 @@ pub async fn enqueue(
     rollout: RolloutId,
     body: &serde_json::Value,
 ) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "INSERT INTO approval_notice (rollout_id, body) VALUES ($1, $2)
          ON CONFLICT (rollout_id) DO UPDATE SET body = EXCLUDED.body, attempts = 0,
              next_attempt_at = epoch_ms(), last_error = NULL",
+        (rollout.0, body),
     )
-    .bind(rollout.0)
-    .bind(body)
-    .execute(conn)
     .await?;
     Ok(())
 }
 
 /// Drop the notice of a rollout that no longer waits.
 pub async fn withdraw(conn: &mut PgConnection, rollout: RolloutId) -> Result<()> {
-    sqlx::query("DELETE FROM approval_notice WHERE rollout_id = $1")
-        .bind(rollout.0)
-        .execute(conn)
-        .await?;
+    sql::execute(
+        conn,
+        "DELETE FROM approval_notice WHERE rollout_id = $1",
+        (rollout.0,),
+    )
+    .await?;
     Ok(())
 }
 
 /// Lease up to `limit` due notices for `lease_ms`: another deliverer (or this one after a
 /// crash) takes them again only when the lease ran out.
 pub async fn lease_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> Result<Vec<Notice>> {
-    let rows: Vec<(i64, serde_json::Value, i32)> = sqlx::query_as(
+    let rows: Vec<(i64, serde_json::Value, i32)> = sql::fetch_all(
+        conn,
         "UPDATE approval_notice n SET attempts = n.attempts + 1,
                 next_attempt_at = epoch_ms() + $2
          WHERE n.rollout_id IN (SELECT rollout_id FROM approval_notice
                                 WHERE next_attempt_at <= epoch_ms()
                                 ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)
          RETURNING n.rollout_id, n.body, n.attempts",
+        (limit, lease_ms),
     )
-    .bind(limit)
-    .bind(lease_ms)
-    .fetch_all(conn)
     .await?;
     Ok(rows
         .into_iter()
@@ -80,14 +81,12 @@ pub async fn failed(
     retry_ms: i64,
     error: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE approval_notice SET next_attempt_at = epoch_ms() + $2, last_error = $3
          WHERE rollout_id = $1",
+        (rollout.0, retry_ms, error),
     )
-    .bind(rollout.0)
-    .bind(retry_ms)
-    .bind(error)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -106,10 +105,10 @@ pub async fn pending_of(
     conn: &mut PgConnection,
     rollout: RolloutId,
 ) -> Result<Option<(i32, Option<String>)>> {
-    Ok(
-        sqlx::query_as("SELECT attempts, last_error FROM approval_notice WHERE rollout_id = $1")
-            .bind(rollout.0)
-            .fetch_optional(conn)
-            .await?,
+    sql::fetch_optional(
+        conn,
+        "SELECT attempts, last_error FROM approval_notice WHERE rollout_id = $1",
+        (rollout.0,),
     )
+    .await
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use sqlx::postgres::PgConnectOptions;
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
+use super::sql;
 use super::{Result, StoreError};
 
 /// A single connection to `url` (the bench measures on one connection, as the service's
@@ -47,10 +48,7 @@ pub async fn server_version(conn: &mut PgConnection) -> Result<String> {
 
 /// The id of a tenant by its (upper-case) name.
 pub async fn tenant_id(conn: &mut PgConnection, name: &str) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT id FROM tenant WHERE name = $1")
-        .bind(name)
-        .fetch_optional(conn)
-        .await?)
+    sql::scalar_optional(conn, "SELECT id FROM tenant WHERE name = $1", (name,)).await
 }
 
 /// A scratch table of `rows` rows shaped like the hot part of `action` (id, status, time).
@@ -66,12 +64,12 @@ pub async fn create_update_scratch(conn: &mut PgConnection, rows: i64) -> Result
     )
     .execute(&mut *conn)
     .await?;
-    sqlx::query(
+    sql::execute(
+        &mut *conn,
         "INSERT INTO bench_update_scratch (id, status, last_modified_at)
          SELECT i, 0, 0 FROM generate_series(1, $1) AS i",
+        (rows,),
     )
-    .bind(rows)
-    .execute(&mut *conn)
     .await?;
     sqlx::query("ANALYZE bench_update_scratch")
         .execute(&mut *conn)
@@ -88,17 +86,14 @@ pub async fn update_scratch_batch(
     now_ms: i64,
 ) -> Result<u64> {
     let mut tx = conn.begin().await?;
-    let n = sqlx::query(
+    let n = sql::execute(
+        &mut tx,
         "UPDATE bench_update_scratch s SET status = u.status, last_modified_at = $3
          FROM unnest($1::bigint[], $2::integer[]) AS u(id, status)
          WHERE s.id = u.id",
+        (ids, statuses, now_ms),
     )
-    .bind(ids)
-    .bind(statuses)
-    .bind(now_ms)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .await?;
     tx.commit().await?;
     Ok(n)
 }
@@ -116,14 +111,13 @@ pub async fn insert_pairs_scratch(conn: &mut PgConnection, rows: i64) -> Result<
     )
     .execute(&mut *conn)
     .await?;
-    Ok(sqlx::query(
+    sql::execute(
+        &mut *conn,
         "INSERT INTO bench_pairs_scratch (rollout_group, target)
          SELECT i / 20000, i FROM generate_series(1, $1) AS i",
+        (rows,),
     )
-    .bind(rows)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected())
+    .await
 }
 
 /// Remove the scratch tables.
@@ -141,17 +135,14 @@ pub async fn insert_targets(
     prefix: &str,
     count: i64,
 ) -> Result<u64> {
-    Ok(sqlx::query(
+    sql::execute(
+        conn,
         "INSERT INTO target (tenant_id, controller_id, name, security_token, update_status,
                              created_by, last_modified_by)
          SELECT $1, $2 || lpad(i::text, 7, '0'), $2 || lpad(i::text, 7, '0'), md5(i::text),
                 'REGISTERED', 'bench', 'bench'
          FROM generate_series(1, $3) AS i",
+        (tenant, prefix, count),
     )
-    .bind(tenant)
-    .bind(prefix)
-    .bind(count)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .await
 }

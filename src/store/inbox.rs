@@ -4,18 +4,19 @@
 use sqlx::PgConnection;
 
 use super::Result;
+use super::sql;
 
 /// Which of `digests` were processed before.
 pub async fn seen(conn: &mut PgConnection, digests: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
     if digests.is_empty() {
         return Ok(Vec::new());
     }
-    Ok(
-        sqlx::query_scalar("SELECT digest FROM inbox WHERE digest = ANY($1)")
-            .bind(digests)
-            .fetch_all(conn)
-            .await?,
+    sql::scalar_all(
+        conn,
+        "SELECT digest FROM inbox WHERE digest = ANY($1)",
+        (digests,),
     )
+    .await
 }
 
 /// Record digests as processed (in the transaction that applies the messages).
@@ -23,23 +24,22 @@ pub async fn record(conn: &mut PgConnection, digests: &[Vec<u8>]) -> Result<()> 
     if digests.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sql::execute(
+        conn,
         "INSERT INTO inbox (digest) SELECT DISTINCT d FROM unnest($1::bytea[]) AS d
          ON CONFLICT (digest) DO UPDATE SET processed_at = epoch_ms()",
+        (digests,),
     )
-    .bind(digests)
-    .execute(conn)
     .await?;
     Ok(())
 }
 
 /// Forget digests older than `max_age_ms`: a message is redelivered within minutes, not days.
 pub async fn purge(conn: &mut PgConnection, max_age_ms: i64) -> Result<u64> {
-    Ok(
-        sqlx::query("DELETE FROM inbox WHERE processed_at < epoch_ms() - $1")
-            .bind(max_age_ms)
-            .execute(conn)
-            .await?
-            .rows_affected(),
+    sql::execute(
+        conn,
+        "DELETE FROM inbox WHERE processed_at < epoch_ms() - $1",
+        (max_age_ms,),
     )
+    .await
 }

@@ -4,33 +4,31 @@
 
 use sqlx::PgConnection;
 
-use super::Result;
+use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
 /// Lock a distribution set of the tenant that is not deleted, for the rest of the
 /// transaction. False when there is none.
 pub async fn lock_set(conn: &mut PgConnection, tenant: TenantId, ds: i64) -> Result<bool> {
-    Ok(sqlx::query_scalar::<_, i64>(
+    Ok(sql::scalar_optional::<i64>(
+        conn,
         "SELECT id FROM distribution_set WHERE tenant_id = $1 AND id = $2 AND NOT deleted
          FOR NO KEY UPDATE",
+        (tenant.0, ds),
     )
-    .bind(tenant.0)
-    .bind(ds)
-    .fetch_optional(conn)
     .await?
     .is_some())
 }
 
 /// Mark a set invalid; an invalid set stays unchanged (idempotent).
 pub async fn mark_invalid(conn: &mut PgConnection, ds: i64, user: &str) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE distribution_set SET valid = false, last_modified_at = epoch_ms(),
                 last_modified_by = $2, opt_lock_revision = opt_lock_revision + 1
          WHERE id = $1 AND valid",
+        (ds, user),
     )
-    .bind(ds)
-    .bind(user)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -42,19 +40,16 @@ pub async fn clear_auto_assignments(
     ds: i64,
     user: &str,
 ) -> Result<u64> {
-    Ok(sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE target_filter_query SET auto_assign_ds_id = NULL, auto_assign_action_type = NULL,
                 auto_assign_weight = NULL, confirmation_required = NULL,
                 last_modified_at = epoch_ms(), last_modified_by = $3,
                 opt_lock_revision = opt_lock_revision + 1
          WHERE tenant_id = $1 AND auto_assign_ds_id = $2",
+        (tenant.0, ds, user),
     )
-    .bind(tenant.0)
-    .bind(ds)
-    .bind(user)
-    .execute(conn)
-    .await?
-    .rows_affected())
+    .await
 }
 
 /// Lock the set's rollouts in one of `statuses`, in id order (the lock order of every rollout
@@ -65,15 +60,13 @@ pub async fn lock_rollouts_of_set(
     ds: i64,
     statuses: &[&str],
 ) -> Result<Vec<(i64, String)>> {
-    Ok(sqlx::query_as(
+    sql::fetch_all(
+        conn,
         "SELECT id, status FROM rollout WHERE tenant_id = $1 AND ds_id = $2 AND status = ANY($3)
          ORDER BY id FOR UPDATE",
+        (tenant.0, ds, statuses),
     )
-    .bind(tenant.0)
-    .bind(ds)
-    .bind(statuses)
-    .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// Ids of the set's active actions, in id order, outside the rollouts in `skip`; CANCELING ones
@@ -85,18 +78,15 @@ pub async fn open_actions(
     skip: &[i64],
     include_canceling: bool,
 ) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
+    sql::scalar_all(
+        conn,
         "SELECT id FROM action
          WHERE tenant_id = $1 AND ds_id = $2 AND active AND ($4 OR status <> 'CANCELING')
            AND (rollout_id IS NULL OR NOT (rollout_id = ANY($3)))
          ORDER BY id",
+        (tenant.0, ds, skip, include_canceling),
     )
-    .bind(tenant.0)
-    .bind(ds)
-    .bind(skip)
-    .bind(include_canceling)
-    .fetch_all(conn)
-    .await?)
+    .await
 }
 
 /// An open action of the set, locked, with what a cancel message to its device needs.
@@ -116,14 +106,8 @@ pub async fn lock_open_actions(
     ids: &[i64],
     include_canceling: bool,
 ) -> Result<Vec<OpenAction>> {
-    Ok(sqlx::query_as(
-        "SELECT a.id, a.target_id, a.status, t.controller_id, t.address
+    sql::fetch_all(conn, "SELECT a.id, a.target_id, a.status, t.controller_id, t.address
          FROM action a JOIN target t ON t.id = a.target_id
          WHERE a.id IN (SELECT unnest($1::bigint[])) AND a.active AND ($2 OR a.status <> 'CANCELING')
-         ORDER BY a.id FOR UPDATE OF a",
-    )
-    .bind(ids)
-    .bind(include_canceling)
-    .fetch_all(conn)
-    .await?)
+         ORDER BY a.id FOR UPDATE OF a", (ids, include_canceling)).await
 }

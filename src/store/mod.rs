@@ -10,11 +10,14 @@ pub mod bench;
 pub mod filter;
 pub mod inbox;
 pub mod invalidation;
+pub mod key_value;
 pub mod outbox;
 pub mod page;
 pub mod repository;
 pub mod rollouts;
+pub mod sql;
 pub mod statistics;
+pub mod table;
 pub mod tags;
 pub mod target_filters;
 pub mod target_metadata;
@@ -82,6 +85,25 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Transient(_))
     }
+
+    /// A unique-constraint conflict said the way the API reports it (`message` names what
+    /// already exists); any other error unchanged.
+    pub fn conflict_as(self, message: impl FnOnce() -> String) -> Self {
+        match self {
+            Self::Conflict(_) => Self::Conflict(message()),
+            other => other,
+        }
+    }
+}
+
+/// The four audit columns of every Management API entity: who created it and when, who
+/// changed it last and when (epoch ms). Row structs flatten it (`#[sqlx(flatten)]`).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Audit {
+    pub created_at: i64,
+    pub created_by: String,
+    pub last_modified_at: i64,
+    pub last_modified_by: String,
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -3,7 +3,7 @@
 
 use sqlx::PgConnection;
 
-use super::Result;
+use super::{Result, sql};
 use crate::dmf::envelope::Outbound;
 
 /// Wakes publishers of every instance (the in-process publisher is also woken directly).
@@ -131,11 +131,7 @@ pub async fn enqueue(
     .fetch_all(&mut *conn)
     .await?;
     ids.sort_unstable();
-    sqlx::query("SELECT pg_notify($1, $2)")
-        .bind(CHANNEL)
-        .bind(instance)
-        .execute(conn)
-        .await?;
+    sql::execute(conn, "SELECT pg_notify($1, $2)", (CHANNEL, instance)).await?;
     Ok(ids)
 }
 
@@ -154,48 +150,53 @@ const TURN: &str = "WITH turn AS (SELECT pg_try_advisory_xact_lock(7400117001) A
 /// Take the turn and the oldest `limit` rows with an id above `after`, locked for this
 /// transaction (a round that holds the turn already claims again after its last row).
 pub async fn claim(conn: &mut PgConnection, after: i64, limit: i64) -> Result<Vec<Row>> {
-    Ok(sqlx::query_as(&format!(
-        "{TURN}
+    sql::fetch_all(
+        conn,
+        &format!(
+            "{TURN}
          SELECT id, kind, exchange, headers, content_type, content_encoding, correlation_id, body,
                 action_id, target_id, action_ids, attempts
          FROM outbox WHERE (SELECT held FROM turn) AND id > $2
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(limit)
-    .bind(after)
-    .fetch_all(conn)
-    .await?)
+        ),
+        (limit, after),
+    )
+    .await
 }
 
 /// Take the turn and lock those of `ids` still waiting (not published meanwhile by another
 /// round), in id order.
 pub async fn claim_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(&format!(
-        "{TURN}
+    sql::scalar_all(
+        conn,
+        &format!(
+            "{TURN}
          SELECT id FROM outbox WHERE (SELECT held FROM turn) AND id IN (SELECT unnest($1::bigint[]))
          ORDER BY id FOR UPDATE SKIP LOCKED"
-    ))
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
+        ),
+        (ids,),
+    )
+    .await
 }
 
 /// Remove published (or deliberately dropped) rows.
 pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
-    sqlx::query("DELETE FROM outbox WHERE id IN (SELECT unnest($1::bigint[]))")
-        .bind(ids)
-        .execute(conn)
-        .await?;
+    sql::execute(
+        conn,
+        "DELETE FROM outbox WHERE id IN (SELECT unnest($1::bigint[]))",
+        (ids,),
+    )
+    .await?;
     Ok(())
 }
 
 /// Count a failed publish attempt for rows.
 pub async fn record_failure(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT unnest($1::bigint[]))",
+        (ids,),
     )
-    .bind(ids)
-    .execute(conn)
     .await?;
     Ok(())
 }

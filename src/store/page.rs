@@ -109,11 +109,11 @@ pub struct PageRequest {
 /// What a list reads: `SELECT {columns} FROM {from}` for its rows, `SELECT count(*) FROM
 /// {count_from}` for its total (the same rows, without joins that only add columns), sorted by
 /// `sort`.
-pub(super) struct Listing {
-    pub columns: &'static str,
-    pub from: &'static str,
-    pub count_from: &'static str,
-    pub sort: &'static SortFields,
+pub(super) struct Listing<'a> {
+    pub columns: &'a str,
+    pub from: &'a str,
+    pub count_from: &'a str,
+    pub sort: &'a SortFields,
 }
 
 /// One page of a list and its total: `SELECT … WHERE <condition> ORDER BY … OFFSET … LIMIT …`,
@@ -121,7 +121,7 @@ pub(super) struct Listing {
 /// (binds included) into both statements.
 pub(super) async fn fetch<T>(
     conn: &mut PgConnection,
-    list: &Listing,
+    list: &Listing<'_>,
     page: &PageRequest,
     condition: impl Fn(&mut QueryBuilder<'_, Postgres>),
 ) -> Result<(Vec<T>, i64)>

@@ -6,6 +6,7 @@
 use sqlx::PgConnection;
 
 use super::Result;
+use super::sql;
 
 /// The tables whose statistics are kept current (the outbox churns but is always read in id
 /// order).
@@ -48,7 +49,8 @@ pub async fn refresh(conn: &mut PgConnection, grown: &[(Table, i64)]) -> Result<
     let names: Vec<&str> = Table::ALL.iter().map(|t| t.name()).collect();
     let grown_names: Vec<&str> = grown.iter().map(|(t, _)| t.name()).collect();
     let grown_rows: Vec<i64> = grown.iter().map(|(_, n)| *n).collect();
-    let stale: Vec<String> = sqlx::query_scalar(
+    let stale: Vec<String> = sql::scalar_all(
+        &mut *conn,
         "SELECT s.relname::text FROM pg_stat_user_tables s JOIN pg_class c ON c.oid = s.relid
          LEFT JOIN (SELECT name, sum(n) AS n FROM unnest($4::text[], $5::bigint[]) AS g(name, n)
                     GROUP BY name) g ON g.name = s.relname
@@ -56,13 +58,14 @@ pub async fn refresh(conn: &mut PgConnection, grown: &[(Table, i64)]) -> Result<
            AND ((s.n_mod_since_analyze >= $2 AND s.n_mod_since_analyze >= $3 * s.n_live_tup)
                 OR (g.n >= $2 AND g.n >= $3 * greatest(c.reltuples, 0)))
          ORDER BY s.relname",
+        (
+            &names,
+            CHANGED_MIN,
+            CHANGED_SHARE,
+            &grown_names,
+            &grown_rows,
+        ),
     )
-    .bind(&names)
-    .bind(CHANGED_MIN)
-    .bind(CHANGED_SHARE)
-    .bind(&grown_names)
-    .bind(&grown_rows)
-    .fetch_all(&mut *conn)
     .await?;
     for table in &stale {
         // Names come from the constant list above, never from input.

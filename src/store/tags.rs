@@ -1,9 +1,14 @@
 //! Target tags and which targets carry them (rollouts.md §1.1: target ↔ tag is M:N).
 
+use std::marker::PhantomData;
+
 use sqlx::PgConnection;
 
+use super::Audit;
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::sql;
+use super::table::Table;
 use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
@@ -15,10 +20,8 @@ pub struct TagRow {
     pub name: String,
     pub description: Option<String>,
     pub colour: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const COLUMNS: &str = "g.id, g.name, g.description, g.colour, g.created_at, g.created_by,
@@ -39,46 +42,19 @@ pub const SORT: SortFields = SortFields::new(
     "g.id ASC",
 );
 
-const LIST: Listing = Listing {
+/// The tenant's target tags.
+pub const TABLE: Table<TagRow> = Table {
+    name: "target_tag",
+    alias: "g",
+    joins: "",
     columns: COLUMNS,
-    from: "target_tag g",
-    count_from: "target_tag g",
     sort: &SORT,
+    soft_delete: false,
+    row: PhantomData,
 };
 
-/// A page of the tenant's tags matching `q` (an [`Entity::TargetTag`](super::filter::Entity)
-/// filter) and their total.
-pub async fn list(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<TagRow>, i64)> {
-    fetch(conn, &LIST, page, |qb| {
-        qb.push("g.tenant_id = ").push_bind(tenant.0);
-        push_and(qb, q, "g");
-    })
-    .await
-}
-
-/// One tag by id.
-pub async fn find(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<Option<TagRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM target_tag g WHERE g.tenant_id = $1 AND g.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
-
-fn duplicate(e: sqlx::Error, name: &str) -> StoreError {
-    match StoreError::from(e) {
-        StoreError::Conflict(_) => {
-            StoreError::Conflict(format!("a target tag named {name:?} already exists"))
-        }
-        other => other,
-    }
+fn duplicate(e: StoreError, name: &str) -> StoreError {
+    e.conflict_as(|| format!("a target tag named {name:?} already exists"))
 }
 
 /// Insert a tag; a duplicate name in the tenant is a conflict.
@@ -90,19 +66,14 @@ pub async fn insert(
     colour: Option<&str>,
     user: &str,
 ) -> Result<TagRow> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "INSERT INTO target_tag AS g (tenant_id, name, description, colour, created_by,
                                       last_modified_by)
          VALUES ($1, $2, $3, $4, $5, $5) RETURNING {COLUMNS}"
-    ))
-    .bind(tenant.0)
-    .bind(name)
-    .bind(description)
-    .bind(colour)
-    .bind(user)
-    .fetch_one(conn)
-    .await
-    .map_err(|e| duplicate(e, name))
+    );
+    sql::fetch_one(conn, &sql, (tenant.0, name, description, colour, user))
+        .await
+        .map_err(|e| duplicate(e, name))
 }
 
 /// Change a tag (`None` = unchanged); `None` if it does not exist. A duplicate name is a
@@ -116,35 +87,17 @@ pub async fn update(
     colour: Option<&str>,
     user: &str,
 ) -> Result<Option<TagRow>> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "UPDATE target_tag g SET name = COALESCE($3, g.name),
                 description = COALESCE($4, g.description), colour = COALESCE($5, g.colour),
                 last_modified_at = epoch_ms(), last_modified_by = $6,
                 opt_lock_revision = g.opt_lock_revision + 1
          WHERE g.tenant_id = $1 AND g.id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .bind(name)
-    .bind(description)
-    .bind(colour)
-    .bind(user)
-    .fetch_optional(conn)
-    .await
-    .map_err(|e| duplicate(e, name.unwrap_or_default()))
-}
-
-/// Delete a tag (its assignments go with it). False if unknown.
-pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
-    Ok(
-        sqlx::query("DELETE FROM target_tag WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.0)
-            .bind(id)
-            .execute(conn)
-            .await?
-            .rows_affected()
-            > 0,
-    )
+    );
+    let binds = (tenant.0, id, name, description, colour, user);
+    sql::fetch_optional(conn, &sql, binds)
+        .await
+        .map_err(|e| duplicate(e, name.unwrap_or_default()))
 }
 
 const TAGGED_TARGETS: Listing = Listing {
@@ -179,15 +132,12 @@ pub async fn targets_by_controller_ids(
     tenant: TenantId,
     controller_ids: &[String],
 ) -> Result<Vec<TargetRow>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {TARGET_COLUMNS} FROM target t
          LEFT JOIN target_type tt ON tt.id = t.target_type_id
          WHERE t.tenant_id = $1 AND t.controller_id = ANY($2)"
-    ))
-    .bind(tenant.0)
-    .bind(controller_ids)
-    .fetch_all(conn)
-    .await?)
+    );
+    sql::fetch_all(conn, &sql, (tenant.0, controller_ids)).await
 }
 
 /// Tag targets (by id; already tagged ones stay tagged). Both must belong to the tenant.
@@ -197,17 +147,11 @@ pub async fn assign(
     tag_id: i64,
     target_ids: &[i64],
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO target_tag_assignment (tag_id, target_id)
-         SELECT g.id, t.id FROM target_tag g JOIN target t ON t.tenant_id = g.tenant_id
-         WHERE g.tenant_id = $1 AND g.id = $2 AND t.id = ANY($3)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.0)
-    .bind(tag_id)
-    .bind(target_ids)
-    .execute(conn)
-    .await?;
+    let sql = "INSERT INTO target_tag_assignment (tag_id, target_id)
+               SELECT g.id, t.id FROM target_tag g JOIN target t ON t.tenant_id = g.tenant_id
+               WHERE g.tenant_id = $1 AND g.id = $2 AND t.id = ANY($3)
+               ON CONFLICT DO NOTHING";
+    sql::execute(conn, sql, (tenant.0, tag_id, target_ids)).await?;
     Ok(())
 }
 
@@ -218,17 +162,9 @@ pub async fn unassign(
     tag_id: i64,
     target_id: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query(
-        "DELETE FROM target_tag_assignment a USING target_tag g
-         WHERE g.id = a.tag_id AND g.tenant_id = $1 AND a.tag_id = $2 AND a.target_id = $3",
-    )
-    .bind(tenant.0)
-    .bind(tag_id)
-    .bind(target_id)
-    .execute(conn)
-    .await?
-    .rows_affected()
-        > 0)
+    let sql = "DELETE FROM target_tag_assignment a USING target_tag g
+               WHERE g.id = a.tag_id AND g.tenant_id = $1 AND a.tag_id = $2 AND a.target_id = $3";
+    Ok(sql::execute(conn, sql, (tenant.0, tag_id, target_id)).await? > 0)
 }
 
 /// The tags a target carries, by id.
@@ -237,12 +173,9 @@ pub async fn tags_of_target(
     tenant: TenantId,
     target_id: i64,
 ) -> Result<Vec<TagRow>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM target_tag g JOIN target_tag_assignment a ON a.tag_id = g.id
          WHERE g.tenant_id = $1 AND a.target_id = $2 ORDER BY g.id"
-    ))
-    .bind(tenant.0)
-    .bind(target_id)
-    .fetch_all(conn)
-    .await?)
+    );
+    sql::fetch_all(conn, &sql, (tenant.0, target_id)).await
 }

@@ -2,11 +2,15 @@
 //! to them by id (`target.target_type_id`); THING_CREATED names them (see
 //! [`super::targets::set_type_by_name`]).
 
+use std::marker::PhantomData;
+
 use sqlx::PgConnection;
 
-use super::filter::{Filter, push_and};
-use super::page::{Listing, PageRequest, SortFields, fetch};
-use super::{Result, StoreError};
+use super::Audit;
+use super::page::SortFields;
+use super::repository::types::SetTypeRow;
+use super::table::Table;
+use super::{Result, StoreError, sql};
 use crate::domain::ids::TenantId;
 
 /// A target type as the API shows it.
@@ -17,10 +21,8 @@ pub struct TargetTypeRow {
     pub name: String,
     pub description: Option<String>,
     pub colour: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const COLUMNS: &str = "tt.id, tt.key, tt.name, tt.description, tt.colour, tt.created_at,
@@ -42,55 +44,16 @@ pub const SORT: SortFields = SortFields::new(
     "tt.id ASC",
 );
 
-const LIST: Listing = Listing {
+/// The tenant's target types.
+pub const TABLE: Table<TargetTypeRow> = Table {
+    name: "target_type",
+    alias: "tt",
+    joins: "",
     columns: COLUMNS,
-    from: "target_type tt",
-    count_from: "target_type tt",
     sort: &SORT,
+    soft_delete: false,
+    row: PhantomData,
 };
-
-/// A page of the tenant's target types matching `q` (an
-/// [`Entity::TargetType`](super::filter::Entity) filter) and their total.
-pub async fn list(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<TargetTypeRow>, i64)> {
-    fetch(conn, &LIST, page, |qb| {
-        qb.push("tt.tenant_id = ").push_bind(tenant.0);
-        push_and(qb, q, "tt");
-    })
-    .await
-}
-
-/// One target type by id.
-pub async fn find(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: i64,
-) -> Result<Option<TargetTypeRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM target_type tt WHERE tt.tenant_id = $1 AND tt.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
-
-/// Lock a target type for the rest of the transaction: a target being created or changed to
-/// this type waits (its foreign-key check needs the row), so "in use" stays true until commit.
-pub async fn lock(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
-    Ok(sqlx::query_scalar::<_, i64>(
-        "SELECT id FROM target_type WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-    )
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?
-    .is_some())
-}
 
 /// A target type to create; `key` and `name` are both set (one defaults to the other).
 #[derive(Debug, Clone)]
@@ -108,30 +71,22 @@ pub async fn insert(
     t: &NewTargetType,
     user: &str,
 ) -> Result<TargetTypeRow> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "INSERT INTO target_type AS tt (tenant_id, key, name, description, colour, created_by,
                                         last_modified_by)
          VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {COLUMNS}"
-    ))
-    .bind(tenant.0)
-    .bind(&t.key)
-    .bind(&t.name)
-    .bind(&t.description)
-    .bind(&t.colour)
-    .bind(user)
-    .fetch_one(conn)
-    .await
-    .map_err(|e| duplicate(e, &t.name, Some(&t.key)))
+    );
+    let binds = (tenant.0, &t.key, &t.name, &t.description, &t.colour, user);
+    sql::fetch_one(conn, &sql, binds)
+        .await
+        .map_err(|e| duplicate(e, &t.name, Some(&t.key)))
 }
 
-fn duplicate(e: sqlx::Error, name: &str, key: Option<&str>) -> StoreError {
-    match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(match key {
-            Some(key) => format!("a target type with name {name:?} or key {key:?} already exists"),
-            None => format!("a target type with name {name:?} already exists"),
-        }),
-        other => other,
-    }
+fn duplicate(e: StoreError, name: &str, key: Option<&str>) -> StoreError {
+    e.conflict_as(|| match key {
+        Some(key) => format!("a target type with name {name:?} or key {key:?} already exists"),
+        None => format!("a target type with name {name:?} already exists"),
+    })
 }
 
 /// Fields an update may change (`None` = unchanged); hawkBit never changes the key.
@@ -150,46 +105,23 @@ pub async fn update(
     u: &TargetTypeUpdate,
     user: &str,
 ) -> Result<Option<TargetTypeRow>> {
-    sqlx::query_as(&format!(
+    let sql = format!(
         "UPDATE target_type tt SET name = COALESCE($3, tt.name),
                 description = COALESCE($4, tt.description), colour = COALESCE($5, tt.colour),
                 last_modified_at = epoch_ms(), last_modified_by = $6,
                 opt_lock_revision = tt.opt_lock_revision + 1
          WHERE tt.tenant_id = $1 AND tt.id = $2 RETURNING {COLUMNS}"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .bind(&u.name)
-    .bind(&u.description)
-    .bind(&u.colour)
-    .bind(user)
-    .fetch_optional(conn)
-    .await
-    .map_err(|e| duplicate(e, u.name.as_deref().unwrap_or_default(), None))
+    );
+    let binds = (tenant.0, id, &u.name, &u.description, &u.colour, user);
+    sql::fetch_optional(conn, &sql, binds)
+        .await
+        .map_err(|e| duplicate(e, u.name.as_deref().unwrap_or_default(), None))
 }
 
 /// Whether any target has this type.
 pub async fn in_use(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM target WHERE tenant_id = $1 AND target_type_id = $2)",
-    )
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_one(conn)
-    .await?)
-}
-
-/// Delete a target type (its DS type list goes with it). False if unknown.
-pub async fn delete(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
-    Ok(
-        sqlx::query("DELETE FROM target_type WHERE tenant_id = $1 AND id = $2")
-            .bind(tenant.0)
-            .bind(id)
-            .execute(conn)
-            .await?
-            .rows_affected()
-            > 0,
-    )
+    let sql = "SELECT EXISTS (SELECT 1 FROM target WHERE tenant_id = $1 AND target_type_id = $2)";
+    sql::scalar(conn, sql, (tenant.0, id)).await
 }
 
 /// Of `ids`, the distribution set types that do not exist (or are deleted) in the tenant.
@@ -198,31 +130,11 @@ pub async fn missing_ds_types(
     tenant: TenantId,
     ids: &[i64],
 ) -> Result<Vec<i64>> {
-    Ok(sqlx::query_scalar(
-        "SELECT i FROM unnest($2::bigint[]) AS i
-         WHERE NOT EXISTS (SELECT 1 FROM distribution_set_type dt
-                           WHERE dt.tenant_id = $1 AND dt.id = i AND NOT dt.deleted)
-         ORDER BY i",
-    )
-    .bind(tenant.0)
-    .bind(ids)
-    .fetch_all(conn)
-    .await?)
-}
-
-/// A distribution set type a target type accepts.
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct CompatibleDsType {
-    pub id: i64,
-    pub key: String,
-    pub name: String,
-    pub description: Option<String>,
-    pub colour: Option<String>,
-    pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    let sql = "SELECT i FROM unnest($2::bigint[]) AS i
+               WHERE NOT EXISTS (SELECT 1 FROM distribution_set_type dt
+                                 WHERE dt.tenant_id = $1 AND dt.id = i AND NOT dt.deleted)
+               ORDER BY i";
+    sql::scalar_all(conn, sql, (tenant.0, ids)).await
 }
 
 /// The distribution set types a target type accepts, by id.
@@ -230,19 +142,14 @@ pub async fn compatible_ds_types(
     conn: &mut PgConnection,
     tenant: TenantId,
     type_id: i64,
-) -> Result<Vec<CompatibleDsType>> {
-    Ok(sqlx::query_as(
-        "SELECT dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted, dt.created_at,
-                dt.created_by, dt.last_modified_at, dt.last_modified_by
-         FROM target_type_ds_type c
-         JOIN target_type tt ON tt.id = c.target_type_id
-         JOIN distribution_set_type dt ON dt.id = c.ds_type_id
-         WHERE tt.tenant_id = $1 AND c.target_type_id = $2 ORDER BY dt.id",
-    )
-    .bind(tenant.0)
-    .bind(type_id)
-    .fetch_all(conn)
-    .await?)
+) -> Result<Vec<SetTypeRow>> {
+    let sql = "SELECT dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted, dt.created_at,
+                      dt.created_by, dt.last_modified_at, dt.last_modified_by
+               FROM target_type_ds_type c
+               JOIN target_type tt ON tt.id = c.target_type_id
+               JOIN distribution_set_type dt ON dt.id = c.ds_type_id
+               WHERE tt.tenant_id = $1 AND c.target_type_id = $2 ORDER BY dt.id";
+    sql::fetch_all(conn, sql, (tenant.0, type_id)).await
 }
 
 /// How many distribution set types a target type accepts.
@@ -251,14 +158,10 @@ pub async fn count_ds_types(
     tenant: TenantId,
     type_id: i64,
 ) -> Result<i64> {
-    Ok(sqlx::query_scalar(
-        "SELECT count(*) FROM target_type_ds_type c JOIN target_type tt ON tt.id = c.target_type_id
-         WHERE tt.tenant_id = $1 AND c.target_type_id = $2",
-    )
-    .bind(tenant.0)
-    .bind(type_id)
-    .fetch_one(conn)
-    .await?)
+    let sql = "SELECT count(*) FROM target_type_ds_type c
+               JOIN target_type tt ON tt.id = c.target_type_id
+               WHERE tt.tenant_id = $1 AND c.target_type_id = $2";
+    sql::scalar(conn, sql, (tenant.0, type_id)).await
 }
 
 /// Add accepted distribution set types (already present ones are kept). The caller checked
@@ -270,18 +173,12 @@ pub async fn add_ds_types(
     ds_type_ids: &[i64],
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO target_type_ds_type (target_type_id, ds_type_id)
-         SELECT tt.id, d FROM target_type tt, unnest($3::bigint[]) AS d
-         WHERE tt.tenant_id = $1 AND tt.id = $2
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.0)
-    .bind(type_id)
-    .bind(ds_type_ids)
-    .execute(&mut *conn)
-    .await?;
-    touch(conn, tenant, type_id, user).await
+    let sql = "INSERT INTO target_type_ds_type (target_type_id, ds_type_id)
+               SELECT tt.id, d FROM target_type tt, unnest($3::bigint[]) AS d
+               WHERE tt.tenant_id = $1 AND tt.id = $2
+               ON CONFLICT DO NOTHING";
+    sql::execute(&mut *conn, sql, (tenant.0, type_id, ds_type_ids)).await?;
+    TABLE.touch(conn, tenant, type_id, user).await
 }
 
 /// Stop accepting a distribution set type. False if it was not accepted.
@@ -292,34 +189,12 @@ pub async fn remove_ds_type(
     ds_type_id: i64,
     user: &str,
 ) -> Result<bool> {
-    let removed = sqlx::query(
-        "DELETE FROM target_type_ds_type c USING target_type tt
-         WHERE tt.id = c.target_type_id AND tt.tenant_id = $1 AND c.target_type_id = $2
-           AND c.ds_type_id = $3",
-    )
-    .bind(tenant.0)
-    .bind(type_id)
-    .bind(ds_type_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        > 0;
+    let sql = "DELETE FROM target_type_ds_type c USING target_type tt
+               WHERE tt.id = c.target_type_id AND tt.tenant_id = $1 AND c.target_type_id = $2
+                 AND c.ds_type_id = $3";
+    let removed = sql::execute(&mut *conn, sql, (tenant.0, type_id, ds_type_id)).await? > 0;
     if removed {
-        touch(conn, tenant, type_id, user).await?;
+        TABLE.touch(conn, tenant, type_id, user).await?;
     }
     Ok(removed)
-}
-
-async fn touch(conn: &mut PgConnection, tenant: TenantId, type_id: i64, user: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE target_type SET last_modified_at = epoch_ms(), last_modified_by = $3,
-                opt_lock_revision = opt_lock_revision + 1
-         WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant.0)
-    .bind(type_id)
-    .bind(user)
-    .execute(conn)
-    .await?;
-    Ok(())
 }

@@ -2,13 +2,15 @@
 //! of the Management API.
 
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
 use serde_json::Value;
 use sqlx::PgConnection;
 
-use super::filter::{Filter, push_and};
-use super::page::{Listing, PageRequest, SortFields, fetch};
-use super::{Result, StoreError};
+use super::Audit;
+use super::page::SortFields;
+use super::table::{RowLock, Table};
+use super::{Result, StoreError, sql};
 use crate::domain::ids::{TargetId, TenantId};
 
 /// Every column the API shows, plus the tenant name for DMF headers.
@@ -34,10 +36,8 @@ pub struct TargetRow {
     pub auto_confirm_at: Option<i64>,
     pub auto_confirm_initiator: Option<String>,
     pub auto_confirm_remark: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 pub(super) const COLUMNS: &str =
@@ -65,7 +65,7 @@ pub async fn register(
     address: &str,
     security_token: &str,
 ) -> Result<Registered> {
-    Ok(sqlx::query_as(
+    let sql =
         "INSERT INTO target (tenant_id, controller_id, name, description, address, security_token,
                              update_status, last_target_query, created_by, last_modified_by)
          VALUES ($1, $2, COALESCE($3, $2), 'Plug and Play target: ' || $2, $4, $5,
@@ -79,15 +79,9 @@ pub async fn register(
             last_modified_at = CASE WHEN target.address IS DISTINCT FROM excluded.address
                                       OR ($3 IS NOT NULL AND target.name <> $3)
                                     THEN epoch_ms() ELSE target.last_modified_at END
-         RETURNING id, attributes, (xmax = 0) AS inserted",
-    )
-    .bind(tenant.0)
-    .bind(controller_id)
-    .bind(name)
-    .bind(address)
-    .bind(security_token)
-    .fetch_one(conn)
-    .await?)
+         RETURNING id, attributes, (xmax = 0) AS inserted";
+    let binds = (tenant.0, controller_id, name, address, security_token);
+    sql::fetch_one(conn, sql, binds).await
 }
 
 /// Apply the THING_CREATED `type` rule: a known type name sets it, `""` removes it, an unknown
@@ -98,23 +92,17 @@ pub async fn set_type_by_name(
     type_name: &str,
 ) -> Result<bool> {
     if type_name.is_empty() {
-        sqlx::query("UPDATE target SET target_type_id = NULL WHERE id = $1")
-            .bind(target.0)
-            .execute(conn)
-            .await?;
+        let sql = "UPDATE target SET target_type_id = NULL WHERE id = $1";
+        sql::execute(conn, sql, (target.0,)).await?;
         return Ok(true);
     }
-    Ok(sqlx::query(
-        "UPDATE target t SET target_type_id = tt.id FROM target_type tt
-         WHERE t.id = $1 AND tt.tenant_id = t.tenant_id AND tt.name = $2",
-    )
-    .bind(target.0)
-    .bind(type_name)
-    .execute(conn)
-    .await?
-    .rows_affected()
-        > 0)
+    let sql = "UPDATE target t SET target_type_id = tt.id FROM target_type tt
+               WHERE t.id = $1 AND tt.tenant_id = t.tenant_id AND tt.name = $2";
+    Ok(sql::execute(conn, sql, (target.0, type_name)).await? > 0)
 }
+
+/// `$2` is the controllerId.
+const BY_CONTROLLER_ID: &str = "t.controller_id = $2";
 
 /// Lock a target by controllerId for an update in this transaction.
 pub async fn lock_by_controller_id(
@@ -122,14 +110,15 @@ pub async fn lock_by_controller_id(
     tenant: TenantId,
     controller_id: &str,
 ) -> Result<Option<TargetRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND t.controller_id = $2 FOR UPDATE OF t"
-    ))
-    .bind(tenant.0)
-    .bind(controller_id)
-    .fetch_optional(conn)
-    .await?)
+    TABLE
+        .find_where(
+            conn,
+            tenant,
+            BY_CONTROLLER_ID,
+            controller_id,
+            RowLock::ForUpdate,
+        )
+        .await
 }
 
 /// Read a target by controllerId.
@@ -138,14 +127,9 @@ pub async fn find(
     tenant: TenantId,
     controller_id: &str,
 ) -> Result<Option<TargetRow>> {
-    Ok(sqlx::query_as(&format!(
-        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND t.controller_id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(controller_id)
-    .fetch_optional(conn)
-    .await?)
+    TABLE
+        .find_where(conn, tenant, BY_CONTROLLER_ID, controller_id, RowLock::None)
+        .await
 }
 
 /// Read targets by controllerIds (for assignments).
@@ -154,14 +138,11 @@ pub async fn find_many(
     tenant: TenantId,
     controller_ids: &[String],
 ) -> Result<Vec<TargetRow>> {
-    Ok(sqlx::query_as(&format!(
+    let sql = format!(
         "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
          WHERE t.tenant_id = $1 AND t.controller_id = ANY($2) ORDER BY t.id FOR UPDATE OF t"
-    ))
-    .bind(tenant.0)
-    .bind(controller_ids)
-    .fetch_all(conn)
-    .await?)
+    );
+    sql::fetch_all(conn, &sql, (tenant.0, controller_ids)).await
 }
 
 /// Replace the controller attributes and clear the "attributes requested" flag (§5.10).
@@ -170,14 +151,10 @@ pub async fn set_attributes(
     target: TargetId,
     attributes: &BTreeMap<String, String>,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE target SET attributes = $2, request_attributes = false, last_modified_at = epoch_ms()
-         WHERE id = $1",
-    )
-    .bind(target.0)
-    .bind(sqlx::types::Json(attributes))
-    .execute(conn)
-    .await?;
+    let sql = "UPDATE target SET attributes = $2, request_attributes = false,
+                      last_modified_at = epoch_ms()
+               WHERE id = $1";
+    sql::execute(conn, sql, (target.0, sqlx::types::Json(attributes))).await?;
     Ok(())
 }
 
@@ -188,27 +165,20 @@ pub async fn set_auto_confirm(
     on: Option<(&str, &str, &str)>,
 ) -> Result<bool> {
     let changed = match on {
-        Some((initiator, remark, by)) => sqlx::query(
-            "UPDATE target SET auto_confirm_at = epoch_ms(), auto_confirm_initiator = $2,
-                    auto_confirm_remark = $3, auto_confirm_by = $4, last_modified_at = epoch_ms()
-             WHERE id = $1 AND auto_confirm_at IS NULL",
-        )
-        .bind(target.0)
-        .bind(initiator)
-        .bind(remark)
-        .bind(by)
-        .execute(conn)
-        .await?
-        .rows_affected(),
-        None => sqlx::query(
-            "UPDATE target SET auto_confirm_at = NULL, auto_confirm_initiator = NULL,
-                    auto_confirm_remark = NULL, auto_confirm_by = NULL, last_modified_at = epoch_ms()
-             WHERE id = $1 AND auto_confirm_at IS NOT NULL",
-        )
-        .bind(target.0)
-        .execute(conn)
-        .await?
-        .rows_affected(),
+        Some((initiator, remark, by)) => {
+            let sql = "UPDATE target SET auto_confirm_at = epoch_ms(), auto_confirm_initiator = $2,
+                              auto_confirm_remark = $3, auto_confirm_by = $4,
+                              last_modified_at = epoch_ms()
+                       WHERE id = $1 AND auto_confirm_at IS NULL";
+            sql::execute(conn, sql, (target.0, initiator, remark, by)).await?
+        }
+        None => {
+            let sql = "UPDATE target SET auto_confirm_at = NULL, auto_confirm_initiator = NULL,
+                              auto_confirm_remark = NULL, auto_confirm_by = NULL,
+                              last_modified_at = epoch_ms()
+                       WHERE id = $1 AND auto_confirm_at IS NOT NULL";
+            sql::execute(conn, sql, (target.0,)).await?
+        }
     };
     Ok(changed > 0)
 }
@@ -216,17 +186,12 @@ pub async fn set_auto_confirm(
 /// Delete a target (its actions and history go with it). Returns its last address.
 pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<String>> {
     // Rollout memberships carry no foreign key (filling speed); they go with their target.
-    sqlx::query("DELETE FROM rollout_target_group WHERE target_id = $1")
-        .bind(target.0)
-        .execute(&mut *conn)
-        .await?;
-    Ok(
-        sqlx::query_scalar("DELETE FROM target WHERE id = $1 RETURNING address")
-            .bind(target.0)
-            .fetch_optional(conn)
-            .await?
-            .flatten(),
-    )
+    let memberships = "DELETE FROM rollout_target_group WHERE target_id = $1";
+    sql::execute(&mut *conn, memberships, (target.0,)).await?;
+    let sql = "DELETE FROM target WHERE id = $1 RETURNING address";
+    Ok(sql::scalar_optional(conn, sql, (target.0,))
+        .await?
+        .flatten())
 }
 
 /// Sortable target fields: API name → column.
@@ -250,27 +215,16 @@ pub const SORT_FIELDS: &[(&str, &str)] = &[
 /// How target lists sort (by controllerId unless asked otherwise).
 pub const SORT: SortFields = SortFields::new(SORT_FIELDS, "t.controller_id ASC");
 
-const LIST: Listing = Listing {
+/// The tenant's targets, with their type's name.
+pub const TABLE: Table<TargetRow> = Table {
+    name: "target",
+    alias: "t",
+    joins: "LEFT JOIN target_type tt ON tt.id = t.target_type_id",
     columns: COLUMNS,
-    from: "target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-    count_from: "target t",
     sort: &SORT,
+    soft_delete: false,
+    row: PhantomData,
 };
-
-/// A page of targets matching `q` (a [`Entity::Target`](super::filter::Entity) filter) and
-/// their total.
-pub async fn list(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<TargetRow>, i64)> {
-    fetch(conn, &LIST, page, |qb| {
-        qb.push("t.tenant_id = ").push_bind(tenant.0);
-        push_and(qb, q, "t");
-    })
-    .await
-}
 
 /// A target created through the Management API.
 #[derive(Debug, Clone)]
@@ -340,7 +294,8 @@ pub async fn update(
     u: &TargetUpdate,
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
+    sql::execute(
+        conn,
         "UPDATE target SET name = COALESCE($2, name), description = COALESCE($3, description),
                 address = COALESCE($4, address), security_token = COALESCE($5, security_token),
                 request_attributes = COALESCE($6, request_attributes),
@@ -349,18 +304,19 @@ pub async fn update(
                 last_modified_at = epoch_ms(), last_modified_by = $10,
                 opt_lock_revision = opt_lock_revision + 1
          WHERE id = $1",
+        (
+            target.0,
+            &u.name,
+            &u.description,
+            &u.address,
+            &u.security_token,
+            u.request_attributes,
+            &u.group,
+            u.target_type_id.is_some(),
+            u.target_type_id.flatten(),
+            user,
+        ),
     )
-    .bind(target.0)
-    .bind(&u.name)
-    .bind(&u.description)
-    .bind(&u.address)
-    .bind(&u.security_token)
-    .bind(u.request_attributes)
-    .bind(&u.group)
-    .bind(u.target_type_id.is_some())
-    .bind(u.target_type_id.flatten())
-    .bind(user)
-    .execute(conn)
     .await?;
     Ok(())
 }
@@ -371,13 +327,8 @@ pub async fn target_type_exists(
     tenant: TenantId,
     id: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM target_type WHERE tenant_id = $1 AND id = $2)",
-    )
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_one(conn)
-    .await?)
+    let sql = "SELECT EXISTS (SELECT 1 FROM target_type WHERE tenant_id = $1 AND id = $2)";
+    sql::scalar(conn, sql, (tenant.0, id)).await
 }
 
 /// Attributes as JSON for the API.

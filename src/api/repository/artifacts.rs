@@ -45,7 +45,7 @@ fn artifact_json(base: &BaseUrl, a: &ArtifactRow) -> Value {
             "self": base.link(&format!("/softwaremodules/{}/artifacts/{}", a.sm_id, a.id)),
         },
     });
-    base_fields(&mut v, a);
+    base_fields(&mut v, &a.audit);
     v
 }
 

@@ -79,7 +79,7 @@ async fn list_metadata(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult<Js
         METADATA,
         async |c, tenant, q, page| {
             any_module(c, tenant, id).await?;
-            Ok::<_, ApiError>(metadata::list(c, tenant, id, q, page).await?)
+            Ok::<_, ApiError>(metadata::TABLE.list(c, tenant, id, q, page).await?)
         },
         |m| metadata_json(&m),
     )
@@ -90,7 +90,7 @@ async fn get_metadata(cx: Ctx, Ids((id, key)): Ids<(i64, String)>) -> ApiResult<
     cx.require(READ)?;
     path_key(id, &key)?;
     cx.get_one(
-        async |c| metadata::find(c, cx.tenant(), id, &key).await,
+        async |c| metadata::TABLE.find(c, cx.tenant(), id, &key).await,
         || no_metadata(id, &key),
         |m| metadata_json(&m),
     )
@@ -166,7 +166,7 @@ async fn delete_metadata(cx: Ctx, Ids((id, key)): Ids<(i64, String)>) -> ApiResu
         .db()
         .run(async |c| {
             live_module(c, cx.tenant(), id).await?;
-            Ok::<_, ApiError>(metadata::delete(c, cx.tenant(), id, &key).await?)
+            Ok::<_, ApiError>(metadata::TABLE.delete(c, cx.tenant(), id, &key).await?)
         })
         .await?;
     if deleted {

@@ -43,7 +43,7 @@ fn no_module(id: i64) -> ApiError {
 
 /// A module of the tenant that may still change (not deleted), or 404.
 async fn live_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<ModuleRow> {
-    match store_modules::find(c, tenant, id).await? {
+    match store_modules::TABLE.find(c, tenant, id).await? {
         Some(m) if !m.deleted => Ok(m),
         _ => Err(no_module(id)),
     }
@@ -51,7 +51,8 @@ async fn live_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResu
 
 /// A module of the tenant, deleted or not, or 404.
 async fn any_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<ModuleRow> {
-    store_modules::find(c, tenant, id)
+    store_modules::TABLE
+        .find(c, tenant, id)
         .await?
         .ok_or_else(|| no_module(id))
 }

@@ -49,7 +49,7 @@ pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
     });
     put_opt(&mut v, "vendor", m.vendor.as_deref());
     put_opt(&mut v, "description", m.description.as_deref());
-    base_fields(&mut v, m);
+    base_fields(&mut v, &m.audit);
     v
 }
 
@@ -60,16 +60,21 @@ pub(super) const MODULES: Listed = Listed {
 };
 
 async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &params, MODULES, modules::list, |m| {
-        module_json(&cx.base, &m)
-    })
+    cx.list_table(
+        READ,
+        &params,
+        Entity::SoftwareModule,
+        &modules::TABLE,
+        |m| module_json(&cx.base, &m),
+    )
     .await
 }
 
 async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    cx.get_one(
-        async |c| modules::find(c, cx.tenant(), id).await,
+    cx.get_by_id(
+        READ,
+        &modules::TABLE,
+        id,
         || no_module(id),
         |m| module_json(&cx.base, &m),
     )
@@ -160,7 +165,7 @@ async fn update_module(
                 cx.caller.name(),
             )
             .await?;
-            Ok::<_, ApiError>(modules::find(c, cx.tenant(), id).await?)
+            Ok::<_, ApiError>(modules::TABLE.find(c, cx.tenant(), id).await?)
         },
         || no_module(id),
         |m| module_json(&cx.base, &m),
@@ -173,7 +178,11 @@ async fn delete_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_REPOSITORY])?;
     let deleted = cx
         .db()
-        .run(async |c| modules::delete(c, cx.tenant(), id, cx.caller.name()).await)
+        .run(async |c| {
+            modules::TABLE
+                .delete_or_mark(c, cx.tenant(), id, cx.caller.name())
+                .await
+        })
         .await?;
     match deleted {
         Deletion::NotFound => Err(no_module(id)),

@@ -72,7 +72,7 @@ fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
         },
     });
     put_opt(&mut v, "description", s.description.as_deref());
-    base_fields(&mut v, s);
+    base_fields(&mut v, &s.audit);
     v
 }
 
@@ -134,7 +134,7 @@ async fn list_sets(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
         &params,
         SETS,
         async |c, tenant, q, page| {
-            let (rows, total) = sets::list(c, tenant, q, page).await?;
+            let (rows, total) = sets::TABLE.list(c, tenant, q, page).await?;
             Ok::<_, ApiError>((sets_json(c, tenant, &cx.base, &rows).await?, total))
         },
         |v| v,
@@ -149,7 +149,7 @@ async fn set_json_by_id(
     base: &BaseUrl,
     id: i64,
 ) -> ApiResult<Option<Value>> {
-    let Some(s) = sets::find(c, tenant, id).await? else {
+    let Some(s) = sets::TABLE.find(c, tenant, id).await? else {
         return Ok(None);
     };
     Ok(sets_json(c, tenant, base, std::slice::from_ref(&s))
@@ -235,7 +235,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
             let mut rows = Vec::with_capacity(ids.len());
             for id in &ids {
                 rows.push(
-                    sets::find(tx, cx.tenant(), *id)
+                    sets::TABLE
+                        .find(tx, cx.tenant(), *id)
                         .await?
                         .ok_or_else(|| no_set(*id))?,
                 );
@@ -299,7 +300,11 @@ async fn delete_set(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_REPOSITORY])?;
     let deleted = cx
         .db()
-        .run(async |c| sets::delete(c, cx.tenant(), id, cx.caller.name()).await)
+        .run(async |c| {
+            sets::TABLE
+                .delete_or_mark(c, cx.tenant(), id, cx.caller.name())
+                .await
+        })
         .await?;
     match deleted {
         Deletion::NotFound => Err(no_set(id)),
@@ -316,7 +321,10 @@ async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult
         &params,
         MODULES,
         async |c, tenant, q, page| {
-            sets::find(c, tenant, id).await?.ok_or_else(|| no_set(id))?;
+            sets::TABLE
+                .find(c, tenant, id)
+                .await?
+                .ok_or_else(|| no_set(id))?;
             Ok::<_, ApiError>(sets::list_modules(c, tenant, id, q, page).await?)
         },
         |m| module_json(&cx.base, &m),
@@ -326,7 +334,7 @@ async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult
 
 /// A set of the tenant that is not deleted, locked for this transaction, or 404.
 async fn live_set(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<SetRow> {
-    match sets::lock(c, tenant, id).await? {
+    match sets::TABLE.lock(c, tenant, id).await? {
         Some(s) if !s.deleted => Ok(s),
         _ => Err(no_set(id)),
     }

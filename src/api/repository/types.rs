@@ -39,7 +39,7 @@ pub(super) fn module_type_json(base: &BaseUrl, t: &ModuleTypeRow) -> Value {
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
 
@@ -66,14 +66,9 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
     });
     put_opt(&mut v, "description", t.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
-    base_fields(&mut v, t);
+    base_fields(&mut v, &t.audit);
     v
 }
-
-const MODULE_TYPES: Listed = Listed {
-    entity: Entity::SoftwareModuleType,
-    sort: &types::MODULE_TYPE_SORT,
-};
 
 const SET_TYPES: Listed = Listed {
     entity: Entity::DistributionSetType,
@@ -81,19 +76,18 @@ const SET_TYPES: Listed = Listed {
 };
 
 async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(READ, &params, MODULE_TYPES, types::list_module_types, |t| {
+    let table = &types::MODULE_TYPES;
+    cx.list_table(READ, &params, Entity::SoftwareModuleType, table, |t| {
         module_type_json(&cx.base, &t)
     })
     .await
 }
 
 async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    cx.get_one(
-        async |c| types::find_module_type(c, cx.tenant(), id).await,
-        || ApiError::NotFound(format!("software module type {id} not found")),
-        |t| module_type_json(&cx.base, &t),
-    )
+    let missing = || ApiError::NotFound(format!("software module type {id} not found"));
+    cx.get_by_id(READ, &types::MODULE_TYPES, id, missing, |t| {
+        module_type_json(&cx.base, &t)
+    })
     .await
 }
 
@@ -104,7 +98,7 @@ async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
         &params,
         SET_TYPES,
         async |c, tenant, q, page| {
-            let (rows, total) = types::list_set_types(c, tenant, q, page).await?;
+            let (rows, total) = types::SET_TYPES.list(c, tenant, q, page).await?;
             let ids: Vec<i64> = rows.iter().map(|t| t.id).collect();
             let elements = types::set_type_elements(c, tenant, &ids).await?;
             let content = rows
@@ -128,7 +122,8 @@ pub(super) async fn load_set_type(
     tenant: TenantId,
     id: i64,
 ) -> ApiResult<(SetTypeRow, Vec<SetTypeElementRow>)> {
-    let t = types::find_set_type(c, tenant, id)
+    let t = types::SET_TYPES
+        .find(c, tenant, id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("distribution set type {id} not found")))?;
     let elements = types::set_type_elements(c, tenant, &[id]).await?;

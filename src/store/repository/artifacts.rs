@@ -3,7 +3,8 @@
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
-use crate::store::{Result, StoreError};
+use crate::store::Audit;
+use crate::store::{Result, StoreError, sql};
 
 /// An artifact: a reference to a file held by a CDN or object store.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -17,10 +18,8 @@ pub struct ArtifactRow {
     pub sha256: Option<String>,
     pub url_https: Option<String>,
     pub url_http: Option<String>,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const ARTIFACT_COLUMNS: &str = "a.id, a.sm_id, a.filename, a.size, a.sha1, a.md5, a.sha256,
@@ -81,14 +80,15 @@ pub async fn list(
     tenant: TenantId,
     sm_id: i64,
 ) -> Result<Vec<ArtifactRow>> {
-    Ok(sqlx::query_as::<_, ArtifactRow>(&format!(
-        "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
+    sql::fetch_all::<ArtifactRow>(
+        conn,
+        &format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
          WHERE m.tenant_id = $1 AND a.sm_id = $2 ORDER BY a.id"
-    ))
-    .bind(tenant.0)
-    .bind(sm_id)
-    .fetch_all(conn)
-    .await?)
+        ),
+        (tenant.0, sm_id),
+    )
+    .await
 }
 
 /// One artifact of a module of the tenant.
@@ -98,15 +98,15 @@ pub async fn find(
     sm_id: i64,
     artifact_id: i64,
 ) -> Result<Option<ArtifactRow>> {
-    Ok(sqlx::query_as::<_, ArtifactRow>(&format!(
-        "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
+    sql::fetch_optional::<ArtifactRow>(
+        conn,
+        &format!(
+            "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
          WHERE m.tenant_id = $1 AND a.sm_id = $2 AND a.id = $3"
-    ))
-    .bind(tenant.0)
-    .bind(sm_id)
-    .bind(artifact_id)
-    .fetch_optional(conn)
-    .await?)
+        ),
+        (tenant.0, sm_id, artifact_id),
+    )
+    .await
 }
 
 /// Remove an artifact of a module of the tenant. False if unknown.
@@ -116,15 +116,12 @@ pub async fn delete(
     sm_id: i64,
     artifact_id: i64,
 ) -> Result<bool> {
-    Ok(sqlx::query(
+    Ok(sql::execute(
+        conn,
         "DELETE FROM artifact a USING software_module m
          WHERE m.id = a.sm_id AND m.tenant_id = $1 AND a.sm_id = $2 AND a.id = $3",
+        (tenant.0, sm_id, artifact_id),
     )
-    .bind(tenant.0)
-    .bind(sm_id)
-    .bind(artifact_id)
-    .execute(conn)
     .await?
-    .rows_affected()
         > 0)
 }

@@ -16,8 +16,7 @@ use std::collections::BTreeMap;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
-use super::Result;
-use crate::domain::ids::TenantId;
+use super::{Result, sql};
 
 /// One module of a set as devices see it, with artifacts and target-visible metadata.
 #[derive(Debug, Clone)]
@@ -59,7 +58,8 @@ pub async fn modules_of_sets(
         Json<Vec<ArtifactPayload>>,
         Json<Vec<(String, String)>>,
     );
-    let rows: Vec<Row> = sqlx::query_as(
+    let rows: Vec<Row> = sql::fetch_all(
+        conn,
         "SELECT dm.ds_id, m.id, ty.key, m.version, m.encrypted,
                 COALESCE((SELECT json_agg(json_build_object(
                               'sm_id', a.sm_id, 'filename', a.filename, 'size', a.size,
@@ -73,9 +73,8 @@ pub async fn modules_of_sets(
          JOIN software_module m ON m.id = dm.sm_id
          JOIN software_module_type ty ON ty.id = m.type_id
          WHERE dm.ds_id = ANY($1) ORDER BY dm.ds_id, m.id",
+        (ds_ids,),
     )
-    .bind(ds_ids)
-    .fetch_all(conn)
     .await?;
     let mut out: BTreeMap<i64, Vec<ModulePayload>> = BTreeMap::new();
     for (ds_id, module_id, type_key, version, encrypted, artifacts, metadata) in rows {
@@ -110,83 +109,24 @@ pub async fn set_facts(
     tenant: i64,
     ds_id: i64,
 ) -> Result<Option<SetFacts>> {
-    Ok(sqlx::query_as(
-        "SELECT d.id, d.valid, d.deleted, d.required_migration_step,
+    let sql = "SELECT d.id, d.valid, d.deleted, d.required_migration_step,
                 NOT EXISTS (SELECT 1 FROM distribution_set_type_element e
                             WHERE e.ds_type_id = d.type_id AND e.mandatory
                               AND NOT EXISTS (SELECT 1 FROM distribution_set_module dm
                                               JOIN software_module m ON m.id = dm.sm_id
                                               WHERE dm.ds_id = d.id AND m.type_id = e.sm_type_id)) AS complete
-         FROM distribution_set d WHERE d.tenant_id = $1 AND d.id = $2 FOR SHARE OF d",
-    )
-    .bind(tenant)
-    .bind(ds_id)
-    .fetch_optional(conn)
-    .await?)
+         FROM distribution_set d WHERE d.tenant_id = $1 AND d.id = $2 FOR SHARE OF d";
+    sql::fetch_optional(conn, sql, (tenant, ds_id)).await
 }
 
 /// The type of a distribution set.
 pub async fn set_type_id(conn: &mut PgConnection, ds_id: i64) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT type_id FROM distribution_set WHERE id = $1")
-            .bind(ds_id)
-            .fetch_one(conn)
-            .await?,
+    sql::scalar(
+        conn,
+        "SELECT type_id FROM distribution_set WHERE id = $1",
+        (ds_id,),
     )
+    .await
 }
 
-/// How an entity went away.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Deletion {
-    /// The row is gone.
-    Hard,
-    /// Still referenced (by a set, an action, a target): kept with `deleted = true`.
-    Soft,
-    /// No such entity in the tenant.
-    NotFound,
-}
-
-/// Delete a row in a savepoint; when a foreign key still points at it, mark it deleted instead.
-async fn delete_or_mark(
-    conn: &mut PgConnection,
-    delete_sql: &str,
-    mark_sql: &str,
-    tenant: TenantId,
-    id: i64,
-    user: &str,
-) -> Result<Deletion> {
-    use sqlx::Connection as _;
-    // A savepoint (or a transaction when the caller has none): the failed DELETE must not abort
-    // the caller's transaction.
-    let mut sp = conn.begin().await?;
-    let deleted = sqlx::query(delete_sql)
-        .bind(tenant.0)
-        .bind(id)
-        .execute(&mut *sp)
-        .await;
-    match deleted {
-        Ok(done) => {
-            sp.commit().await?;
-            Ok(if done.rows_affected() > 0 {
-                Deletion::Hard
-            } else {
-                Deletion::NotFound
-            })
-        }
-        Err(sqlx::Error::Database(db)) if db.code().as_deref() == Some("23503") => {
-            sp.rollback().await?;
-            let marked = sqlx::query(mark_sql)
-                .bind(tenant.0)
-                .bind(id)
-                .bind(user)
-                .execute(conn)
-                .await?;
-            Ok(if marked.rows_affected() > 0 {
-                Deletion::Soft
-            } else {
-                Deletion::NotFound
-            })
-        }
-        Err(e) => Err(e.into()),
-    }
-}
+pub use crate::store::table::Deletion;

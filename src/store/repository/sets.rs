@@ -1,14 +1,17 @@
 //! Distribution sets: the modules deployed together (rollouts.md §1.3), their content and
 //! locking, and (soft) deletion.
 
+use std::marker::PhantomData;
+
 use sqlx::PgConnection;
 
 use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
-use super::{Deletion, delete_or_mark};
 use crate::domain::ids::TenantId;
+use crate::store::Audit;
 use crate::store::filter::{Filter, push_and};
 use crate::store::page::{Listing, PageRequest, SortFields, fetch};
-use crate::store::{Result, StoreError};
+use crate::store::table::Table;
+use crate::store::{Result, sql};
 
 /// A distribution set with its type and computed completeness.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -26,10 +29,8 @@ pub struct SetRow {
     pub deleted: bool,
     /// All mandatory module types of the set's type are present.
     pub complete: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const SET_COLUMNS: &str = "d.id, d.type_id, dt.key AS type_key, dt.name AS type_name, d.name,
@@ -60,53 +61,16 @@ pub const SORT: SortFields = SortFields::new(
     "d.id ASC",
 );
 
-const LIST: Listing = Listing {
+/// The tenant's distribution sets, with their types.
+pub const TABLE: Table<SetRow> = Table {
+    name: "distribution_set",
+    alias: "d",
+    joins: "JOIN distribution_set_type dt ON dt.id = d.type_id",
     columns: SET_COLUMNS,
-    from: "distribution_set d JOIN distribution_set_type dt ON dt.id = d.type_id",
-    count_from: "distribution_set d",
     sort: &SORT,
+    soft_delete: true,
+    row: PhantomData,
 };
-
-/// A page of the tenant's (not deleted) distribution sets matching `q`, and their total.
-pub async fn list(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<SetRow>, i64)> {
-    fetch(conn, &LIST, page, |qb| {
-        qb.push("NOT d.deleted AND d.tenant_id = ")
-            .push_bind(tenant.0);
-        push_and(qb, q, "d");
-    })
-    .await
-}
-
-/// One distribution set by id (soft-deleted ones included).
-pub async fn find(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<Option<SetRow>> {
-    Ok(sqlx::query_as::<_, SetRow>(&format!(
-        "SELECT {SET_COLUMNS} FROM distribution_set d
-         JOIN distribution_set_type dt ON dt.id = d.type_id
-         WHERE d.tenant_id = $1 AND d.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
-
-/// Lock a distribution set row for a change of its modules in this transaction.
-pub async fn lock(conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<Option<SetRow>> {
-    Ok(sqlx::query_as::<_, SetRow>(&format!(
-        "SELECT {SET_COLUMNS} FROM distribution_set d
-         JOIN distribution_set_type dt ON dt.id = d.type_id
-         WHERE d.tenant_id = $1 AND d.id = $2 FOR UPDATE OF d"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
 
 /// A module as a member of a set.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -122,17 +86,14 @@ pub async fn modules_of(
     tenant: TenantId,
     ds_ids: &[i64],
 ) -> Result<Vec<SetModuleRow>> {
-    Ok(sqlx::query_as::<_, SetModuleRow>(&format!(
+    let sql = format!(
         "SELECT dm.ds_id, {MODULE_COLUMNS} FROM distribution_set_module dm
          JOIN distribution_set d ON d.id = dm.ds_id
          JOIN software_module m ON m.id = dm.sm_id
          JOIN software_module_type ty ON ty.id = m.type_id
          WHERE d.tenant_id = $1 AND dm.ds_id = ANY($2) ORDER BY dm.ds_id, m.id"
-    ))
-    .bind(tenant.0)
-    .bind(ds_ids)
-    .fetch_all(conn)
-    .await?)
+    );
+    sql::fetch_all(conn, &sql, (tenant.0, ds_ids)).await
 }
 
 const MEMBERS: Listing = Listing {
@@ -180,28 +141,22 @@ pub async fn insert(
     s: &NewSet,
     user: &str,
 ) -> Result<i64> {
-    sqlx::query_scalar(
-        "INSERT INTO distribution_set (tenant_id, type_id, name, version, description,
-                                       required_migration_step, created_by, last_modified_by)
-         SELECT $1, dt.id, $3, $4, $5, $6, $7, $7 FROM distribution_set_type dt
-         WHERE dt.tenant_id = $1 AND dt.id = $2
-         RETURNING id",
-    )
-    .bind(tenant.0)
-    .bind(s.type_id)
-    .bind(&s.name)
-    .bind(&s.version)
-    .bind(&s.description)
-    .bind(s.required_migration_step)
-    .bind(user)
-    .fetch_one(conn)
-    .await
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(format!(
-            "distribution set {}:{} already exists",
-            s.name, s.version
-        )),
-        other => other,
+    let sql = "INSERT INTO distribution_set (tenant_id, type_id, name, version, description,
+                                             required_migration_step, created_by, last_modified_by)
+               SELECT $1, dt.id, $3, $4, $5, $6, $7, $7 FROM distribution_set_type dt
+               WHERE dt.tenant_id = $1 AND dt.id = $2
+               RETURNING id";
+    let binds = (
+        tenant.0,
+        s.type_id,
+        &s.name,
+        &s.version,
+        &s.description,
+        s.required_migration_step,
+        user,
+    );
+    sql::scalar(conn, sql, binds).await.map_err(|e| {
+        e.conflict_as(|| format!("distribution set {}:{} already exists", s.name, s.version))
     })
 }
 
@@ -213,19 +168,13 @@ pub async fn add_modules(
     sm_ids: &[i64],
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO distribution_set_module (ds_id, sm_id)
-         SELECT d.id, m.id FROM distribution_set d
-         JOIN software_module m ON m.tenant_id = d.tenant_id AND m.id = ANY($3)
-         WHERE d.tenant_id = $1 AND d.id = $2
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(tenant.0)
-    .bind(ds_id)
-    .bind(sm_ids)
-    .execute(&mut *conn)
-    .await?;
-    touch(conn, tenant, ds_id, user).await
+    let sql = "INSERT INTO distribution_set_module (ds_id, sm_id)
+               SELECT d.id, m.id FROM distribution_set d
+               JOIN software_module m ON m.tenant_id = d.tenant_id AND m.id = ANY($3)
+               WHERE d.tenant_id = $1 AND d.id = $2
+               ON CONFLICT DO NOTHING";
+    sql::execute(&mut *conn, sql, (tenant.0, ds_id, sm_ids)).await?;
+    TABLE.touch(conn, tenant, ds_id, user).await
 }
 
 /// Remove a module from a set of the tenant. False if it was not a member.
@@ -236,36 +185,13 @@ pub async fn remove_module(
     sm_id: i64,
     user: &str,
 ) -> Result<bool> {
-    let removed = sqlx::query(
-        "DELETE FROM distribution_set_module dm USING distribution_set d
-         WHERE d.id = dm.ds_id AND d.tenant_id = $1 AND dm.ds_id = $2 AND dm.sm_id = $3",
-    )
-    .bind(tenant.0)
-    .bind(ds_id)
-    .bind(sm_id)
-    .execute(&mut *conn)
-    .await?
-    .rows_affected()
-        > 0;
+    let sql = "DELETE FROM distribution_set_module dm USING distribution_set d
+               WHERE d.id = dm.ds_id AND d.tenant_id = $1 AND dm.ds_id = $2 AND dm.sm_id = $3";
+    let removed = sql::execute(&mut *conn, sql, (tenant.0, ds_id, sm_id)).await? > 0;
     if removed {
-        touch(conn, tenant, ds_id, user).await?;
+        TABLE.touch(conn, tenant, ds_id, user).await?;
     }
     Ok(removed)
-}
-
-/// Record a change of a set's content.
-async fn touch(conn: &mut PgConnection, tenant: TenantId, ds_id: i64, user: &str) -> Result<()> {
-    sqlx::query(
-        "UPDATE distribution_set SET last_modified_at = epoch_ms(), last_modified_by = $3,
-                opt_lock_revision = opt_lock_revision + 1
-         WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant.0)
-    .bind(ds_id)
-    .bind(user)
-    .execute(conn)
-    .await?;
-    Ok(())
 }
 
 /// Fields a Management API update of a set may change (`None` = unchanged).
@@ -287,35 +213,33 @@ pub async fn update(
     u: &SetUpdate,
     user: &str,
 ) -> Result<bool> {
-    let updated = sqlx::query(
+    let sql =
         "UPDATE distribution_set SET name = COALESCE($3, name), version = COALESCE($4, version),
-                description = COALESCE($5, description),
-                required_migration_step = COALESCE($6, required_migration_step),
-                locked = COALESCE($7, locked),
-                last_modified_at = epoch_ms(), last_modified_by = $8,
-                opt_lock_revision = opt_lock_revision + 1
-         WHERE tenant_id = $1 AND id = $2",
-    )
-    .bind(tenant.0)
-    .bind(id)
-    .bind(&u.name)
-    .bind(&u.version)
-    .bind(&u.description)
-    .bind(u.required_migration_step)
-    .bind(u.locked)
-    .bind(user)
-    .execute(&mut *conn)
-    .await
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(format!(
-            "a distribution set named {}:{} already exists",
-            u.name.as_deref().unwrap_or("(unchanged)"),
-            u.version.as_deref().unwrap_or("(unchanged)")
-        )),
-        other => other,
-    })?
-    .rows_affected()
-        > 0;
+                      description = COALESCE($5, description),
+                      required_migration_step = COALESCE($6, required_migration_step),
+                      locked = COALESCE($7, locked),
+                      last_modified_at = epoch_ms(), last_modified_by = $8,
+                      opt_lock_revision = opt_lock_revision + 1
+               WHERE tenant_id = $1 AND id = $2";
+    let binds = (
+        tenant.0,
+        id,
+        &u.name,
+        &u.version,
+        &u.description,
+        u.required_migration_step,
+        u.locked,
+        user,
+    );
+    let updated = sql::execute(&mut *conn, sql, binds).await.map_err(|e| {
+        e.conflict_as(|| {
+            format!(
+                "a distribution set named {}:{} already exists",
+                u.name.as_deref().unwrap_or("(unchanged)"),
+                u.version.as_deref().unwrap_or("(unchanged)")
+            )
+        })
+    })? > 0;
     if updated && u.locked == Some(true) {
         lock_modules(conn, tenant, id, user).await?;
     }
@@ -329,36 +253,10 @@ pub async fn lock_modules(
     ds_id: i64,
     user: &str,
 ) -> Result<()> {
-    sqlx::query(
-        "UPDATE software_module m SET locked = true, last_modified_at = epoch_ms(),
-                last_modified_by = $3, opt_lock_revision = m.opt_lock_revision + 1
-         FROM distribution_set_module dm
-         WHERE dm.sm_id = m.id AND dm.ds_id = $2 AND m.tenant_id = $1 AND NOT m.locked",
-    )
-    .bind(tenant.0)
-    .bind(ds_id)
-    .bind(user)
-    .execute(conn)
-    .await?;
+    let sql = "UPDATE software_module m SET locked = true, last_modified_at = epoch_ms(),
+                      last_modified_by = $3, opt_lock_revision = m.opt_lock_revision + 1
+               FROM distribution_set_module dm
+               WHERE dm.sm_id = m.id AND dm.ds_id = $2 AND m.tenant_id = $1 AND NOT m.locked";
+    sql::execute(conn, sql, (tenant.0, ds_id, user)).await?;
     Ok(())
-}
-
-/// Delete a set, or soft-delete it while an action or a target references it.
-pub async fn delete(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: i64,
-    user: &str,
-) -> Result<Deletion> {
-    delete_or_mark(
-        conn,
-        "DELETE FROM distribution_set WHERE tenant_id = $1 AND id = $2",
-        "UPDATE distribution_set SET deleted = true, last_modified_at = epoch_ms(),
-                last_modified_by = $3, opt_lock_revision = opt_lock_revision + 1
-         WHERE tenant_id = $1 AND id = $2",
-        tenant,
-        id,
-        user,
-    )
-    .await
 }

@@ -1,12 +1,15 @@
 //! Software module types and distribution set types (seeded per tenant, read-only in the API),
 //! and which module types a set type takes.
 
+use std::marker::PhantomData;
+
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
-use crate::store::Result;
-use crate::store::filter::{Filter, push_and};
-use crate::store::page::{Listing, PageRequest, SortFields, fetch};
+use crate::store::Audit;
+use crate::store::page::SortFields;
+use crate::store::table::{RowLock, Table};
+use crate::store::{Result, sql};
 
 /// A software module type.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -18,10 +21,8 @@ pub struct ModuleTypeRow {
     pub colour: Option<String>,
     pub max_assignments: i32,
     pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const MODULE_TYPE_COLUMNS: &str = "ty.id, ty.key, ty.name, ty.description, ty.colour,
@@ -45,43 +46,16 @@ pub const MODULE_TYPE_SORT: SortFields = SortFields::new(
     "ty.id ASC",
 );
 
-const MODULE_TYPES: Listing = Listing {
+/// The tenant's software module types.
+pub const MODULE_TYPES: Table<ModuleTypeRow> = Table {
+    name: "software_module_type",
+    alias: "ty",
+    joins: "",
     columns: MODULE_TYPE_COLUMNS,
-    from: "software_module_type ty",
-    count_from: "software_module_type ty",
     sort: &MODULE_TYPE_SORT,
+    soft_delete: true,
+    row: PhantomData,
 };
-
-/// A page of the tenant's (not deleted) module types matching `q`, and their total.
-pub async fn list_module_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<ModuleTypeRow>, i64)> {
-    fetch(conn, &MODULE_TYPES, page, |qb| {
-        qb.push("NOT ty.deleted AND ty.tenant_id = ")
-            .push_bind(tenant.0);
-        push_and(qb, q, "ty");
-    })
-    .await
-}
-
-/// One module type by id.
-pub async fn find_module_type(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: i64,
-) -> Result<Option<ModuleTypeRow>> {
-    Ok(sqlx::query_as::<_, ModuleTypeRow>(&format!(
-        "SELECT {MODULE_TYPE_COLUMNS} FROM software_module_type ty
-         WHERE ty.tenant_id = $1 AND ty.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
 
 /// One (not deleted) module type by key.
 pub async fn find_module_type_by_key(
@@ -89,14 +63,10 @@ pub async fn find_module_type_by_key(
     tenant: TenantId,
     key: &str,
 ) -> Result<Option<ModuleTypeRow>> {
-    Ok(sqlx::query_as::<_, ModuleTypeRow>(&format!(
-        "SELECT {MODULE_TYPE_COLUMNS} FROM software_module_type ty
-         WHERE ty.tenant_id = $1 AND ty.key = $2 AND NOT ty.deleted"
-    ))
-    .bind(tenant.0)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?)
+    let live_key = "ty.key = $2 AND NOT ty.deleted";
+    MODULE_TYPES
+        .find_where(conn, tenant, live_key, key, RowLock::None)
+        .await
 }
 
 /// A distribution set type.
@@ -108,10 +78,8 @@ pub struct SetTypeRow {
     pub description: Option<String>,
     pub colour: Option<String>,
     pub deleted: bool,
-    pub created_at: i64,
-    pub created_by: String,
-    pub last_modified_at: i64,
-    pub last_modified_by: String,
+    #[sqlx(flatten)]
+    pub audit: Audit,
 }
 
 const SET_TYPE_COLUMNS: &str = "dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted,
@@ -133,43 +101,16 @@ pub const SET_TYPE_SORT: SortFields = SortFields::new(
     "dt.id ASC",
 );
 
-const SET_TYPES: Listing = Listing {
+/// The tenant's distribution set types.
+pub const SET_TYPES: Table<SetTypeRow> = Table {
+    name: "distribution_set_type",
+    alias: "dt",
+    joins: "",
     columns: SET_TYPE_COLUMNS,
-    from: "distribution_set_type dt",
-    count_from: "distribution_set_type dt",
     sort: &SET_TYPE_SORT,
+    soft_delete: true,
+    row: PhantomData,
 };
-
-/// A page of the tenant's (not deleted) set types matching `q`, and their total.
-pub async fn list_set_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<SetTypeRow>, i64)> {
-    fetch(conn, &SET_TYPES, page, |qb| {
-        qb.push("NOT dt.deleted AND dt.tenant_id = ")
-            .push_bind(tenant.0);
-        push_and(qb, q, "dt");
-    })
-    .await
-}
-
-/// One set type by id.
-pub async fn find_set_type(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    id: i64,
-) -> Result<Option<SetTypeRow>> {
-    Ok(sqlx::query_as::<_, SetTypeRow>(&format!(
-        "SELECT {SET_TYPE_COLUMNS} FROM distribution_set_type dt
-         WHERE dt.tenant_id = $1 AND dt.id = $2"
-    ))
-    .bind(tenant.0)
-    .bind(id)
-    .fetch_optional(conn)
-    .await?)
-}
 
 /// One (not deleted) set type by key.
 pub async fn find_set_type_by_key(
@@ -177,14 +118,10 @@ pub async fn find_set_type_by_key(
     tenant: TenantId,
     key: &str,
 ) -> Result<Option<SetTypeRow>> {
-    Ok(sqlx::query_as::<_, SetTypeRow>(&format!(
-        "SELECT {SET_TYPE_COLUMNS} FROM distribution_set_type dt
-         WHERE dt.tenant_id = $1 AND dt.key = $2 AND NOT dt.deleted"
-    ))
-    .bind(tenant.0)
-    .bind(key)
-    .fetch_optional(conn)
-    .await?)
+    let live_key = "dt.key = $2 AND NOT dt.deleted";
+    SET_TYPES
+        .find_where(conn, tenant, live_key, key, RowLock::None)
+        .await
 }
 
 /// A module type a set type takes, and whether it is mandatory.
@@ -202,16 +139,13 @@ pub async fn set_type_elements(
     tenant: TenantId,
     ds_type_ids: &[i64],
 ) -> Result<Vec<SetTypeElementRow>> {
-    Ok(sqlx::query_as::<_, SetTypeElementRow>(&format!(
+    let sql = format!(
         "SELECT e.ds_type_id, e.mandatory, {MODULE_TYPE_COLUMNS}
          FROM distribution_set_type_element e
          JOIN distribution_set_type dt ON dt.id = e.ds_type_id
          JOIN software_module_type ty ON ty.id = e.sm_type_id
          WHERE dt.tenant_id = $1 AND e.ds_type_id = ANY($2)
          ORDER BY e.ds_type_id, ty.id"
-    ))
-    .bind(tenant.0)
-    .bind(ds_type_ids)
-    .fetch_all(conn)
-    .await?)
+    );
+    sql::fetch_all(conn, &sql, (tenant.0, ds_type_ids)).await
 }

@@ -1,0 +1,221 @@
+//! The statements every tenant-owned entity table shares: a page of the tenant's rows, one row
+//! by id (or another condition), a row lock, a hard delete, a soft delete that falls back from
+//! a hard one, and the "last modified" stamp. Each entity module describes its table once as a
+//! [`Table`] and the API calls these through it (`tags::TABLE.find(c, tenant, id)`).
+//!
+//! Every statement is filtered by `{alias}.tenant_id`: a row of another tenant is not found.
+
+use std::marker::PhantomData;
+
+use sqlx::postgres::PgRow;
+use sqlx::{Connection as _, Encode, FromRow, PgConnection, Postgres, Type};
+
+use super::Result;
+use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::sql;
+use crate::domain::ids::TenantId;
+
+/// A tenant-owned table with a `bigint` `id` key, read as rows of `R`.
+#[derive(Debug)]
+pub struct Table<R> {
+    /// The table's name.
+    pub(super) name: &'static str,
+    /// Its alias in `columns`, `joins`, `sort` and filters.
+    pub(super) alias: &'static str,
+    /// Joins that only add columns (a type's key, say); a count leaves them out.
+    pub(super) joins: &'static str,
+    /// The select list of `R`.
+    pub(super) columns: &'static str,
+    pub(super) sort: &'static SortFields,
+    /// Rows have a `deleted` flag and lists leave deleted rows out (lookups by id still see
+    /// them: an action may refer to a deleted set).
+    pub(super) soft_delete: bool,
+    pub(super) row: PhantomData<fn() -> R>,
+}
+
+/// How an entity went away.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Deletion {
+    /// The row is gone.
+    Hard,
+    /// Still referenced (by a set, an action, a target): kept with `deleted = true`.
+    Soft,
+    /// No such entity in the tenant.
+    NotFound,
+}
+
+/// Whether a read locks the row it finds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowLock {
+    None,
+    /// `FOR UPDATE` of the entity's own row (not of joined ones).
+    ForUpdate,
+}
+
+impl<R> Table<R>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    /// A page of the tenant's rows matching `q` (a filter of this entity), and their total.
+    pub async fn list(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        q: Option<&Filter>,
+        page: &PageRequest,
+    ) -> Result<(Vec<R>, i64)> {
+        let from = format!("{} {} {}", self.name, self.alias, self.joins);
+        let count_from = format!("{} {}", self.name, self.alias);
+        let listing = Listing {
+            columns: self.columns,
+            from: &from,
+            count_from: &count_from,
+            sort: self.sort,
+        };
+        fetch(conn, &listing, page, |qb| {
+            if self.soft_delete {
+                qb.push(format!("NOT {}.deleted AND ", self.alias));
+            }
+            qb.push(format!("{}.tenant_id = ", self.alias))
+                .push_bind(tenant.0);
+            push_and(qb, q, self.alias);
+        })
+        .await
+    }
+
+    /// One row by id (soft-deleted ones included).
+    pub async fn find(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: i64,
+    ) -> Result<Option<R>> {
+        let by_id = format!("{}.id = $2", self.alias);
+        self.find_where(conn, tenant, &by_id, id, RowLock::None)
+            .await
+    }
+
+    /// [`Self::find`], locking the row for the rest of the transaction (a concurrent change
+    /// of it, or a foreign-key check against it, waits until commit).
+    pub async fn lock(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: i64,
+    ) -> Result<Option<R>> {
+        let by_id = format!("{}.id = $2", self.alias);
+        self.find_where(conn, tenant, &by_id, id, RowLock::ForUpdate)
+            .await
+    }
+
+    /// One row by `condition`, a boolean SQL expression over the aliases in which `$2` is
+    /// `value` (`"ty.key = $2 AND NOT ty.deleted"`).
+    pub(super) async fn find_where<'q, V>(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        condition: &str,
+        value: V,
+        lock: RowLock,
+    ) -> Result<Option<R>>
+    where
+        V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
+    {
+        let suffix = match lock {
+            RowLock::None => String::new(),
+            RowLock::ForUpdate => format!("FOR UPDATE OF {}", self.alias),
+        };
+        let sql = self.select(condition, &suffix);
+        sql::fetch_optional(conn, &sql, (tenant.0, value)).await
+    }
+
+    fn select(&self, condition: &str, suffix: &str) -> String {
+        format!(
+            "SELECT {} FROM {} {} {} WHERE {}.tenant_id = $1 AND {condition} {suffix}",
+            self.columns, self.name, self.alias, self.joins, self.alias
+        )
+    }
+}
+
+impl<R> Table<R> {
+    /// The fields lists of this table sort by.
+    pub fn sort(&self) -> &'static SortFields {
+        self.sort
+    }
+
+    /// Delete a row (what cascades from it goes with it). False if there is no such row.
+    pub async fn delete(&self, conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
+        let sql = format!("DELETE FROM {} WHERE tenant_id = $1 AND id = $2", self.name);
+        Ok(sql::execute(conn, &sql, (tenant.0, id)).await? > 0)
+    }
+
+    /// Record a change of a row (or of what belongs to it): modified now by `user`, one more
+    /// revision.
+    pub(super) async fn touch(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: i64,
+        user: &str,
+    ) -> Result<()> {
+        self.stamp(conn, tenant, id, user, "").await?;
+        Ok(())
+    }
+
+    /// Delete a row in a savepoint; when a foreign key still points at it, mark it deleted
+    /// instead (a soft-delete table).
+    pub async fn delete_or_mark(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: i64,
+        user: &str,
+    ) -> Result<Deletion> {
+        // A savepoint (or a transaction when the caller has none): the failed DELETE must not
+        // abort the caller's transaction.
+        let mut sp = conn.begin().await?;
+        let found = match self.delete(&mut sp, tenant, id).await {
+            Ok(found) => {
+                sp.commit().await?;
+                return Ok(if found {
+                    Deletion::Hard
+                } else {
+                    Deletion::NotFound
+                });
+            }
+            Err(super::StoreError::Permanent(sqlx::Error::Database(db)))
+                if db.code().as_deref() == Some("23503") =>
+            {
+                sp.rollback().await?;
+                self.stamp(conn, tenant, id, user, "deleted = true,")
+                    .await?
+            }
+            Err(e) => return Err(e),
+        };
+        Ok(if found {
+            Deletion::Soft
+        } else {
+            Deletion::NotFound
+        })
+    }
+
+    /// Set `changes` (SQL assignments, each followed by a comma) and the modification stamp;
+    /// whether the row exists.
+    async fn stamp(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        id: i64,
+        user: &str,
+        changes: &str,
+    ) -> Result<bool> {
+        let sql = format!(
+            "UPDATE {} SET {changes} last_modified_at = epoch_ms(), last_modified_by = $3,
+                    opt_lock_revision = opt_lock_revision + 1
+             WHERE tenant_id = $1 AND id = $2",
+            self.name
+        );
+        Ok(sql::execute(conn, &sql, (tenant.0, id, user)).await? > 0)
+    }
+}
