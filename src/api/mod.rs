@@ -416,28 +416,6 @@ impl PageParams {
         })
     }
 
-    /// `ORDER BY` text for `sort=field:ASC,...`, from a whitelist of fields (API name in lower
-    /// case → column). Unknown fields → 400 like hawkBit.
-    ///
-    /// Used only by api/rollouts.rs until it adopts page::Sort ([`Self::sort`]).
-    pub fn order_by(&self, fields: &[(&str, &str)], default: &str) -> ApiResult<String> {
-        let lookup = |name: &str| {
-            fields
-                .iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map(|(_, c)| *c)
-        };
-        let items = self.sort_items(lookup)?;
-        if items.is_empty() {
-            return Ok(default.to_owned());
-        }
-        let parts: Vec<String> = items
-            .iter()
-            .map(|(column, dir)| format!("{column} {}", dir.as_str()))
-            .collect();
-        Ok(parts.join(", "))
-    }
-
     /// The items of `sort=`, each field resolved by `lookup`; empty when there is no `sort`.
     fn sort_items<'f>(
         &self,

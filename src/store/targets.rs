@@ -195,9 +195,7 @@ pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<
 }
 
 /// Sortable target fields: API name → column.
-///
-/// Public only for api/rollouts.rs until it adopts page::Sort; everything else uses [`SORT`].
-pub const SORT_FIELDS: &[(&str, &str)] = &[
+const SORT_FIELDS: &[(&str, &str)] = &[
     ("id", "t.id"),
     ("controllerid", "t.controller_id"),
     ("name", "t.name"),
