@@ -119,55 +119,6 @@ async fn the_work_query_picks_up_exactly_what_the_machine_calls_work() {
     assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR, "{body}");
 }
 
-/// An HTTP endpoint that answers the first `failures` requests with 503 and the rest with
-/// 204, and hands over every body it was sent.
-async fn flaky_sink(failures: usize) -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        let mut served = 0;
-        while let Ok((mut s, _)) = listener.accept().await {
-            let mut buf = Vec::new();
-            let mut chunk = [0u8; 4096];
-            let body = loop {
-                let Ok(n) = s.read(&mut chunk).await else {
-                    break None;
-                };
-                if n == 0 {
-                    break None;
-                }
-                buf.extend_from_slice(&chunk[..n]);
-                let text = String::from_utf8_lossy(&buf).to_string();
-                if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                    let len = head
-                        .lines()
-                        .find_map(|l| {
-                            l.to_ascii_lowercase()
-                                .strip_prefix("content-length:")
-                                .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                        })
-                        .unwrap_or(0);
-                    if body.len() >= len {
-                        break Some(body.to_owned());
-                    }
-                }
-            };
-            let Some(body) = body else { continue };
-            let _ = tx.send(serde_json::from_str(&body).unwrap_or(Value::Null));
-            served += 1;
-            let answer: &[u8] = if served <= failures {
-                b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            } else {
-                b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-            };
-            let _ = s.write_all(answer).await;
-        }
-    });
-    (url, rx)
-}
-
 async fn waiting_for_approval(app: &TestApp, name: &str) -> i64 {
     let (s, _) = app
         .api_put(
@@ -209,7 +160,7 @@ permissions = ["READ_TARGET", "READ_REPOSITORY", "READ_ROLLOUT", "CREATE_ROLLOUT
 
 #[tokio::test]
 async fn a_refused_approval_notice_is_delivered_again_with_backoff() {
-    let (hook, mut calls) = flaky_sink(2).await;
+    let (hook, mut calls) = webhook_sink(2).await;
     let app = spawn_app_with_users(
         USERS,
         &["--rollout-tick-ms", "50", "--approval-webhook", &hook],
@@ -245,7 +196,7 @@ async fn a_refused_approval_notice_is_delivered_again_with_backoff() {
 
 #[tokio::test]
 async fn approving_withdraws_an_undelivered_notice() {
-    let (hook, mut calls) = flaky_sink(usize::MAX).await;
+    let (hook, mut calls) = webhook_sink(usize::MAX).await;
     let app = spawn_app_with_users(
         USERS,
         &["--rollout-tick-ms", "50", "--approval-webhook", &hook],

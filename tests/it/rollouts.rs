@@ -548,54 +548,9 @@ async fn delete_retry_and_soft_deleted_listing() {
     assert_eq!(st["rollouts"]["FINISHED"], 1);
 }
 
-/// A minimal HTTP server that records the bodies POSTed to it.
-async fn webhook_sink() -> (String, tokio::sync::mpsc::UnboundedReceiver<Value>) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}/hook", listener.local_addr().unwrap());
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let tx = tx.clone();
-            tokio::spawn(async move {
-                let mut buf = Vec::new();
-                let mut chunk = [0u8; 4096];
-                loop {
-                    let Ok(n) = s.read(&mut chunk).await else {
-                        return;
-                    };
-                    if n == 0 {
-                        return;
-                    }
-                    buf.extend_from_slice(&chunk[..n]);
-                    let text = String::from_utf8_lossy(&buf).to_string();
-                    if let Some((head, body)) = text.split_once("\r\n\r\n") {
-                        let len = head
-                            .lines()
-                            .find_map(|l| {
-                                l.to_ascii_lowercase()
-                                    .strip_prefix("content-length:")
-                                    .map(|v| v.trim().parse::<usize>().unwrap_or(0))
-                            })
-                            .unwrap_or(0);
-                        if body.len() >= len {
-                            let _ = tx.send(serde_json::from_str(body).unwrap_or(Value::Null));
-                            let _ = s
-                                .write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
-                                .await;
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    (url, rx)
-}
-
 #[tokio::test]
 async fn approval_waits_for_an_approver_and_calls_the_webhook() {
-    let (hook, mut calls) = webhook_sink().await;
+    let (hook, mut calls) = webhook_sink(0).await;
     let users = r#"
 [[users]]
 username = "ops"
