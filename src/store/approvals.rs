@@ -34,7 +34,7 @@ pub async fn enqueue(
     Ok(())
 }
 
-/// Drop the notice of a rollout that no longer waits.
+/// Drop the notice of a rollout that no longer waits, or whose notice was delivered.
 pub async fn withdraw(conn: &mut PgConnection, rollout: RolloutId) -> Result<()> {
     sql::execute(
         conn,
@@ -69,11 +69,6 @@ pub async fn lease_due(conn: &mut PgConnection, limit: i64, lease_ms: i64) -> Re
         .collect())
 }
 
-/// A notice was delivered.
-pub async fn delivered(conn: &mut PgConnection, rollout: RolloutId) -> Result<()> {
-    withdraw(conn, rollout).await
-}
-
 /// A delivery failed: try again after `retry_ms`, remembering why.
 pub async fn failed(
     conn: &mut PgConnection,
@@ -98,17 +93,4 @@ pub async fn next_due(conn: &mut PgConnection) -> Result<Option<i64>> {
             .fetch_one(conn)
             .await?,
     )
-}
-
-/// The last failure of a rollout's undelivered notice, with the attempts so far.
-pub async fn pending_of(
-    conn: &mut PgConnection,
-    rollout: RolloutId,
-) -> Result<Option<(i32, Option<String>)>> {
-    sql::fetch_optional(
-        conn,
-        "SELECT attempts, last_error FROM approval_notice WHERE rollout_id = $1",
-        (rollout.0,),
-    )
-    .await
 }

@@ -91,7 +91,7 @@ impl Engine {
             match result {
                 Ok(()) => {
                     tracing::info!(rollout = %n.rollout, %endpoint, "approval webhook delivered");
-                    approvals::delivered(&mut conn, n.rollout).await?;
+                    approvals::withdraw(&mut conn, n.rollout).await?;
                 }
                 Err(why) => {
                     let retry = backoff_ms(n.attempts);

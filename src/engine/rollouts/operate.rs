@@ -47,13 +47,11 @@ impl Engine {
         user: &str,
     ) -> Result<(), EngineError> {
         let mut out = Vec::new();
-        let o = self
-            .operation_in(tx, tenant, id, op, None, user, &mut out)
+        // Stop and delete write no notice and start no group: nothing to wake but the
+        // executor, which the caller wakes after its commit.
+        self.operation_in(tx, tenant, id, op, None, user, &mut out)
             .await?;
         crate::store::outbox::enqueue(tx, &self.instance, &out).await?;
-        if o.notice || o.more {
-            self.kick_rollouts();
-        }
         Ok(())
     }
 
