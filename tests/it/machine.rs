@@ -1,6 +1,7 @@
 //! The rollout machine against what the service does with it: the executor's work query picks
 //! up exactly the rollouts `has_work` says have work, and the approval webhook's notice outbox
-//! retries a failed delivery and is withdrawn when the rollout no longer waits.
+//! retries a failed delivery, is withdrawn when the rollout no longer waits, and is leased to one
+//! deliverer at a time.
 
 use std::time::{Duration, Instant};
 
@@ -224,4 +225,65 @@ async fn approving_withdraws_an_undelivered_notice() {
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{e}");
     assert_eq!(sql(&app, "SELECT count(*) FROM approval_notice"), "0");
+}
+
+/// Two deliverers never hold the same notice, and a notice whose deliverer died between lease
+/// and post is due again, once, when the lease runs out. The service here has no webhook, so
+/// it runs no deliverer: the two connections below are the only ones.
+#[tokio::test]
+async fn leased_notices_go_to_one_deliverer_and_come_back_when_it_dies() {
+    use dmf_broker::store::approvals;
+    let app = spawn_app_with(&["--rollout-tick-ms", "3600000"]).await;
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        ids.push(rollout_ready(&app, &format!("lease{i}"), 1).await);
+    }
+    let url = app.db.url();
+    let (mut a, mut b) = (
+        sqlx::PgConnection::connect(&url).await.unwrap(),
+        sqlx::PgConnection::connect(&url).await.unwrap(),
+    );
+    for id in &ids {
+        approvals::enqueue(&mut a, RolloutId(*id), &json!({"rolloutId": id}))
+            .await
+            .unwrap();
+    }
+    // Both lease at once, with room for three each: four notices, each leased exactly once.
+    let (x, y) = tokio::join!(
+        approvals::lease_due(&mut a, 3, 800),
+        approvals::lease_due(&mut b, 3, 800)
+    );
+    let mut leased: Vec<i64> = x
+        .unwrap()
+        .iter()
+        .chain(&y.unwrap())
+        .map(|n| n.rollout.0)
+        .collect();
+    leased.sort();
+    assert_eq!(leased, ids);
+    // Within the lease nobody gets them again.
+    assert!(
+        approvals::lease_due(&mut a, 10, 800)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Both deliverers "die": after the lease each notice is due once more, one attempt later.
+    let again = poll(Duration::from_secs(5), async || {
+        let n = approvals::lease_due(&mut b, 10, 60_000).await.unwrap();
+        match n.is_empty() {
+            false => Ok(n),
+            true => Err("lease never ran out".to_owned()),
+        }
+    })
+    .await;
+    let mut back: Vec<(i64, i32)> = again.iter().map(|n| (n.rollout.0, n.attempts)).collect();
+    back.sort();
+    assert_eq!(back, ids.iter().map(|id| (*id, 2)).collect::<Vec<_>>());
+    assert!(approvals::next_due(&mut a).await.unwrap().is_some());
+    // Delivered: withdrawn, nothing left to lease.
+    for id in &ids {
+        approvals::withdraw(&mut a, RolloutId(*id)).await.unwrap();
+    }
+    assert_eq!(approvals::next_due(&mut a).await.unwrap(), None);
 }
