@@ -20,18 +20,18 @@ use crate::domain::ids::TenantId;
 #[derive(Debug)]
 pub struct Table<R> {
     /// The table's name.
-    pub(super) name: &'static str,
+    name: &'static str,
     /// Its alias in `columns`, `joins`, `sort` and filters.
-    pub(super) alias: &'static str,
+    alias: &'static str,
     /// Joins that only add columns (a type's key, say); a count leaves them out.
-    pub(super) joins: &'static str,
+    joins: &'static str,
     /// The select list of `R`.
-    pub(super) columns: &'static str,
-    pub(super) sort: &'static SortFields,
+    columns: &'static str,
+    sort: &'static SortFields,
     /// Rows have a `deleted` flag and lists leave deleted rows out (lookups by id still see
     /// them: an action may refer to a deleted set).
-    pub(super) soft_delete: bool,
-    pub(super) row: PhantomData<fn() -> R>,
+    soft_delete: bool,
+    row: PhantomData<fn() -> R>,
 }
 
 /// How an entity went away.
@@ -139,6 +139,43 @@ where
 }
 
 impl<R> Table<R> {
+    /// The table `name`, aliased `alias`, whose rows read as `R` from the select list
+    /// `columns`, listed in the order of `sort`; no joins, hard deletes only.
+    pub(super) const fn new(
+        name: &'static str,
+        alias: &'static str,
+        columns: &'static str,
+        sort: &'static SortFields,
+    ) -> Self {
+        Self {
+            name,
+            alias,
+            joins: "",
+            columns,
+            sort,
+            soft_delete: false,
+            row: PhantomData,
+        }
+    }
+
+    /// This table with `joins` (that only add columns) after it.
+    pub(super) const fn joined(mut self, joins: &'static str) -> Self {
+        self.joins = joins;
+        self
+    }
+
+    /// This table with a `deleted` flag ([`Self::delete_or_mark`]): lists leave deleted rows
+    /// out.
+    pub(super) const fn soft_deleted(mut self) -> Self {
+        self.soft_delete = true;
+        self
+    }
+
+    /// The table's name and alias (a child table reaches its tenant through them).
+    pub(super) const fn name_and_alias(&self) -> (&'static str, &'static str) {
+        (self.name, self.alias)
+    }
+
     /// The fields lists of this table sort by.
     pub fn sort(&self) -> &'static SortFields {
         self.sort

@@ -1,12 +1,10 @@
 //! Target tags and which targets carry them (rollouts.md §1.1: target ↔ tag is M:N).
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use super::Audit;
 use super::filter::{Filter, push_and};
-use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::page::{Base, Listing, PageRequest, SortFields, fetch};
 use super::sql;
 use super::table::Table;
 use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
@@ -28,30 +26,11 @@ const COLUMNS: &str = "g.id, g.name, g.description, g.colour, g.created_at, g.cr
     g.last_modified_at, g.last_modified_by";
 
 /// How tag lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
-    &[
-        ("id", "g.id"),
-        ("name", "g.name"),
-        ("description", "g.description"),
-        ("colour", "g.colour"),
-        ("createdat", "g.created_at"),
-        ("createdby", "g.created_by"),
-        ("lastmodifiedat", "g.last_modified_at"),
-        ("lastmodifiedby", "g.last_modified_by"),
-    ],
-    "g.id ASC",
-);
+pub const SORT: SortFields =
+    SortFields::of(Base::Named, "g", &[("colour", "g.colour")], "g.id ASC");
 
 /// The tenant's target tags.
-pub const TABLE: Table<TagRow> = Table {
-    name: "target_tag",
-    alias: "g",
-    joins: "",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
 
 fn duplicate(e: StoreError, name: &str) -> StoreError {
     e.conflict_as(|| format!("a target tag named {name:?} already exists"))

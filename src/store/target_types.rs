@@ -2,12 +2,10 @@
 //! to them by id (`target.target_type_id`); THING_CREATED names them (see
 //! [`super::targets::set_type_by_name`]).
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use super::Audit;
-use super::page::SortFields;
+use super::page::{Base, SortFields};
 use super::repository::types::SetTypeRow;
 use super::table::Table;
 use super::{Result, StoreError, sql};
@@ -29,31 +27,15 @@ const COLUMNS: &str = "tt.id, tt.key, tt.name, tt.description, tt.colour, tt.cre
     tt.created_by, tt.last_modified_at, tt.last_modified_by";
 
 /// How target type lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
-    &[
-        ("id", "tt.id"),
-        ("name", "tt.name"),
-        ("key", "tt.key"),
-        ("description", "tt.description"),
-        ("colour", "tt.colour"),
-        ("createdat", "tt.created_at"),
-        ("createdby", "tt.created_by"),
-        ("lastmodifiedat", "tt.last_modified_at"),
-        ("lastmodifiedby", "tt.last_modified_by"),
-    ],
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "tt",
+    &[("key", "tt.key"), ("colour", "tt.colour")],
     "tt.id ASC",
 );
 
 /// The tenant's target types.
-pub const TABLE: Table<TargetTypeRow> = Table {
-    name: "target_type",
-    alias: "tt",
-    joins: "",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS, &SORT);
 
 /// A target type to create; `key` and `name` are both set (one defaults to the other).
 #[derive(Debug, Clone)]

@@ -1,14 +1,12 @@
 //! Targets: DMF registration (upsert), attributes, auto-confirmation, deletion, and the reads
 //! of the Management API.
 
-use std::collections::BTreeMap;
-use std::marker::PhantomData;
-
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::collections::BTreeMap;
 
 use super::Audit;
-use super::page::SortFields;
+use super::page::{Base, SortFields};
 use super::table::{RowLock, Table};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::{TargetId, TenantId};
@@ -194,35 +192,23 @@ pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<
         .flatten())
 }
 
-/// Sortable target fields: API name → column.
-const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "t.id"),
-    ("controllerid", "t.controller_id"),
-    ("name", "t.name"),
-    ("description", "t.description"),
-    ("createdat", "t.created_at"),
-    ("createdby", "t.created_by"),
-    ("lastmodifiedat", "t.last_modified_at"),
-    ("lastmodifiedby", "t.last_modified_by"),
-    ("updatestatus", "t.update_status"),
-    ("address", "t.address"),
-    ("ipaddress", "t.address"),
-    ("lastcontrollerrequestat", "t.last_target_query"),
-];
-
-/// How target lists sort (by controllerId unless asked otherwise).
-pub const SORT: SortFields = SortFields::new(SORT_FIELDS, "t.controller_id ASC");
+/// How target lists sort: API name → column; by controllerId unless asked otherwise.
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "t",
+    &[
+        ("controllerid", "t.controller_id"),
+        ("updatestatus", "t.update_status"),
+        ("address", "t.address"),
+        ("ipaddress", "t.address"),
+        ("lastcontrollerrequestat", "t.last_target_query"),
+    ],
+    "t.controller_id ASC",
+);
 
 /// The tenant's targets, with their type's name.
-pub const TABLE: Table<TargetRow> = Table {
-    name: "target",
-    alias: "t",
-    joins: "LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TargetRow> = Table::new("target", "t", COLUMNS, &SORT)
+    .joined("LEFT JOIN target_type tt ON tt.id = t.target_type_id");
 
 /// A target created through the Management API.
 #[derive(Debug, Clone)]

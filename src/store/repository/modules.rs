@@ -1,12 +1,10 @@
 //! Software modules: a typed, versioned piece of software (rollouts.md §1.2).
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
 use crate::store::Audit;
-use crate::store::page::SortFields;
+use crate::store::page::{Base, SortFields};
 use crate::store::table::Table;
 use crate::store::{Result, sql};
 
@@ -34,34 +32,23 @@ pub(super) const MODULE_COLUMNS: &str = "m.id, m.type_id, ty.key AS type_key, ty
     m.deleted, m.created_at, m.created_by, m.last_modified_at, m.last_modified_by";
 
 /// How module lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "m",
     &[
-        ("id", "m.id"),
-        ("name", "m.name"),
         ("version", "m.version"),
         ("type", "ty.key"),
         ("vendor", "m.vendor"),
-        ("description", "m.description"),
         ("encrypted", "m.encrypted"),
         ("locked", "m.locked"),
-        ("createdat", "m.created_at"),
-        ("createdby", "m.created_by"),
-        ("lastmodifiedat", "m.last_modified_at"),
-        ("lastmodifiedby", "m.last_modified_by"),
     ],
     "m.id ASC",
 );
 
 /// The tenant's software modules, with their types.
-pub const TABLE: Table<ModuleRow> = Table {
-    name: "software_module",
-    alias: "m",
-    joins: "JOIN software_module_type ty ON ty.id = m.type_id",
-    columns: MODULE_COLUMNS,
-    sort: &SORT,
-    soft_delete: true,
-    row: PhantomData,
-};
+pub const TABLE: Table<ModuleRow> = Table::new("software_module", "m", MODULE_COLUMNS, &SORT)
+    .joined("JOIN software_module_type ty ON ty.id = m.type_id")
+    .soft_deleted();
 
 /// Software modules by ids (soft-deleted ones included; unknown ids are missing from the result).
 pub async fn find_many(

@@ -1,15 +1,13 @@
 //! Distribution sets: the modules deployed together (rollouts.md §1.3), their content and
 //! locking, and (soft) deletion.
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
 use crate::domain::ids::TenantId;
 use crate::store::Audit;
 use crate::store::filter::{Filter, push_and};
-use crate::store::page::{Listing, PageRequest, SortFields, fetch};
+use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
 use crate::store::table::Table;
 use crate::store::{Result, sql};
 
@@ -43,34 +41,23 @@ const SET_COLUMNS: &str = "d.id, d.type_id, dt.key AS type_key, dt.name AS type_
     d.created_at, d.created_by, d.last_modified_at, d.last_modified_by";
 
 /// How set lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "d",
     &[
-        ("id", "d.id"),
-        ("name", "d.name"),
         ("version", "d.version"),
-        ("description", "d.description"),
         ("type", "dt.key"),
         ("requiredmigrationstep", "d.required_migration_step"),
         ("locked", "d.locked"),
         ("valid", "d.valid"),
-        ("createdat", "d.created_at"),
-        ("createdby", "d.created_by"),
-        ("lastmodifiedat", "d.last_modified_at"),
-        ("lastmodifiedby", "d.last_modified_by"),
     ],
     "d.id ASC",
 );
 
 /// The tenant's distribution sets, with their types.
-pub const TABLE: Table<SetRow> = Table {
-    name: "distribution_set",
-    alias: "d",
-    joins: "JOIN distribution_set_type dt ON dt.id = d.type_id",
-    columns: SET_COLUMNS,
-    sort: &SORT,
-    soft_delete: true,
-    row: PhantomData,
-};
+pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS, &SORT)
+    .joined("JOIN distribution_set_type dt ON dt.id = d.type_id")
+    .soft_deleted();
 
 /// A module as a member of a set.
 #[derive(Debug, Clone, sqlx::FromRow)]
