@@ -45,13 +45,13 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     let path = format!("/targettags/{}", t.id);
     let mut v = json!({
         "id": t.id,
-        "name": t.name,
+        "name": t.named.name,
         "_links": {
             "self": base.link(&path),
             "assignedTargets": base.link(&format!("{path}/assigned")),
         },
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v

@@ -15,6 +15,7 @@ use super::common::{Ctx, Ids, base_fields, check_text, description, single_line}
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
+use crate::store::Named;
 use crate::store::filter::Entity;
 use crate::store::repository::types::SetTypeRow;
 use crate::store::target_types::{self as types, NewTargetType, TargetTypeRow, TargetTypeUpdate};
@@ -43,7 +44,7 @@ fn type_json(base: &BaseUrl, t: &TargetTypeRow) -> Value {
     let path = format!("/targettypes/{}", t.id);
     let mut v = json!({
         "id": t.id,
-        "name": t.name,
+        "name": t.named.name,
         "key": t.key,
         "_links": {
             "self": base.link(&path),
@@ -51,7 +52,7 @@ fn type_json(base: &BaseUrl, t: &TargetTypeRow) -> Value {
                 base.link(&format!("{path}/compatibledistributionsettypes")),
         },
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
@@ -61,11 +62,11 @@ fn ds_type_json(base: &BaseUrl, t: &SetTypeRow) -> Value {
     let mut v = json!({
         "id": t.id,
         "key": t.key,
-        "name": t.name,
+        "name": t.named.name,
         "deleted": t.deleted,
         "_links": {"self": base.link(&format!("/distributionsettypes/{}", t.id))},
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
@@ -165,8 +166,10 @@ async fn create(
         check_text("key", &key, 1, 64, false)?;
         let t = NewTargetType {
             key,
-            name,
-            description: description(b.description)?,
+            named: Named {
+                name,
+                description: description(b.description)?,
+            },
             colour: single_line("colour", b.colour, 0, 16)?,
         };
         new.push((

@@ -2,12 +2,12 @@
 
 use sqlx::PgConnection;
 
-use super::Audit;
 use super::filter::{Filter, push_and};
 use super::page::{Base, Listing, PageRequest, SortFields, fetch};
 use super::sql;
 use super::table::Table;
 use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
+use super::{Audit, Named};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -15,8 +15,8 @@ use crate::domain::ids::TenantId;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TagRow {
     pub id: i64,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     #[sqlx(flatten)]
     pub audit: Audit,

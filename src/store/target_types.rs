@@ -4,10 +4,10 @@
 
 use sqlx::PgConnection;
 
-use super::Audit;
 use super::page::{Base, SortFields};
 use super::repository::types::SetTypeRow;
 use super::table::Table;
+use super::{Audit, Named};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::TenantId;
 
@@ -16,8 +16,8 @@ use crate::domain::ids::TenantId;
 pub struct TargetTypeRow {
     pub id: i64,
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     #[sqlx(flatten)]
     pub audit: Audit,
@@ -41,8 +41,7 @@ pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS,
 #[derive(Debug, Clone)]
 pub struct NewTargetType {
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    pub named: Named,
     pub colour: Option<String>,
 }
 
@@ -58,10 +57,11 @@ pub async fn insert(
                                         last_modified_by)
          VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {COLUMNS}"
     );
-    let binds = (tenant.0, &t.key, &t.name, &t.description, &t.colour, user);
+    let (key, n) = (&t.key, &t.named);
+    let binds = (tenant.0, key, &n.name, &n.description, &t.colour, user);
     sql::fetch_one(conn, &sql, binds)
         .await
-        .map_err(|e| duplicate(e, &t.name, Some(&t.key)))
+        .map_err(|e| duplicate(e, &n.name, Some(key)))
 }
 
 fn duplicate(e: StoreError, name: &str, key: Option<&str>) -> StoreError {

@@ -5,9 +5,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use std::collections::BTreeMap;
 
-use super::Audit;
 use super::page::{Base, SortFields};
 use super::table::{RowLock, Table};
+use super::{Audit, Named};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::{TargetId, TenantId};
 
@@ -17,8 +17,8 @@ pub struct TargetRow {
     pub id: i64,
     pub tenant_id: i64,
     pub controller_id: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub address: Option<String>,
     pub security_token: String,
     pub attributes: sqlx::types::Json<BTreeMap<String, String>>,
@@ -214,8 +214,7 @@ pub const TABLE: Table<TargetRow> = Table::new("target", "t", COLUMNS, &SORT)
 #[derive(Debug, Clone)]
 pub struct NewTarget {
     pub controller_id: String,
-    pub name: String,
-    pub description: Option<String>,
+    pub named: Named,
     pub address: Option<String>,
     pub security_token: String,
     pub request_attributes: bool,
@@ -239,8 +238,8 @@ pub async fn insert(
         )
         .bind(tenant.0)
         .bind(&t.controller_id)
-        .bind(&t.name)
-        .bind(&t.description)
+        .bind(&t.named.name)
+        .bind(&t.named.description)
         .bind(&t.address)
         .bind(&t.security_token)
         .bind(t.request_attributes)

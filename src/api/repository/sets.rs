@@ -17,6 +17,7 @@ use super::modules::{MODULES, module_json};
 use super::{IdRef, READ, id_list, no_module};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
+use crate::store::Named;
 use crate::store::filter::Entity;
 use crate::store::repository::Deletion;
 use crate::store::repository::modules::{self, ModuleRow};
@@ -55,7 +56,7 @@ fn no_set(id: i64) -> ApiError {
 fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
     let mut v = json!({
         "id": s.id,
-        "name": s.name,
+        "name": s.named.name,
         "version": s.version,
         "type": s.type_key,
         "typeName": s.type_name,
@@ -71,7 +72,7 @@ fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
             "type": base.link(&format!("/distributionsettypes/{}", s.type_id)),
         },
     });
-    put_opt(&mut v, "description", s.description.as_deref());
+    put_opt(&mut v, "description", s.named.description.as_deref());
     base_fields(&mut v, &s.audit);
     v
 }
@@ -221,9 +222,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                 check_modules(&ty.key, elements, &live)?;
                 let new = sets::NewSet {
                     type_id: ty.id,
-                    name,
+                    named: Named { name, description },
                     version,
-                    description,
                     required_migration_step: item.required_migration_step.unwrap_or(false),
                 };
                 let id = sets::insert(tx, cx.tenant(), &new, cx.caller.name()).await?;

@@ -3,9 +3,9 @@
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
-use crate::store::Audit;
 use crate::store::page::{Base, SortFields};
 use crate::store::table::Table;
+use crate::store::{Audit, Named};
 use crate::store::{Result, sql};
 
 /// A software module with its type's key and name.
@@ -16,10 +16,10 @@ pub struct ModuleRow {
     pub type_key: String,
     pub type_name: String,
     pub max_assignments: i32,
-    pub name: String,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub version: String,
     pub vendor: Option<String>,
-    pub description: Option<String>,
     pub encrypted: bool,
     pub locked: bool,
     pub deleted: bool,
@@ -69,10 +69,9 @@ pub async fn find_many(
 pub struct NewModule {
     pub type_id: i64,
     pub type_key: String,
-    pub name: String,
+    pub named: Named,
     pub version: String,
     pub vendor: Option<String>,
-    pub description: Option<String>,
     pub encrypted: bool,
 }
 
@@ -91,10 +90,10 @@ pub async fn insert(
     let binds = (
         tenant.0,
         m.type_id,
-        &m.name,
+        &m.named.name,
         &m.version,
         &m.vendor,
-        &m.description,
+        &m.named.description,
         m.encrypted,
         user,
     );
@@ -102,7 +101,7 @@ pub async fn insert(
         e.conflict_as(|| {
             format!(
                 "software module {}:{} of type {} already exists",
-                m.name, m.version, m.type_key
+                m.named.name, m.version, m.type_key
             )
         })
     })

@@ -5,10 +5,10 @@ use sqlx::PgConnection;
 
 use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
 use crate::domain::ids::TenantId;
-use crate::store::Audit;
 use crate::store::filter::{Filter, push_and};
 use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
 use crate::store::table::Table;
+use crate::store::{Audit, Named};
 use crate::store::{Result, sql};
 
 /// A distribution set with its type and computed completeness.
@@ -18,9 +18,9 @@ pub struct SetRow {
     pub type_id: i64,
     pub type_key: String,
     pub type_name: String,
-    pub name: String,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub version: String,
-    pub description: Option<String>,
     pub required_migration_step: bool,
     pub locked: bool,
     pub valid: bool,
@@ -115,9 +115,8 @@ pub async fn list_modules(
 #[derive(Debug, Clone)]
 pub struct NewSet {
     pub type_id: i64,
-    pub name: String,
+    pub named: Named,
     pub version: String,
-    pub description: Option<String>,
     pub required_migration_step: bool,
 }
 
@@ -136,14 +135,19 @@ pub async fn insert(
     let binds = (
         tenant.0,
         s.type_id,
-        &s.name,
+        &s.named.name,
         &s.version,
-        &s.description,
+        &s.named.description,
         s.required_migration_step,
         user,
     );
     sql::scalar(conn, sql, binds).await.map_err(|e| {
-        e.conflict_as(|| format!("distribution set {}:{} already exists", s.name, s.version))
+        e.conflict_as(|| {
+            format!(
+                "distribution set {}:{} already exists",
+                s.named.name, s.version
+            )
+        })
     })
 }
 

@@ -4,9 +4,9 @@
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
-use crate::store::Audit;
 use crate::store::page::{Base, SortFields};
 use crate::store::table::{RowLock, Table};
+use crate::store::{Audit, Named};
 use crate::store::{Result, sql};
 
 /// A software module type.
@@ -14,8 +14,8 @@ use crate::store::{Result, sql};
 pub struct ModuleTypeRow {
     pub id: i64,
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     pub max_assignments: i32,
     pub deleted: bool,
@@ -65,8 +65,8 @@ pub async fn find_module_type_by_key(
 pub struct SetTypeRow {
     pub id: i64,
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     pub deleted: bool,
     #[sqlx(flatten)]
