@@ -208,7 +208,7 @@ async fn assign(
                 .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
                 .cloned()
                 .collect();
-            let found = tags::targets_by_controller_ids(tx, tenant, &valid).await?;
+            let found = targets::find_many(tx, tenant, &valid, RowLock::None).await?;
             let mut by_id: HashMap<String, TargetRow> = found
                 .into_iter()
                 .map(|t| (t.controller_id.clone(), t))

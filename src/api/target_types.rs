@@ -15,10 +15,10 @@ use super::common::{Ctx, Ids, base_fields, check_text, description, single_line}
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
-use crate::store::Named;
 use crate::store::filter::Entity;
 use crate::store::repository::types::SetTypeRow;
 use crate::store::target_types::{self as types, NewTargetType, TargetTypeRow, TargetTypeUpdate};
+use crate::store::{Named, NamedUpdate};
 
 /// hawkBit's `maxDistributionSetTypesPerTargetType` quota.
 const MAX_DS_TYPES_PER_TARGET_TYPE: i64 = 50;
@@ -206,8 +206,10 @@ async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetTypeUpdate {
-        name: single_line("name", b.name, 1, 128)?,
-        description: description(b.description)?,
+        named: NamedUpdate {
+            name: single_line("name", b.name, 1, 128)?,
+            description: description(b.description)?,
+        },
         colour: single_line("colour", b.colour, 0, 16)?,
     };
     let change =

@@ -15,12 +15,12 @@ use crate::domain::action::{ActionStatus, ActionType};
 use crate::domain::ids::{ControllerId, TargetId};
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
-use crate::store::Named;
 use crate::store::actions::{self, ActionView};
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
 use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
+use crate::store::{Named, NamedUpdate};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -231,8 +231,10 @@ async fn update(
 ) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetUpdate {
-        name: b.name,
-        description: b.description,
+        named: NamedUpdate {
+            name: b.name,
+            description: b.description,
+        },
         address: b.address,
         security_token: b.security_token,
         request_attributes: b.request_attributes,
@@ -241,7 +243,7 @@ async fn update(
     };
     let change = async |c: &mut PgConnection| {
         let t = find_target(c, cx.tenant(), &id, RowLock::None).await?;
-        if let Some(n) = &u.name {
+        if let Some(n) = &u.named.name {
             validate_name(n)?;
         }
         targets::update(c, TargetId(t.id), &u, cx.caller.name()).await?;

@@ -115,6 +115,13 @@ pub struct Named {
     pub description: Option<String>,
 }
 
+/// A change of a [`Named`] entity's name and description (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct NamedUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The database as request handlers use it. A handler hands a closure to [`Db::run`] or

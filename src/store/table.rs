@@ -122,12 +122,44 @@ where
     where
         V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
     {
-        let suffix = match lock {
+        let sql = self.select(condition, &self.lock_clause(lock));
+        sql::fetch_optional(conn, &sql, (tenant.0, value)).await
+    }
+
+    /// Rows by id (soft-deleted ones included), in id order; unknown ids are missing.
+    pub async fn find_many(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        ids: &[i64],
+    ) -> Result<Vec<R>> {
+        let by_ids = format!("{}.id = ANY($2)", self.alias);
+        self.find_all_where(conn, tenant, &by_ids, ids, RowLock::None)
+            .await
+    }
+
+    /// Every row by `condition` (as in [`Self::find_where`]), in id order.
+    pub(super) async fn find_all_where<'q, V>(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        condition: &str,
+        value: V,
+        lock: RowLock,
+    ) -> Result<Vec<R>>
+    where
+        V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
+    {
+        let suffix = format!("ORDER BY {}.id {}", self.alias, self.lock_clause(lock));
+        let sql = self.select(condition, &suffix);
+        sql::fetch_all(conn, &sql, (tenant.0, value)).await
+    }
+
+    fn lock_clause(&self, lock: RowLock) -> String {
+        match lock {
             RowLock::None => String::new(),
             RowLock::ForUpdate => format!("FOR UPDATE OF {}", self.alias),
-        };
-        let sql = self.select(condition, &suffix);
-        sql::fetch_optional(conn, &sql, (tenant.0, value)).await
+        }
     }
 
     fn select(&self, condition: &str, suffix: &str) -> String {

@@ -104,21 +104,6 @@ pub async fn assigned_targets(
     .await
 }
 
-/// The tenant's targets with these controllerIds, in no particular order (absent ones are
-/// simply missing).
-pub async fn targets_by_controller_ids(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    controller_ids: &[String],
-) -> Result<Vec<TargetRow>> {
-    let sql = format!(
-        "SELECT {TARGET_COLUMNS} FROM target t
-         LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND t.controller_id = ANY($2)"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, controller_ids)).await
-}
-
 /// Tag targets (by id; already tagged ones stay tagged). Both must belong to the tenant.
 pub async fn assign(
     conn: &mut PgConnection,

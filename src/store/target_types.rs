@@ -7,7 +7,7 @@ use sqlx::PgConnection;
 use super::page::{Base, SortFields};
 use super::repository::types::SetTypeRow;
 use super::table::Table;
-use super::{Audit, Named};
+use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::TenantId;
 
@@ -74,8 +74,7 @@ fn duplicate(e: StoreError, name: &str, key: Option<&str>) -> StoreError {
 /// Fields an update may change (`None` = unchanged); hawkBit never changes the key.
 #[derive(Debug, Clone, Default)]
 pub struct TargetTypeUpdate {
-    pub name: Option<String>,
-    pub description: Option<String>,
+    pub named: NamedUpdate,
     pub colour: Option<String>,
 }
 
@@ -94,10 +93,17 @@ pub async fn update(
                 opt_lock_revision = tt.opt_lock_revision + 1
          WHERE tt.tenant_id = $1 AND tt.id = $2 RETURNING {COLUMNS}"
     );
-    let binds = (tenant.0, id, &u.name, &u.description, &u.colour, user);
+    let binds = (
+        tenant.0,
+        id,
+        &u.named.name,
+        &u.named.description,
+        &u.colour,
+        user,
+    );
     sql::fetch_optional(conn, &sql, binds)
         .await
-        .map_err(|e| duplicate(e, u.name.as_deref().unwrap_or_default(), None))
+        .map_err(|e| duplicate(e, u.named.name.as_deref().unwrap_or_default(), None))
 }
 
 /// Whether any target has this type.

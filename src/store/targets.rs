@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::page::{Base, SortFields};
 use super::table::{RowLock, Table};
-use super::{Audit, Named};
+use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::{TargetId, TenantId};
 
@@ -130,17 +130,18 @@ pub async fn find(
         .await
 }
 
-/// Read targets by controllerIds (for assignments).
+/// Read targets by controllerIds, in id order, read as `lock` says (an assignment locks them);
+/// absent ones are simply missing.
 pub async fn find_many(
     conn: &mut PgConnection,
     tenant: TenantId,
     controller_ids: &[String],
+    lock: RowLock,
 ) -> Result<Vec<TargetRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND t.controller_id = ANY($2) ORDER BY t.id FOR UPDATE OF t"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, controller_ids)).await
+    let by_ids = "t.controller_id = ANY($2)";
+    TABLE
+        .find_all_where(conn, tenant, by_ids, controller_ids, lock)
+        .await
 }
 
 /// Replace the controller attributes and clear the "attributes requested" flag (§5.10).
@@ -262,8 +263,7 @@ pub async fn insert(
 /// Fields a Management API update may change (`None` = unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct TargetUpdate {
-    pub name: Option<String>,
-    pub description: Option<String>,
+    pub named: NamedUpdate,
     pub address: Option<String>,
     pub security_token: Option<String>,
     pub request_attributes: Option<bool>,
@@ -289,8 +289,8 @@ pub async fn update(
          WHERE id = $1",
         (
             target.0,
-            &u.name,
-            &u.description,
+            &u.named.name,
+            &u.named.description,
             &u.address,
             &u.security_token,
             u.request_attributes,

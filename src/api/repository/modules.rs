@@ -131,7 +131,7 @@ async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResu
                 };
                 ids.push(modules::insert(tx, cx.tenant(), &new, cx.caller.name()).await?);
             }
-            Ok::<_, ApiError>(modules::find_many(tx, cx.tenant(), &ids).await?)
+            Ok::<_, ApiError>(modules::TABLE.find_many(tx, cx.tenant(), &ids).await?)
         })
         .await?;
     tracing::info!(count = rows.len(), "software modules created");

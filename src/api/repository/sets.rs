@@ -17,7 +17,6 @@ use super::modules::{MODULES, module_json};
 use super::{IdRef, READ, id_list, no_module};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
-use crate::store::Named;
 use crate::store::filter::Entity;
 use crate::store::repository::Deletion;
 use crate::store::repository::modules::{self, ModuleRow};
@@ -25,6 +24,7 @@ use crate::store::repository::sets::{self, SetRow};
 use crate::store::repository::types::{
     SetTypeElementRow, SetTypeRow, find_set_type_by_key, set_type_elements,
 };
+use crate::store::{Named, NamedUpdate};
 
 /// hawkBit's default distribution set type when a create request names none.
 const DEFAULT_SET_TYPE: &str = "os_app";
@@ -209,7 +209,9 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                 }
                 let (ty, elements) = &types[&key];
                 let module_ids = id_list("modules", item.modules.unwrap_or_default())?;
-                let modules = modules::find_many(tx, cx.tenant(), &module_ids).await?;
+                let modules = modules::TABLE
+                    .find_many(tx, cx.tenant(), &module_ids)
+                    .await?;
                 let live: Vec<&ModuleRow> = modules.iter().filter(|m| !m.deleted).collect();
                 if let Some(missing) = module_ids
                     .iter()
@@ -265,16 +267,20 @@ async fn update_set(
     Body(body): Body<SetUpdate>,
 ) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::UPDATE_REPOSITORY])?;
+    let name = body
+        .name
+        .map(|n| required("name", Some(n), 1, 128))
+        .transpose()?;
+    let version = body
+        .version
+        .map(|v| required("version", Some(v), 1, 64))
+        .transpose()?;
     let update = sets::SetUpdate {
-        name: body
-            .name
-            .map(|n| required("name", Some(n), 1, 128))
-            .transpose()?,
-        version: body
-            .version
-            .map(|v| required("version", Some(v), 1, 64))
-            .transpose()?,
-        description: description(body.description)?,
+        named: NamedUpdate {
+            name,
+            description: description(body.description)?,
+        },
+        version,
         required_migration_step: body.required_migration_step,
         locked: body.locked,
     };
@@ -362,7 +368,7 @@ async fn add_set_modules(
     cx.relink(
         async |tx| changeable_set(tx, cx.tenant(), id).await,
         async |tx, set| {
-            let found = modules::find_many(tx, cx.tenant(), &added).await?;
+            let found = modules::TABLE.find_many(tx, cx.tenant(), &added).await?;
             if let Some(missing) = added
                 .iter()
                 .find(|a| !found.iter().any(|m| m.id == **a && !m.deleted))

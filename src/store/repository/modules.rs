@@ -50,20 +50,6 @@ pub const TABLE: Table<ModuleRow> = Table::new("software_module", "m", MODULE_CO
     .joined("JOIN software_module_type ty ON ty.id = m.type_id")
     .soft_deleted();
 
-/// Software modules by ids (soft-deleted ones included; unknown ids are missing from the result).
-pub async fn find_many(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ids: &[i64],
-) -> Result<Vec<ModuleRow>> {
-    let sql = format!(
-        "SELECT {MODULE_COLUMNS} FROM software_module m
-         JOIN software_module_type ty ON ty.id = m.type_id
-         WHERE m.tenant_id = $1 AND m.id = ANY($2) ORDER BY m.id"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, ids)).await
-}
-
 /// A software module to create.
 #[derive(Debug, Clone)]
 pub struct NewModule {

@@ -8,7 +8,7 @@ use crate::domain::ids::TenantId;
 use crate::store::filter::{Filter, push_and};
 use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
 use crate::store::table::Table;
-use crate::store::{Audit, Named};
+use crate::store::{Audit, Named, NamedUpdate};
 use crate::store::{Result, sql};
 
 /// A distribution set with its type and computed completeness.
@@ -188,9 +188,8 @@ pub async fn remove_module(
 /// Fields a Management API update of a set may change (`None` = unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct SetUpdate {
-    pub name: Option<String>,
+    pub named: NamedUpdate,
     pub version: Option<String>,
-    pub description: Option<String>,
     pub required_migration_step: Option<bool>,
     pub locked: Option<bool>,
 }
@@ -215,9 +214,9 @@ pub async fn update(
     let binds = (
         tenant.0,
         id,
-        &u.name,
+        &u.named.name,
         &u.version,
-        &u.description,
+        &u.named.description,
         u.required_migration_step,
         u.locked,
         user,
@@ -226,7 +225,7 @@ pub async fn update(
         e.conflict_as(|| {
             format!(
                 "a distribution set named {}:{} already exists",
-                u.name.as_deref().unwrap_or("(unchanged)"),
+                u.named.name.as_deref().unwrap_or("(unchanged)"),
                 u.version.as_deref().unwrap_or("(unchanged)")
             )
         })
