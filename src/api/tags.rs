@@ -45,13 +45,13 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     let path = format!("/targettags/{}", t.id);
     let mut v = json!({
         "id": t.id,
-        "name": t.name,
+        "name": t.named.name,
         "_links": {
             "self": base.link(&path),
             "assignedTargets": base.link(&format!("{path}/assigned")),
         },
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
@@ -208,7 +208,7 @@ async fn assign(
                 .filter(|cid| check_text("controllerId", cid, 1, 256, false).is_ok())
                 .cloned()
                 .collect();
-            let found = tags::targets_by_controller_ids(tx, tenant, &valid).await?;
+            let found = targets::find_many(tx, tenant, &valid, RowLock::None).await?;
             let mut by_id: HashMap<String, TargetRow> = found
                 .into_iter()
                 .map(|t| (t.controller_id.clone(), t))

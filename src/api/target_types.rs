@@ -18,6 +18,7 @@ use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
 use crate::store::repository::types::SetTypeRow;
 use crate::store::target_types::{self as types, NewTargetType, TargetTypeRow, TargetTypeUpdate};
+use crate::store::{Named, NamedUpdate};
 
 /// hawkBit's `maxDistributionSetTypesPerTargetType` quota.
 const MAX_DS_TYPES_PER_TARGET_TYPE: i64 = 50;
@@ -43,7 +44,7 @@ fn type_json(base: &BaseUrl, t: &TargetTypeRow) -> Value {
     let path = format!("/targettypes/{}", t.id);
     let mut v = json!({
         "id": t.id,
-        "name": t.name,
+        "name": t.named.name,
         "key": t.key,
         "_links": {
             "self": base.link(&path),
@@ -51,7 +52,7 @@ fn type_json(base: &BaseUrl, t: &TargetTypeRow) -> Value {
                 base.link(&format!("{path}/compatibledistributionsettypes")),
         },
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
@@ -61,11 +62,11 @@ fn ds_type_json(base: &BaseUrl, t: &SetTypeRow) -> Value {
     let mut v = json!({
         "id": t.id,
         "key": t.key,
-        "name": t.name,
+        "name": t.named.name,
         "deleted": t.deleted,
         "_links": {"self": base.link(&format!("/distributionsettypes/{}", t.id))},
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
@@ -165,8 +166,10 @@ async fn create(
         check_text("key", &key, 1, 64, false)?;
         let t = NewTargetType {
             key,
-            name,
-            description: description(b.description)?,
+            named: Named {
+                name,
+                description: description(b.description)?,
+            },
             colour: single_line("colour", b.colour, 0, 16)?,
         };
         new.push((
@@ -203,8 +206,10 @@ async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetTypeUpdate {
-        name: single_line("name", b.name, 1, 128)?,
-        description: description(b.description)?,
+        named: NamedUpdate {
+            name: single_line("name", b.name, 1, 128)?,
+            description: description(b.description)?,
+        },
         colour: single_line("colour", b.colour, 0, 16)?,
     };
     let change =

@@ -20,6 +20,7 @@ use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
 use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
+use crate::store::{Named, NamedUpdate};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -51,7 +52,7 @@ pub fn router() -> Router<ApiState> {
 pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
     let path = format!("/targets/{}", t.controller_id);
     let mut v = json!({
-        "controllerId": t.controller_id, "name": t.name,
+        "controllerId": t.controller_id, "name": t.named.name,
         "updateStatus": UpdateStatus::from_db(&t.update_status).map(|s| s.as_db().to_ascii_lowercase()).unwrap_or_default(),
         "requestAttributes": t.request_attributes,
         "createdBy": t.audit.created_by, "createdAt": t.audit.created_at,
@@ -63,7 +64,7 @@ pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Val
             "actions": base.link(&format!("{path}/actions?offset=0&limit=50&sort=id%3ADESC")),
         }
     });
-    put_opt(&mut v, "description", t.description.clone());
+    put_opt(&mut v, "description", t.named.description.clone());
     put_opt(&mut v, "address", t.address.clone());
     put_opt(
         &mut v,
@@ -186,8 +187,10 @@ async fn create(
         validate_name(&name)?;
         new.push(NewTarget {
             controller_id: cid.into_string(),
-            name,
-            description: b.description,
+            named: Named {
+                name,
+                description: b.description,
+            },
             address: b.address,
             security_token: b
                 .security_token
@@ -228,8 +231,10 @@ async fn update(
 ) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let u = TargetUpdate {
-        name: b.name,
-        description: b.description,
+        named: NamedUpdate {
+            name: b.name,
+            description: b.description,
+        },
         address: b.address,
         security_token: b.security_token,
         request_attributes: b.request_attributes,
@@ -238,7 +243,7 @@ async fn update(
     };
     let change = async |c: &mut PgConnection| {
         let t = find_target(c, cx.tenant(), &id, RowLock::None).await?;
-        if let Some(n) = &u.name {
+        if let Some(n) = &u.named.name {
             validate_name(n)?;
         }
         targets::update(c, TargetId(t.id), &u, cx.caller.name()).await?;

@@ -14,6 +14,7 @@ use crate::domain::ids::{TargetId, TenantId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
+use crate::store::table::RowLock;
 use crate::store::{actions, repository, targets, tenants};
 
 /// A maintenance window as the API gives it.
@@ -94,7 +95,7 @@ impl Engine {
             by_target.insert(r.controller_id.clone(), r);
         }
         let ids: Vec<String> = by_target.keys().cloned().collect();
-        let rows = targets::find_many(&mut tx, tenant, &ids).await?;
+        let rows = targets::find_many(&mut tx, tenant, &ids, RowLock::ForUpdate).await?;
         if rows.len() != ids.len() {
             let missing = ids
                 .iter()

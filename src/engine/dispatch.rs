@@ -244,12 +244,12 @@ fn software_module(m: &repository::ModulePayload) -> SoftwareModule {
             .map(|a| Artifact {
                 filename: a.filename.clone(),
                 hashes: Hashes {
-                    sha1: Some(a.sha1.clone()),
-                    md5: Some(a.md5.clone()),
+                    sha1: Some(a.hashes.sha1.clone()),
+                    md5: Some(a.hashes.md5.clone()),
                 },
                 size: a.size,
                 last_modified: a.last_modified_at,
-                urls: [("HTTPS", &a.url_https), ("HTTP", &a.url_http)]
+                urls: [("HTTPS", &a.urls.url_https), ("HTTP", &a.urls.url_http)]
                     .into_iter()
                     .filter_map(|(k, v)| v.clone().map(|v| (k.to_owned(), v)))
                     .collect(),

@@ -51,18 +51,22 @@ pub async fn tenant_id(conn: &mut PgConnection, name: &str) -> Result<Option<i64
     sql::scalar_optional(conn, "SELECT id FROM tenant WHERE name = $1", (name,)).await
 }
 
+/// Drop the scratch table `name` if it is left from an earlier run and create it anew with
+/// `columns` (a column list).
+async fn recreate_scratch(conn: &mut PgConnection, name: &str, columns: &str) -> Result<()> {
+    let drop = format!("DROP TABLE IF EXISTS {name}");
+    sql::execute(&mut *conn, &drop, ()).await?;
+    sql::execute(conn, &format!("CREATE TABLE {name} ({columns})"), ()).await?;
+    Ok(())
+}
+
 /// A scratch table of `rows` rows shaped like the hot part of `action` (id, status, time).
 pub async fn create_update_scratch(conn: &mut PgConnection, rows: i64) -> Result<()> {
-    sqlx::query("DROP TABLE IF EXISTS bench_update_scratch")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "CREATE TABLE bench_update_scratch (
-             id bigint PRIMARY KEY,
-             status integer NOT NULL,
-             last_modified_at bigint NOT NULL)",
+    recreate_scratch(
+        conn,
+        "bench_update_scratch",
+        "id bigint PRIMARY KEY, status integer NOT NULL, last_modified_at bigint NOT NULL",
     )
-    .execute(&mut *conn)
     .await?;
     sql::execute(
         &mut *conn,
@@ -100,16 +104,12 @@ pub async fn update_scratch_batch(
 
 /// The raw floor of splitting a rollout: insert `rows` (group, target) pairs, one transaction.
 pub async fn insert_pairs_scratch(conn: &mut PgConnection, rows: i64) -> Result<u64> {
-    sqlx::query("DROP TABLE IF EXISTS bench_pairs_scratch")
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query(
-        "CREATE TABLE bench_pairs_scratch (
-             rollout_group bigint NOT NULL,
-             target bigint NOT NULL,
-             PRIMARY KEY (rollout_group, target))",
+    recreate_scratch(
+        conn,
+        "bench_pairs_scratch",
+        "rollout_group bigint NOT NULL, target bigint NOT NULL,
+         PRIMARY KEY (rollout_group, target)",
     )
-    .execute(&mut *conn)
     .await?;
     sql::execute(
         &mut *conn,

@@ -10,6 +10,7 @@ use sqlx::postgres::PgRow;
 
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::table::Table;
 use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
@@ -17,16 +18,39 @@ use crate::domain::ids::TenantId;
 #[derive(Debug)]
 pub struct MetadataTable<R> {
     /// The metadata table.
-    pub(super) table: &'static str,
+    table: &'static str,
     /// The owner's table and its alias (its `tenant_id` decides the tenant).
-    pub(super) owner_table: &'static str,
-    pub(super) owner: &'static str,
+    owner_table: &'static str,
+    owner: &'static str,
     /// The column of `md` that holds the owner's id.
-    pub(super) owner_key: &'static str,
+    owner_key: &'static str,
     /// The select list of `R` over `md`.
-    pub(super) columns: &'static str,
-    pub(super) sort: &'static SortFields,
-    pub(super) row: PhantomData<fn() -> R>,
+    columns: &'static str,
+    sort: &'static SortFields,
+    row: PhantomData<fn() -> R>,
+}
+
+impl<R> MetadataTable<R> {
+    /// The metadata table `table` of the rows of `owner`, whose id it holds in `owner_key`;
+    /// entries read as `R` from `columns` (over `md`) and list in the order of `sort`.
+    pub(super) const fn new<O>(
+        table: &'static str,
+        owner: &Table<O>,
+        owner_key: &'static str,
+        columns: &'static str,
+        sort: &'static SortFields,
+    ) -> Self {
+        let (owner_table, owner) = owner.name_and_alias();
+        Self {
+            table,
+            owner_table,
+            owner,
+            owner_key,
+            columns,
+            sort,
+            row: PhantomData,
+        }
+    }
 }
 
 impl<R> MetadataTable<R>

@@ -106,6 +106,22 @@ pub struct Audit {
     pub last_modified_by: String,
 }
 
+/// What hawkBit's named entities (tags, types, modules, sets, targets) carry besides their id:
+/// a name and an optional description. Rows flatten it (`#[sqlx(flatten)]`); inputs take it
+/// as it is.
+#[derive(Debug, Clone, Default, sqlx::FromRow)]
+pub struct Named {
+    pub name: String,
+    pub description: Option<String>,
+}
+
+/// A change of a [`Named`] entity's name and description (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct NamedUpdate {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// The database as request handlers use it. A handler hands a closure to [`Db::run`] or

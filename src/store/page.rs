@@ -5,6 +5,8 @@
 //! store module owns its field table (name → expression) and its default order, and every list
 //! runs through [`fetch`], which reads one page of rows and the total under the same condition.
 
+use std::borrow::Cow;
+
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 
@@ -38,12 +40,43 @@ impl Direction {
 
 /// The sortable fields of one list: API name (lower case, matched ignoring case) → SQL
 /// expression over the list's table aliases — a column or any expression, e.g. a `CASE` that
-/// sorts a status by its hawkBit code — and the order of a request that names none. Outside
-/// `store` only the names can be read.
+/// sorts a status by its hawkBit code — and the order of a request that names none. A list of
+/// an entity with one of hawkBit's base columns ([`Base`]) names its table alias and adds only
+/// its own fields. Outside `store` only the names can be read.
 #[derive(Debug)]
 pub struct SortFields {
+    base: Option<(Base, &'static str)>,
     fields: &'static [(&'static str, &'static str)],
     default: &'static str,
+}
+
+/// The sortable columns an entity shares with every other of its kind (hawkBit's base entities):
+/// API name → column of the entity's own table.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Base {
+    /// `id` and the audit columns ([`super::Audit`]): hawkBit's `BaseEntity`.
+    Audited,
+    /// Those, a name and a description: hawkBit's `NamedEntity`.
+    Named,
+}
+
+impl Base {
+    const AUDITED: &[(&str, &str)] = &[
+        ("id", "id"),
+        ("createdat", "created_at"),
+        ("createdby", "created_by"),
+        ("lastmodifiedat", "last_modified_at"),
+        ("lastmodifiedby", "last_modified_by"),
+    ];
+    const NAMED: &[(&str, &str)] = &[("name", "name"), ("description", "description")];
+
+    fn columns(self) -> impl Iterator<Item = &'static (&'static str, &'static str)> {
+        let named = match self {
+            Self::Audited => &[][..],
+            Self::Named => Self::NAMED,
+        };
+        Self::AUDITED.iter().chain(named)
+    }
 }
 
 impl SortFields {
@@ -52,16 +85,46 @@ impl SortFields {
         fields: &'static [(&'static str, &'static str)],
         default: &'static str,
     ) -> Self {
-        Self { fields, default }
+        Self {
+            base: None,
+            fields,
+            default,
+        }
+    }
+
+    /// The columns of `base` over the table aliased `alias`, then `fields` (name → expression);
+    /// the default `ORDER BY` text.
+    pub(super) const fn of(
+        base: Base,
+        alias: &'static str,
+        fields: &'static [(&'static str, &'static str)],
+        default: &'static str,
+    ) -> Self {
+        Self {
+            base: Some((base, alias)),
+            fields,
+            default,
+        }
+    }
+
+    /// The first field whose name `matches`, and its SQL expression.
+    fn lookup(&self, matches: impl Fn(&str) -> bool) -> Option<(&'static str, Cow<'static, str>)> {
+        if let Some((base, alias)) = self.base
+            && let Some((name, column)) = base.columns().find(|(n, _)| matches(n))
+        {
+            return Some((name, Cow::Owned(format!("{alias}.{column}"))));
+        }
+        self.fields
+            .iter()
+            .find(|(n, _)| matches(n))
+            .map(|(name, expr)| (*name, Cow::Borrowed(*expr)))
     }
 
     /// The field called `name` (ignoring case), by its own name; `None` if the list cannot
     /// sort by it.
     pub fn field(&self, name: &str) -> Option<&'static str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(n, _)| *n)
+        self.lookup(|n| n.eq_ignore_ascii_case(name))
+            .map(|(n, _)| n)
     }
 
     /// `ORDER BY` text for `sort`; the default order when it names no field.
@@ -72,9 +135,7 @@ impl SortFields {
         let mut parts = Vec::with_capacity(sort.0.len());
         for (name, dir) in &sort.0 {
             let (_, expr) = self
-                .fields
-                .iter()
-                .find(|(n, _)| n == name)
+                .lookup(|n| n == *name)
                 // A sort parsed against another list's fields: a bug, not a request error.
                 .ok_or_else(|| {
                     StoreError::Permanent(sqlx::Error::ColumnNotFound((*name).into()))
@@ -168,6 +229,22 @@ mod tests {
             FIELDS.order_by(&sort).unwrap(),
             "CASE x.status WHEN 'A' THEN 0 ELSE 1 END DESC, x.name ASC"
         );
+    }
+
+    #[test]
+    fn base_fields_are_columns_of_the_alias() {
+        const NAMED: SortFields = SortFields::of(Base::Named, "g", &[("colour", "g.colour")], "");
+        let sort = Sort::default()
+            .then(NAMED.field("CreatedBy").unwrap(), Direction::Asc)
+            .then(NAMED.field("colour").unwrap(), Direction::Desc)
+            .then(NAMED.field("description").unwrap(), Direction::Asc);
+        assert_eq!(
+            NAMED.order_by(&sort).unwrap(),
+            "g.created_by ASC, g.colour DESC, g.description ASC"
+        );
+        const AUDITED: SortFields = SortFields::of(Base::Audited, "f", &[], "");
+        assert_eq!(AUDITED.field("lastmodifiedat"), Some("lastmodifiedat"));
+        assert_eq!(AUDITED.field("description"), None);
     }
 
     #[test]

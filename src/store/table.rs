@@ -20,18 +20,18 @@ use crate::domain::ids::TenantId;
 #[derive(Debug)]
 pub struct Table<R> {
     /// The table's name.
-    pub(super) name: &'static str,
+    name: &'static str,
     /// Its alias in `columns`, `joins`, `sort` and filters.
-    pub(super) alias: &'static str,
+    alias: &'static str,
     /// Joins that only add columns (a type's key, say); a count leaves them out.
-    pub(super) joins: &'static str,
+    joins: &'static str,
     /// The select list of `R`.
-    pub(super) columns: &'static str,
-    pub(super) sort: &'static SortFields,
+    columns: &'static str,
+    sort: &'static SortFields,
     /// Rows have a `deleted` flag and lists leave deleted rows out (lookups by id still see
     /// them: an action may refer to a deleted set).
-    pub(super) soft_delete: bool,
-    pub(super) row: PhantomData<fn() -> R>,
+    soft_delete: bool,
+    row: PhantomData<fn() -> R>,
 }
 
 /// How an entity went away.
@@ -122,12 +122,44 @@ where
     where
         V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
     {
-        let suffix = match lock {
+        let sql = self.select(condition, &self.lock_clause(lock));
+        sql::fetch_optional(conn, &sql, (tenant.0, value)).await
+    }
+
+    /// Rows by id (soft-deleted ones included), in id order; unknown ids are missing.
+    pub async fn find_many(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        ids: &[i64],
+    ) -> Result<Vec<R>> {
+        let by_ids = format!("{}.id = ANY($2)", self.alias);
+        self.find_all_where(conn, tenant, &by_ids, ids, RowLock::None)
+            .await
+    }
+
+    /// Every row by `condition` (as in [`Self::find_where`]), in id order.
+    pub(super) async fn find_all_where<'q, V>(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        condition: &str,
+        value: V,
+        lock: RowLock,
+    ) -> Result<Vec<R>>
+    where
+        V: Encode<'q, Postgres> + Type<Postgres> + Send + 'q,
+    {
+        let suffix = format!("ORDER BY {}.id {}", self.alias, self.lock_clause(lock));
+        let sql = self.select(condition, &suffix);
+        sql::fetch_all(conn, &sql, (tenant.0, value)).await
+    }
+
+    fn lock_clause(&self, lock: RowLock) -> String {
+        match lock {
             RowLock::None => String::new(),
             RowLock::ForUpdate => format!("FOR UPDATE OF {}", self.alias),
-        };
-        let sql = self.select(condition, &suffix);
-        sql::fetch_optional(conn, &sql, (tenant.0, value)).await
+        }
     }
 
     fn select(&self, condition: &str, suffix: &str) -> String {
@@ -139,6 +171,43 @@ where
 }
 
 impl<R> Table<R> {
+    /// The table `name`, aliased `alias`, whose rows read as `R` from the select list
+    /// `columns`, listed in the order of `sort`; no joins, hard deletes only.
+    pub(super) const fn new(
+        name: &'static str,
+        alias: &'static str,
+        columns: &'static str,
+        sort: &'static SortFields,
+    ) -> Self {
+        Self {
+            name,
+            alias,
+            joins: "",
+            columns,
+            sort,
+            soft_delete: false,
+            row: PhantomData,
+        }
+    }
+
+    /// This table with `joins` (that only add columns) after it.
+    pub(super) const fn joined(mut self, joins: &'static str) -> Self {
+        self.joins = joins;
+        self
+    }
+
+    /// This table with a `deleted` flag ([`Self::delete_or_mark`]): lists leave deleted rows
+    /// out.
+    pub(super) const fn soft_deleted(mut self) -> Self {
+        self.soft_delete = true;
+        self
+    }
+
+    /// The table's name and alias (a child table reaches its tenant through them).
+    pub(super) const fn name_and_alias(&self) -> (&'static str, &'static str) {
+        (self.name, self.alias)
+    }
+
     /// The fields lists of this table sort by.
     pub fn sort(&self) -> &'static SortFields {
         self.sort

@@ -1,15 +1,13 @@
 //! Target tags and which targets carry them (rollouts.md §1.1: target ↔ tag is M:N).
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
-use super::Audit;
 use super::filter::{Filter, push_and};
-use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::page::{Base, Listing, PageRequest, SortFields, fetch};
 use super::sql;
 use super::table::Table;
 use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
+use super::{Audit, Named};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
 
@@ -17,8 +15,8 @@ use crate::domain::ids::TenantId;
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TagRow {
     pub id: i64,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     #[sqlx(flatten)]
     pub audit: Audit,
@@ -28,30 +26,11 @@ const COLUMNS: &str = "g.id, g.name, g.description, g.colour, g.created_at, g.cr
     g.last_modified_at, g.last_modified_by";
 
 /// How tag lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
-    &[
-        ("id", "g.id"),
-        ("name", "g.name"),
-        ("description", "g.description"),
-        ("colour", "g.colour"),
-        ("createdat", "g.created_at"),
-        ("createdby", "g.created_by"),
-        ("lastmodifiedat", "g.last_modified_at"),
-        ("lastmodifiedby", "g.last_modified_by"),
-    ],
-    "g.id ASC",
-);
+pub const SORT: SortFields =
+    SortFields::of(Base::Named, "g", &[("colour", "g.colour")], "g.id ASC");
 
 /// The tenant's target tags.
-pub const TABLE: Table<TagRow> = Table {
-    name: "target_tag",
-    alias: "g",
-    joins: "",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
 
 fn duplicate(e: StoreError, name: &str) -> StoreError {
     e.conflict_as(|| format!("a target tag named {name:?} already exists"))
@@ -123,21 +102,6 @@ pub async fn assigned_targets(
         push_and(qb, q, "t");
     })
     .await
-}
-
-/// The tenant's targets with these controllerIds, in no particular order (absent ones are
-/// simply missing).
-pub async fn targets_by_controller_ids(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    controller_ids: &[String],
-) -> Result<Vec<TargetRow>> {
-    let sql = format!(
-        "SELECT {TARGET_COLUMNS} FROM target t
-         LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND t.controller_id = ANY($2)"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, controller_ids)).await
 }
 
 /// Tag targets (by id; already tagged ones stay tagged). Both must belong to the tenant.

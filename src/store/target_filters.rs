@@ -1,12 +1,10 @@
 //! Stored, named target filter queries (rollouts.md §1.4, §9.7). The query text is validated by
 //! the caller before it gets here; this module only stores and lists it.
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use super::Audit;
-use super::page::SortFields;
+use super::page::{Base, SortFields};
 use super::table::Table;
 use super::{Result, StoreError, sql};
 use crate::domain::ids::TenantId;
@@ -30,29 +28,15 @@ const COLUMNS: &str = "f.id, f.name, f.query, f.auto_assign_ds_id, f.auto_assign
     f.last_modified_at, f.last_modified_by";
 
 /// How filter lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
-    &[
-        ("id", "f.id"),
-        ("name", "f.name"),
-        ("query", "f.query"),
-        ("createdat", "f.created_at"),
-        ("createdby", "f.created_by"),
-        ("lastmodifiedat", "f.last_modified_at"),
-        ("lastmodifiedby", "f.last_modified_by"),
-    ],
+pub const SORT: SortFields = SortFields::of(
+    Base::Audited,
+    "f",
+    &[("name", "f.name"), ("query", "f.query")],
     "f.id ASC",
 );
 
 /// The tenant's stored filters.
-pub const TABLE: Table<TargetFilterRow> = Table {
-    name: "target_filter_query",
-    alias: "f",
-    joins: "",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TargetFilterRow> = Table::new("target_filter_query", "f", COLUMNS, &SORT);
 
 fn duplicate(name: &str) -> impl FnOnce(StoreError) -> StoreError + '_ {
     move |e| e.conflict_as(|| format!("target filter {name:?} already exists"))

@@ -1,12 +1,11 @@
 //! Operator-owned key/value metadata of targets (rollouts.md §1.1: key ≤ 128, value ≤ 4000).
 //! Every statement joins the target to check its tenant.
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use super::key_value::MetadataTable;
 use super::page::SortFields;
+use super::targets::TABLE as TARGETS;
 use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
@@ -22,15 +21,13 @@ pub const SORT: SortFields =
     SortFields::new(&[("key", "md.key"), ("value", "md.value")], "md.key ASC");
 
 /// The metadata of the tenant's targets.
-pub const TABLE: MetadataTable<MetadataRow> = MetadataTable {
-    table: "target_metadata",
-    owner_table: "target",
-    owner: "t",
-    owner_key: "target_id",
-    columns: "md.key, md.value",
-    sort: &SORT,
-    row: PhantomData,
-};
+pub const TABLE: MetadataTable<MetadataRow> = MetadataTable::new(
+    "target_metadata",
+    &TARGETS,
+    "target_id",
+    "md.key, md.value",
+    &SORT,
+);
 
 /// Add an entry; an existing key is a conflict. False if the target is not the tenant's.
 pub async fn insert(

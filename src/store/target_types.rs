@@ -2,14 +2,12 @@
 //! to them by id (`target.target_type_id`); THING_CREATED names them (see
 //! [`super::targets::set_type_by_name`]).
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
-use super::Audit;
-use super::page::SortFields;
+use super::page::{Base, SortFields};
 use super::repository::types::SetTypeRow;
 use super::table::Table;
+use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::TenantId;
 
@@ -18,8 +16,8 @@ use crate::domain::ids::TenantId;
 pub struct TargetTypeRow {
     pub id: i64,
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     #[sqlx(flatten)]
     pub audit: Audit,
@@ -29,38 +27,21 @@ const COLUMNS: &str = "tt.id, tt.key, tt.name, tt.description, tt.colour, tt.cre
     tt.created_by, tt.last_modified_at, tt.last_modified_by";
 
 /// How target type lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
-    &[
-        ("id", "tt.id"),
-        ("name", "tt.name"),
-        ("key", "tt.key"),
-        ("description", "tt.description"),
-        ("colour", "tt.colour"),
-        ("createdat", "tt.created_at"),
-        ("createdby", "tt.created_by"),
-        ("lastmodifiedat", "tt.last_modified_at"),
-        ("lastmodifiedby", "tt.last_modified_by"),
-    ],
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "tt",
+    &[("key", "tt.key"), ("colour", "tt.colour")],
     "tt.id ASC",
 );
 
 /// The tenant's target types.
-pub const TABLE: Table<TargetTypeRow> = Table {
-    name: "target_type",
-    alias: "tt",
-    joins: "",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS, &SORT);
 
 /// A target type to create; `key` and `name` are both set (one defaults to the other).
 #[derive(Debug, Clone)]
 pub struct NewTargetType {
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    pub named: Named,
     pub colour: Option<String>,
 }
 
@@ -76,10 +57,11 @@ pub async fn insert(
                                         last_modified_by)
          VALUES ($1, $2, $3, $4, $5, $6, $6) RETURNING {COLUMNS}"
     );
-    let binds = (tenant.0, &t.key, &t.name, &t.description, &t.colour, user);
+    let (key, n) = (&t.key, &t.named);
+    let binds = (tenant.0, key, &n.name, &n.description, &t.colour, user);
     sql::fetch_one(conn, &sql, binds)
         .await
-        .map_err(|e| duplicate(e, &t.name, Some(&t.key)))
+        .map_err(|e| duplicate(e, &n.name, Some(key)))
 }
 
 fn duplicate(e: StoreError, name: &str, key: Option<&str>) -> StoreError {
@@ -92,8 +74,7 @@ fn duplicate(e: StoreError, name: &str, key: Option<&str>) -> StoreError {
 /// Fields an update may change (`None` = unchanged); hawkBit never changes the key.
 #[derive(Debug, Clone, Default)]
 pub struct TargetTypeUpdate {
-    pub name: Option<String>,
-    pub description: Option<String>,
+    pub named: NamedUpdate,
     pub colour: Option<String>,
 }
 
@@ -112,10 +93,17 @@ pub async fn update(
                 opt_lock_revision = tt.opt_lock_revision + 1
          WHERE tt.tenant_id = $1 AND tt.id = $2 RETURNING {COLUMNS}"
     );
-    let binds = (tenant.0, id, &u.name, &u.description, &u.colour, user);
+    let binds = (
+        tenant.0,
+        id,
+        &u.named.name,
+        &u.named.description,
+        &u.colour,
+        user,
+    );
     sql::fetch_optional(conn, &sql, binds)
         .await
-        .map_err(|e| duplicate(e, u.name.as_deref().unwrap_or_default(), None))
+        .map_err(|e| duplicate(e, u.named.name.as_deref().unwrap_or_default(), None))
 }
 
 /// Whether any target has this type.

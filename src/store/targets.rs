@@ -1,15 +1,13 @@
 //! Targets: DMF registration (upsert), attributes, auto-confirmation, deletion, and the reads
 //! of the Management API.
 
-use std::collections::BTreeMap;
-use std::marker::PhantomData;
-
 use serde_json::Value;
 use sqlx::PgConnection;
+use std::collections::BTreeMap;
 
-use super::Audit;
-use super::page::SortFields;
+use super::page::{Base, SortFields};
 use super::table::{RowLock, Table};
+use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
 use crate::domain::ids::{TargetId, TenantId};
 
@@ -19,8 +17,8 @@ pub struct TargetRow {
     pub id: i64,
     pub tenant_id: i64,
     pub controller_id: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub address: Option<String>,
     pub security_token: String,
     pub attributes: sqlx::types::Json<BTreeMap<String, String>>,
@@ -132,17 +130,18 @@ pub async fn find(
         .await
 }
 
-/// Read targets by controllerIds (for assignments).
+/// Read targets by controllerIds, in id order, read as `lock` says (an assignment locks them);
+/// absent ones are simply missing.
 pub async fn find_many(
     conn: &mut PgConnection,
     tenant: TenantId,
     controller_ids: &[String],
+    lock: RowLock,
 ) -> Result<Vec<TargetRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM target t LEFT JOIN target_type tt ON tt.id = t.target_type_id
-         WHERE t.tenant_id = $1 AND t.controller_id = ANY($2) ORDER BY t.id FOR UPDATE OF t"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, controller_ids)).await
+    let by_ids = "t.controller_id = ANY($2)";
+    TABLE
+        .find_all_where(conn, tenant, by_ids, controller_ids, lock)
+        .await
 }
 
 /// Replace the controller attributes and clear the "attributes requested" flag (§5.10).
@@ -194,42 +193,29 @@ pub async fn delete(conn: &mut PgConnection, target: TargetId) -> Result<Option<
         .flatten())
 }
 
-/// Sortable target fields: API name → column.
-const SORT_FIELDS: &[(&str, &str)] = &[
-    ("id", "t.id"),
-    ("controllerid", "t.controller_id"),
-    ("name", "t.name"),
-    ("description", "t.description"),
-    ("createdat", "t.created_at"),
-    ("createdby", "t.created_by"),
-    ("lastmodifiedat", "t.last_modified_at"),
-    ("lastmodifiedby", "t.last_modified_by"),
-    ("updatestatus", "t.update_status"),
-    ("address", "t.address"),
-    ("ipaddress", "t.address"),
-    ("lastcontrollerrequestat", "t.last_target_query"),
-];
-
-/// How target lists sort (by controllerId unless asked otherwise).
-pub const SORT: SortFields = SortFields::new(SORT_FIELDS, "t.controller_id ASC");
+/// How target lists sort: API name → column; by controllerId unless asked otherwise.
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "t",
+    &[
+        ("controllerid", "t.controller_id"),
+        ("updatestatus", "t.update_status"),
+        ("address", "t.address"),
+        ("ipaddress", "t.address"),
+        ("lastcontrollerrequestat", "t.last_target_query"),
+    ],
+    "t.controller_id ASC",
+);
 
 /// The tenant's targets, with their type's name.
-pub const TABLE: Table<TargetRow> = Table {
-    name: "target",
-    alias: "t",
-    joins: "LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-    columns: COLUMNS,
-    sort: &SORT,
-    soft_delete: false,
-    row: PhantomData,
-};
+pub const TABLE: Table<TargetRow> = Table::new("target", "t", COLUMNS, &SORT)
+    .joined("LEFT JOIN target_type tt ON tt.id = t.target_type_id");
 
 /// A target created through the Management API.
 #[derive(Debug, Clone)]
 pub struct NewTarget {
     pub controller_id: String,
-    pub name: String,
-    pub description: Option<String>,
+    pub named: Named,
     pub address: Option<String>,
     pub security_token: String,
     pub request_attributes: bool,
@@ -253,8 +239,8 @@ pub async fn insert(
         )
         .bind(tenant.0)
         .bind(&t.controller_id)
-        .bind(&t.name)
-        .bind(&t.description)
+        .bind(&t.named.name)
+        .bind(&t.named.description)
         .bind(&t.address)
         .bind(&t.security_token)
         .bind(t.request_attributes)
@@ -277,8 +263,7 @@ pub async fn insert(
 /// Fields a Management API update may change (`None` = unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct TargetUpdate {
-    pub name: Option<String>,
-    pub description: Option<String>,
+    pub named: NamedUpdate,
     pub address: Option<String>,
     pub security_token: Option<String>,
     pub request_attributes: Option<bool>,
@@ -304,8 +289,8 @@ pub async fn update(
          WHERE id = $1",
         (
             target.0,
-            &u.name,
-            &u.description,
+            &u.named.name,
+            &u.named.description,
             &u.address,
             &u.security_token,
             u.request_attributes,

@@ -29,16 +29,17 @@ pub(super) fn router() -> Router<ApiState> {
 }
 
 fn artifact_json(base: &BaseUrl, a: &ArtifactRow) -> Value {
-    let mut hashes = json!({"sha1": a.sha1, "md5": a.md5});
-    put_opt(&mut hashes, "sha256", a.sha256.as_deref());
+    let (f, h) = (&a.file, &a.file.hashes);
+    let mut hashes = json!({"sha1": h.sha1, "md5": h.md5});
+    put_opt(&mut hashes, "sha256", h.sha256.as_deref());
     let mut urls = json!({});
-    put_opt(&mut urls, "HTTPS", a.url_https.as_deref());
-    put_opt(&mut urls, "HTTP", a.url_http.as_deref());
+    put_opt(&mut urls, "HTTPS", f.urls.url_https.as_deref());
+    put_opt(&mut urls, "HTTP", f.urls.url_http.as_deref());
     let mut v = json!({
         "id": a.id,
-        "filename": a.filename,
-        "providedFilename": a.filename,
-        "size": a.size,
+        "filename": f.filename,
+        "providedFilename": f.filename,
+        "size": f.size,
         "hashes": hashes,
         "urls": urls,
         "_links": {
@@ -138,11 +139,11 @@ impl ArtifactCreate {
         Ok(artifacts::NewArtifact {
             filename,
             size,
-            sha1,
-            md5,
-            sha256,
-            url_https,
-            url_http,
+            hashes: artifacts::Hashes { sha1, md5, sha256 },
+            urls: artifacts::Urls {
+                url_https,
+                url_http,
+            },
         })
     }
 }

@@ -13,6 +13,7 @@ use super::super::common::{Ctx, Ids, Listed, base_fields, description, required,
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use super::{READ, live_module, no_module};
 use crate::auth::Permission;
+use crate::store::Named;
 use crate::store::filter::Entity;
 use crate::store::repository::Deletion;
 use crate::store::repository::modules::{self, ModuleRow};
@@ -33,7 +34,7 @@ pub(super) fn router() -> Router<ApiState> {
 pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
     let mut v = json!({
         "id": m.id,
-        "name": m.name,
+        "name": m.named.name,
         "version": m.version,
         "type": m.type_key,
         "typeName": m.type_name,
@@ -48,7 +49,7 @@ pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
         },
     });
     put_opt(&mut v, "vendor", m.vendor.as_deref());
-    put_opt(&mut v, "description", m.description.as_deref());
+    put_opt(&mut v, "description", m.named.description.as_deref());
     base_fields(&mut v, &m.audit);
     v
 }
@@ -123,15 +124,14 @@ async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResu
                 let new = modules::NewModule {
                     type_id: ty.id,
                     type_key: ty.key,
-                    name,
+                    named: Named { name, description },
                     version,
                     vendor,
-                    description,
                     encrypted: item.encrypted.unwrap_or(false),
                 };
                 ids.push(modules::insert(tx, cx.tenant(), &new, cx.caller.name()).await?);
             }
-            Ok::<_, ApiError>(modules::find_many(tx, cx.tenant(), &ids).await?)
+            Ok::<_, ApiError>(modules::TABLE.find_many(tx, cx.tenant(), &ids).await?)
         })
         .await?;
     tracing::info!(count = rows.len(), "software modules created");

@@ -24,6 +24,7 @@ use crate::store::repository::sets::{self, SetRow};
 use crate::store::repository::types::{
     SetTypeElementRow, SetTypeRow, find_set_type_by_key, set_type_elements,
 };
+use crate::store::{Named, NamedUpdate};
 
 /// hawkBit's default distribution set type when a create request names none.
 const DEFAULT_SET_TYPE: &str = "os_app";
@@ -55,7 +56,7 @@ fn no_set(id: i64) -> ApiError {
 fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
     let mut v = json!({
         "id": s.id,
-        "name": s.name,
+        "name": s.named.name,
         "version": s.version,
         "type": s.type_key,
         "typeName": s.type_name,
@@ -71,7 +72,7 @@ fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
             "type": base.link(&format!("/distributionsettypes/{}", s.type_id)),
         },
     });
-    put_opt(&mut v, "description", s.description.as_deref());
+    put_opt(&mut v, "description", s.named.description.as_deref());
     base_fields(&mut v, &s.audit);
     v
 }
@@ -208,7 +209,9 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                 }
                 let (ty, elements) = &types[&key];
                 let module_ids = id_list("modules", item.modules.unwrap_or_default())?;
-                let modules = modules::find_many(tx, cx.tenant(), &module_ids).await?;
+                let modules = modules::TABLE
+                    .find_many(tx, cx.tenant(), &module_ids)
+                    .await?;
                 let live: Vec<&ModuleRow> = modules.iter().filter(|m| !m.deleted).collect();
                 if let Some(missing) = module_ids
                     .iter()
@@ -221,9 +224,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                 check_modules(&ty.key, elements, &live)?;
                 let new = sets::NewSet {
                     type_id: ty.id,
-                    name,
+                    named: Named { name, description },
                     version,
-                    description,
                     required_migration_step: item.required_migration_step.unwrap_or(false),
                 };
                 let id = sets::insert(tx, cx.tenant(), &new, cx.caller.name()).await?;
@@ -265,16 +267,20 @@ async fn update_set(
     Body(body): Body<SetUpdate>,
 ) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::UPDATE_REPOSITORY])?;
+    let name = body
+        .name
+        .map(|n| required("name", Some(n), 1, 128))
+        .transpose()?;
+    let version = body
+        .version
+        .map(|v| required("version", Some(v), 1, 64))
+        .transpose()?;
     let update = sets::SetUpdate {
-        name: body
-            .name
-            .map(|n| required("name", Some(n), 1, 128))
-            .transpose()?,
-        version: body
-            .version
-            .map(|v| required("version", Some(v), 1, 64))
-            .transpose()?,
-        description: description(body.description)?,
+        named: NamedUpdate {
+            name,
+            description: description(body.description)?,
+        },
+        version,
         required_migration_step: body.required_migration_step,
         locked: body.locked,
     };
@@ -362,7 +368,7 @@ async fn add_set_modules(
     cx.relink(
         async |tx| changeable_set(tx, cx.tenant(), id).await,
         async |tx, set| {
-            let found = modules::find_many(tx, cx.tenant(), &added).await?;
+            let found = modules::TABLE.find_many(tx, cx.tenant(), &added).await?;
             if let Some(missing) = added
                 .iter()
                 .find(|a| !found.iter().any(|m| m.id == **a && !m.deleted))

@@ -32,12 +32,12 @@ pub(super) fn module_type_json(base: &BaseUrl, t: &ModuleTypeRow) -> Value {
     let mut v = json!({
         "id": t.id,
         "key": t.key,
-        "name": t.name,
+        "name": t.named.name,
         "maxAssignments": t.max_assignments,
         "deleted": t.deleted,
         "_links": {"self": base.link(&format!("/softwaremoduletypes/{}", t.id))},
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
@@ -54,7 +54,7 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
     let mut v = json!({
         "id": t.id,
         "key": t.key,
-        "name": t.name,
+        "name": t.named.name,
         "deleted": t.deleted,
         "mandatorymodules": types(true),
         "optionalmodules": types(false),
@@ -64,7 +64,7 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
             "optionalmodules": base.link(&format!("/distributionsettypes/{}/optionalmoduletypes", t.id)),
         },
     });
-    put_opt(&mut v, "description", t.description.as_deref());
+    put_opt(&mut v, "description", t.named.description.as_deref());
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v

@@ -4,20 +4,15 @@ use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
 use crate::store::Audit;
-use crate::store::{Result, StoreError, sql};
+use crate::store::{Result, sql};
 
 /// An artifact: a reference to a file held by a CDN or object store.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ArtifactRow {
     pub id: i64,
     pub sm_id: i64,
-    pub filename: String,
-    pub size: i64,
-    pub sha1: String,
-    pub md5: String,
-    pub sha256: Option<String>,
-    pub url_https: Option<String>,
-    pub url_http: Option<String>,
+    #[sqlx(flatten)]
+    pub file: NewArtifact,
     #[sqlx(flatten)]
     pub audit: Audit,
 }
@@ -25,14 +20,31 @@ pub struct ArtifactRow {
 const ARTIFACT_COLUMNS: &str = "a.id, a.sm_id, a.filename, a.size, a.sha1, a.md5, a.sha256,
     a.url_https, a.url_http, a.created_at, a.created_by, a.last_modified_at, a.last_modified_by";
 
-/// An artifact to record (hashes already validated and lower-cased).
-#[derive(Debug, Clone)]
+/// An artifact to record (hashes already validated and lower-cased): the file an artifact row
+/// refers to.
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub struct NewArtifact {
     pub filename: String,
     pub size: i64,
+    #[sqlx(flatten)]
+    pub hashes: Hashes,
+    #[sqlx(flatten)]
+    pub urls: Urls,
+}
+
+/// The hashes of an artifact's file (lower-case hex).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct Hashes {
     pub sha1: String,
     pub md5: String,
+    /// Not part of the DMF payload (hawkBit sends SHA-1 and MD5 only).
+    #[serde(default)]
     pub sha256: Option<String>,
+}
+
+/// Where devices download an artifact's file from (at least one is set).
+#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+pub struct Urls {
     pub url_https: Option<String>,
     pub url_http: Option<String>,
 }
@@ -45,32 +57,33 @@ pub async fn insert(
     a: &NewArtifact,
     user: &str,
 ) -> Result<Option<ArtifactRow>> {
-    sqlx::query_as::<_, ArtifactRow>(
+    let sql = format!(
         "INSERT INTO artifact AS a (sm_id, filename, size, sha1, md5, sha256, url_https, url_http,
                                     created_by, last_modified_by)
          SELECT m.id, $3, $4, $5, $6, $7, $8, $9, $10, $10 FROM software_module m
          WHERE m.tenant_id = $1 AND m.id = $2
-         RETURNING a.id, a.sm_id, a.filename, a.size, a.sha1, a.md5, a.sha256, a.url_https,
-                   a.url_http, a.created_at, a.created_by, a.last_modified_at, a.last_modified_by",
-    )
-    .bind(tenant.0)
-    .bind(sm_id)
-    .bind(&a.filename)
-    .bind(a.size)
-    .bind(&a.sha1)
-    .bind(&a.md5)
-    .bind(&a.sha256)
-    .bind(&a.url_https)
-    .bind(&a.url_http)
-    .bind(user)
-    .fetch_optional(conn)
-    .await
-    .map_err(|e| match StoreError::from(e) {
-        StoreError::Conflict(_) => StoreError::Conflict(format!(
-            "artifact {} already exists in software module {sm_id}",
-            a.filename
-        )),
-        other => other,
+         RETURNING {ARTIFACT_COLUMNS}"
+    );
+    let (h, u) = (&a.hashes, &a.urls);
+    let binds = (
+        tenant.0,
+        sm_id,
+        &a.filename,
+        a.size,
+        &h.sha1,
+        &h.md5,
+        &h.sha256,
+        &u.url_https,
+        &u.url_http,
+        user,
+    );
+    sql::fetch_optional(conn, &sql, binds).await.map_err(|e| {
+        e.conflict_as(|| {
+            format!(
+                "artifact {} already exists in software module {sm_id}",
+                a.filename
+            )
+        })
     })
 }
 

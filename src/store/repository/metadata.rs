@@ -1,10 +1,9 @@
 //! Key/value metadata of software modules; target-visible entries reach the devices with their
 //! deployments.
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
+use super::modules::TABLE as MODULES;
 use crate::domain::ids::TenantId;
 use crate::store::key_value::MetadataTable;
 use crate::store::page::SortFields;
@@ -29,15 +28,13 @@ pub const SORT: SortFields = SortFields::new(
 );
 
 /// The metadata of the tenant's software modules.
-pub const TABLE: MetadataTable<MetadataRow> = MetadataTable {
-    table: "software_module_metadata",
-    owner_table: "software_module",
-    owner: "m",
-    owner_key: "sm_id",
-    columns: "md.key, md.value, md.target_visible",
-    sort: &SORT,
-    row: PhantomData,
-};
+pub const TABLE: MetadataTable<MetadataRow> = MetadataTable::new(
+    "software_module_metadata",
+    &MODULES,
+    "sm_id",
+    "md.key, md.value, md.target_visible",
+    &SORT,
+);
 
 /// Add a metadata entry to a module of the tenant; an existing key is a conflict.
 pub async fn insert(

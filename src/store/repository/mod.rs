@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use sqlx::PgConnection;
 use sqlx::types::Json;
 
+use self::artifacts::{Hashes, Urls};
 use super::{Result, sql};
 
 /// One module of a set as devices see it, with artifacts and target-visible metadata.
@@ -30,16 +31,17 @@ pub struct ModulePayload {
     pub metadata: Vec<(String, String)>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow, serde::Deserialize)]
+/// An artifact of a module as devices see it.
+#[derive(Debug, Clone, serde::Deserialize)]
 pub struct ArtifactPayload {
     pub sm_id: i64,
     pub filename: String,
     pub size: i64,
-    pub sha1: String,
-    pub md5: String,
+    #[serde(flatten)]
+    pub hashes: Hashes,
     pub last_modified_at: i64,
-    pub url_https: Option<String>,
-    pub url_http: Option<String>,
+    #[serde(flatten)]
+    pub urls: Urls,
 }
 
 /// The modules of several distribution sets, keyed by set id (modules in id order), with their

@@ -1,13 +1,11 @@
 //! Software modules: a typed, versioned piece of software (rollouts.md §1.2).
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
-use crate::store::Audit;
-use crate::store::page::SortFields;
+use crate::store::page::{Base, SortFields};
 use crate::store::table::Table;
+use crate::store::{Audit, Named};
 use crate::store::{Result, sql};
 
 /// A software module with its type's key and name.
@@ -18,10 +16,10 @@ pub struct ModuleRow {
     pub type_key: String,
     pub type_name: String,
     pub max_assignments: i32,
-    pub name: String,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub version: String,
     pub vendor: Option<String>,
-    pub description: Option<String>,
     pub encrypted: bool,
     pub locked: bool,
     pub deleted: bool,
@@ -34,58 +32,32 @@ pub(super) const MODULE_COLUMNS: &str = "m.id, m.type_id, ty.key AS type_key, ty
     m.deleted, m.created_at, m.created_by, m.last_modified_at, m.last_modified_by";
 
 /// How module lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "m",
     &[
-        ("id", "m.id"),
-        ("name", "m.name"),
         ("version", "m.version"),
         ("type", "ty.key"),
         ("vendor", "m.vendor"),
-        ("description", "m.description"),
         ("encrypted", "m.encrypted"),
         ("locked", "m.locked"),
-        ("createdat", "m.created_at"),
-        ("createdby", "m.created_by"),
-        ("lastmodifiedat", "m.last_modified_at"),
-        ("lastmodifiedby", "m.last_modified_by"),
     ],
     "m.id ASC",
 );
 
 /// The tenant's software modules, with their types.
-pub const TABLE: Table<ModuleRow> = Table {
-    name: "software_module",
-    alias: "m",
-    joins: "JOIN software_module_type ty ON ty.id = m.type_id",
-    columns: MODULE_COLUMNS,
-    sort: &SORT,
-    soft_delete: true,
-    row: PhantomData,
-};
-
-/// Software modules by ids (soft-deleted ones included; unknown ids are missing from the result).
-pub async fn find_many(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ids: &[i64],
-) -> Result<Vec<ModuleRow>> {
-    let sql = format!(
-        "SELECT {MODULE_COLUMNS} FROM software_module m
-         JOIN software_module_type ty ON ty.id = m.type_id
-         WHERE m.tenant_id = $1 AND m.id = ANY($2) ORDER BY m.id"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, ids)).await
-}
+pub const TABLE: Table<ModuleRow> = Table::new("software_module", "m", MODULE_COLUMNS, &SORT)
+    .joined("JOIN software_module_type ty ON ty.id = m.type_id")
+    .soft_deleted();
 
 /// A software module to create.
 #[derive(Debug, Clone)]
 pub struct NewModule {
     pub type_id: i64,
     pub type_key: String,
-    pub name: String,
+    pub named: Named,
     pub version: String,
     pub vendor: Option<String>,
-    pub description: Option<String>,
     pub encrypted: bool,
 }
 
@@ -104,10 +76,10 @@ pub async fn insert(
     let binds = (
         tenant.0,
         m.type_id,
-        &m.name,
+        &m.named.name,
         &m.version,
         &m.vendor,
-        &m.description,
+        &m.named.description,
         m.encrypted,
         user,
     );
@@ -115,7 +87,7 @@ pub async fn insert(
         e.conflict_as(|| {
             format!(
                 "software module {}:{} of type {} already exists",
-                m.name, m.version, m.type_key
+                m.named.name, m.version, m.type_key
             )
         })
     })

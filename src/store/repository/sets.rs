@@ -1,16 +1,14 @@
 //! Distribution sets: the modules deployed together (rollouts.md §1.3), their content and
 //! locking, and (soft) deletion.
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
 use crate::domain::ids::TenantId;
-use crate::store::Audit;
 use crate::store::filter::{Filter, push_and};
-use crate::store::page::{Listing, PageRequest, SortFields, fetch};
+use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
 use crate::store::table::Table;
+use crate::store::{Audit, Named, NamedUpdate};
 use crate::store::{Result, sql};
 
 /// A distribution set with its type and computed completeness.
@@ -20,9 +18,9 @@ pub struct SetRow {
     pub type_id: i64,
     pub type_key: String,
     pub type_name: String,
-    pub name: String,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub version: String,
-    pub description: Option<String>,
     pub required_migration_step: bool,
     pub locked: bool,
     pub valid: bool,
@@ -43,34 +41,23 @@ const SET_COLUMNS: &str = "d.id, d.type_id, dt.key AS type_key, dt.name AS type_
     d.created_at, d.created_by, d.last_modified_at, d.last_modified_by";
 
 /// How set lists sort: API name → column; by id unless asked otherwise.
-pub const SORT: SortFields = SortFields::new(
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "d",
     &[
-        ("id", "d.id"),
-        ("name", "d.name"),
         ("version", "d.version"),
-        ("description", "d.description"),
         ("type", "dt.key"),
         ("requiredmigrationstep", "d.required_migration_step"),
         ("locked", "d.locked"),
         ("valid", "d.valid"),
-        ("createdat", "d.created_at"),
-        ("createdby", "d.created_by"),
-        ("lastmodifiedat", "d.last_modified_at"),
-        ("lastmodifiedby", "d.last_modified_by"),
     ],
     "d.id ASC",
 );
 
 /// The tenant's distribution sets, with their types.
-pub const TABLE: Table<SetRow> = Table {
-    name: "distribution_set",
-    alias: "d",
-    joins: "JOIN distribution_set_type dt ON dt.id = d.type_id",
-    columns: SET_COLUMNS,
-    sort: &SORT,
-    soft_delete: true,
-    row: PhantomData,
-};
+pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS, &SORT)
+    .joined("JOIN distribution_set_type dt ON dt.id = d.type_id")
+    .soft_deleted();
 
 /// A module as a member of a set.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -128,9 +115,8 @@ pub async fn list_modules(
 #[derive(Debug, Clone)]
 pub struct NewSet {
     pub type_id: i64,
-    pub name: String,
+    pub named: Named,
     pub version: String,
-    pub description: Option<String>,
     pub required_migration_step: bool,
 }
 
@@ -149,14 +135,19 @@ pub async fn insert(
     let binds = (
         tenant.0,
         s.type_id,
-        &s.name,
+        &s.named.name,
         &s.version,
-        &s.description,
+        &s.named.description,
         s.required_migration_step,
         user,
     );
     sql::scalar(conn, sql, binds).await.map_err(|e| {
-        e.conflict_as(|| format!("distribution set {}:{} already exists", s.name, s.version))
+        e.conflict_as(|| {
+            format!(
+                "distribution set {}:{} already exists",
+                s.named.name, s.version
+            )
+        })
     })
 }
 
@@ -197,9 +188,8 @@ pub async fn remove_module(
 /// Fields a Management API update of a set may change (`None` = unchanged).
 #[derive(Debug, Clone, Default)]
 pub struct SetUpdate {
-    pub name: Option<String>,
+    pub named: NamedUpdate,
     pub version: Option<String>,
-    pub description: Option<String>,
     pub required_migration_step: Option<bool>,
     pub locked: Option<bool>,
 }
@@ -224,9 +214,9 @@ pub async fn update(
     let binds = (
         tenant.0,
         id,
-        &u.name,
+        &u.named.name,
         &u.version,
-        &u.description,
+        &u.named.description,
         u.required_migration_step,
         u.locked,
         user,
@@ -235,7 +225,7 @@ pub async fn update(
         e.conflict_as(|| {
             format!(
                 "a distribution set named {}:{} already exists",
-                u.name.as_deref().unwrap_or("(unchanged)"),
+                u.named.name.as_deref().unwrap_or("(unchanged)"),
                 u.version.as_deref().unwrap_or("(unchanged)")
             )
         })

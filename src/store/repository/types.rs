@@ -1,14 +1,12 @@
 //! Software module types and distribution set types (seeded per tenant, read-only in the API),
 //! and which module types a set type takes.
 
-use std::marker::PhantomData;
-
 use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
-use crate::store::Audit;
-use crate::store::page::SortFields;
+use crate::store::page::{Base, SortFields};
 use crate::store::table::{RowLock, Table};
+use crate::store::{Audit, Named};
 use crate::store::{Result, sql};
 
 /// A software module type.
@@ -16,8 +14,8 @@ use crate::store::{Result, sql};
 pub struct ModuleTypeRow {
     pub id: i64,
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     pub max_assignments: i32,
     pub deleted: bool,
@@ -30,32 +28,25 @@ const MODULE_TYPE_COLUMNS: &str = "ty.id, ty.key, ty.name, ty.description, ty.co
     ty.last_modified_by";
 
 /// How module type lists sort: API name → column; by id unless asked otherwise.
-pub const MODULE_TYPE_SORT: SortFields = SortFields::new(
+pub const MODULE_TYPE_SORT: SortFields = SortFields::of(
+    Base::Named,
+    "ty",
     &[
-        ("id", "ty.id"),
         ("key", "ty.key"),
-        ("name", "ty.name"),
-        ("description", "ty.description"),
         ("maxassignments", "ty.max_assignments"),
         ("colour", "ty.colour"),
-        ("createdat", "ty.created_at"),
-        ("createdby", "ty.created_by"),
-        ("lastmodifiedat", "ty.last_modified_at"),
-        ("lastmodifiedby", "ty.last_modified_by"),
     ],
     "ty.id ASC",
 );
 
 /// The tenant's software module types.
-pub const MODULE_TYPES: Table<ModuleTypeRow> = Table {
-    name: "software_module_type",
-    alias: "ty",
-    joins: "",
-    columns: MODULE_TYPE_COLUMNS,
-    sort: &MODULE_TYPE_SORT,
-    soft_delete: true,
-    row: PhantomData,
-};
+pub const MODULE_TYPES: Table<ModuleTypeRow> = Table::new(
+    "software_module_type",
+    "ty",
+    MODULE_TYPE_COLUMNS,
+    &MODULE_TYPE_SORT,
+)
+.soft_deleted();
 
 /// One (not deleted) module type by key.
 pub async fn find_module_type_by_key(
@@ -74,8 +65,8 @@ pub async fn find_module_type_by_key(
 pub struct SetTypeRow {
     pub id: i64,
     pub key: String,
-    pub name: String,
-    pub description: Option<String>,
+    #[sqlx(flatten)]
+    pub named: Named,
     pub colour: Option<String>,
     pub deleted: bool,
     #[sqlx(flatten)]
@@ -86,31 +77,21 @@ const SET_TYPE_COLUMNS: &str = "dt.id, dt.key, dt.name, dt.description, dt.colou
     dt.created_at, dt.created_by, dt.last_modified_at, dt.last_modified_by";
 
 /// How set type lists sort: API name → column; by id unless asked otherwise.
-pub const SET_TYPE_SORT: SortFields = SortFields::new(
-    &[
-        ("id", "dt.id"),
-        ("key", "dt.key"),
-        ("name", "dt.name"),
-        ("description", "dt.description"),
-        ("colour", "dt.colour"),
-        ("createdat", "dt.created_at"),
-        ("createdby", "dt.created_by"),
-        ("lastmodifiedat", "dt.last_modified_at"),
-        ("lastmodifiedby", "dt.last_modified_by"),
-    ],
+pub const SET_TYPE_SORT: SortFields = SortFields::of(
+    Base::Named,
+    "dt",
+    &[("key", "dt.key"), ("colour", "dt.colour")],
     "dt.id ASC",
 );
 
 /// The tenant's distribution set types.
-pub const SET_TYPES: Table<SetTypeRow> = Table {
-    name: "distribution_set_type",
-    alias: "dt",
-    joins: "",
-    columns: SET_TYPE_COLUMNS,
-    sort: &SET_TYPE_SORT,
-    soft_delete: true,
-    row: PhantomData,
-};
+pub const SET_TYPES: Table<SetTypeRow> = Table::new(
+    "distribution_set_type",
+    "dt",
+    SET_TYPE_COLUMNS,
+    &SET_TYPE_SORT,
+)
+.soft_deleted();
 
 /// One (not deleted) set type by key.
 pub async fn find_set_type_by_key(

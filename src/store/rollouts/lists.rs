@@ -9,7 +9,7 @@ use crate::domain::rollout::{Group, Rollout};
 use crate::store::Result;
 use crate::store::filter::Filter;
 use crate::store::filter::push_and;
-use crate::store::page::{Listing, PageRequest, SortFields, fetch};
+use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
 use crate::store::targets;
 
 /// `soft_deleted_mode` of rollout lists.
@@ -22,18 +22,10 @@ pub enum DeletedMode {
 
 /// Sortable rollout fields: API name → column. `status` sorts by hawkBit's stored code
 /// (`RolloutStatus::code`, checked by a test below).
-pub const SORT: SortFields = SortFields::new(
-    &[
-        ("id", "r.id"),
-        ("name", "r.name"),
-        ("description", "r.description"),
-        ("createdat", "r.created_at"),
-        ("createdby", "r.created_by"),
-        ("lastmodifiedat", "r.last_modified_at"),
-        ("lastmodifiedby", "r.last_modified_by"),
-        ("status", STATUS_CODE),
-        ("totaltargets", "r.total_targets"),
-    ],
+pub const SORT: SortFields = SortFields::of(
+    Base::Named,
+    "r",
+    &[("status", STATUS_CODE), ("totaltargets", "r.total_targets")],
     "r.id ASC",
 );
 
@@ -72,18 +64,10 @@ pub async fn list(
 }
 
 /// Sortable group fields (hawkBit validates group sorting against rollout fields, §9.2).
-pub const GROUP_SORT: SortFields = SortFields::new(
-    &[
-        ("id", "g.id"),
-        ("name", "g.name"),
-        ("description", "g.description"),
-        ("createdat", "g.created_at"),
-        ("createdby", "g.created_by"),
-        ("lastmodifiedat", "g.last_modified_at"),
-        ("lastmodifiedby", "g.last_modified_by"),
-        ("status", "g.status"),
-        ("totaltargets", "g.total_targets"),
-    ],
+pub const GROUP_SORT: SortFields = SortFields::of(
+    Base::Named,
+    "g",
+    &[("status", "g.status"), ("totaltargets", "g.total_targets")],
     "g.id ASC",
 );
 

@@ -54,18 +54,24 @@ impl<'a> Eligible<'a> {
                 qb.push(" AND t.created_at <= ")
                     .push_bind(self.rollout.audit.created_at);
             }
-            qb.push(
-                " AND (t.target_type_id IS NULL OR EXISTS (SELECT 1 FROM target_type_ds_type c
-                   WHERE c.target_type_id = t.target_type_id AND c.ds_type_id = ",
-            )
-            .push_bind(self.rollout.ds_type)
-            .push("))");
+            push_compatible(qb, self.rollout.ds_type);
         }
         if let Some(f) = self.group {
             qb.push(" AND ");
             f.push_sql(qb, "t");
         }
     }
+}
+
+/// Push ` AND` the DS-type compatibility rule over `target t` (§3.2): a target without a type
+/// takes any set, a typed one only sets of a type its type accepts.
+fn push_compatible(qb: &mut QueryBuilder<'_, Postgres>, ds_type_id: i64) {
+    qb.push(
+        " AND (t.target_type_id IS NULL OR EXISTS (SELECT 1 FROM target_type_ds_type c
+           WHERE c.target_type_id = t.target_type_id AND c.ds_type_id = ",
+    )
+    .push_bind(ds_type_id)
+    .push("))");
 }
 
 /// Count targets matching a filter and compatible with a DS type (creation, §3.1 step 8).
@@ -78,12 +84,7 @@ pub async fn count_matching(
     let mut qb = QueryBuilder::new("SELECT count(*) FROM target t WHERE t.tenant_id = ");
     qb.push_bind(tenant.0).push(" AND ");
     filter.push_sql(&mut qb, "t");
-    qb.push(
-        " AND (t.target_type_id IS NULL OR EXISTS (SELECT 1 FROM target_type_ds_type c
-           WHERE c.target_type_id = t.target_type_id AND c.ds_type_id = ",
-    )
-    .push_bind(ds_type_id)
-    .push("))");
+    push_compatible(&mut qb, ds_type_id);
     Ok(qb.build_query_scalar().fetch_one(conn).await?)
 }
 
@@ -118,12 +119,7 @@ pub async fn simulate_custom(
         QueryBuilder::new("INSERT INTO rollout_sim SELECT t.id FROM target t WHERE t.tenant_id = ");
     qb.push_bind(tenant.0).push(" AND ");
     base.push_sql(&mut qb, "t");
-    qb.push(
-        " AND (t.target_type_id IS NULL OR EXISTS (SELECT 1 FROM target_type_ds_type c
-           WHERE c.target_type_id = t.target_type_id AND c.ds_type_id = ",
-    )
-    .push_bind(ds_type_id)
-    .push("))");
+    push_compatible(&mut qb, ds_type_id);
     qb.build().execute(&mut *conn).await?;
     let mut sizes = Vec::with_capacity(groups.len());
     for (filter, pct, served) in groups {

@@ -20,7 +20,7 @@ pub use lists::*;
 pub use members::*;
 pub use work::*;
 
-use super::{Result, StoreError};
+use super::{Audit as AuditColumns, Result, StoreError};
 use crate::domain::action::ActionType;
 use crate::domain::ids::{DsId, GroupId, RolloutId, TenantId};
 use crate::domain::rollout::plan::PlannedGroup;
@@ -94,14 +94,6 @@ impl TryFrom<ConditionColumns> for Conditions {
         })
         .map_err(StoreError::Corrupt)
     }
-}
-
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct AuditColumns {
-    created_at: i64,
-    created_by: String,
-    last_modified_at: i64,
-    last_modified_by: String,
 }
 
 impl From<AuditColumns> for Audit {
