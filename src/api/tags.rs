@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    Ctx, Ids, Listed, base_fields, check_text, description, find_target, single_line,
+    Ctx, Ids, Listed, Resource, base_fields, check_text, description, find_target, single_line,
 };
 use super::targets::target_json;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
@@ -87,51 +87,43 @@ const TARGETS: Listed = Listed {
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
+const TAGS: Resource<TagRow> = Resource {
+    table: &tags::TABLE,
+    entity: Entity::TargetTag,
+    render: tag_json,
+    missing: no_tag,
+};
+
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, Entity::TargetTag, &tags::TABLE, |t| {
-        tag_json(&cx.base, &t)
-    })
-    .await
+    cx.list_table(READ, &page, &TAGS).await
+}
+
+/// A tag to create: name, description, colour.
+type NewTag = (String, Option<String>, Option<String>);
+
+fn new_tag(b: TagBody) -> ApiResult<NewTag> {
+    let name = single_line("name", b.name, 1, 128)?
+        .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
+    Ok((
+        name,
+        description(b.description)?,
+        single_line("colour", b.colour, 0, 16)?,
+    ))
 }
 
 async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
-    cx.require(&[Permission::CREATE_TARGET])?;
-    let mut new = Vec::with_capacity(body.len());
-    for b in body {
-        let name = single_line("name", b.name, 1, 128)?
-            .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
-        new.push((
-            name,
-            description(b.description)?,
-            single_line("colour", b.colour, 0, 16)?,
-        ));
-    }
-    let out = cx
-        .db()
-        .tx(async |tx| {
-            let mut out = Vec::with_capacity(new.len());
-            for (name, description, colour) in &new {
-                let (description, colour) = (description.as_deref(), colour.as_deref());
-                let row =
-                    tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name())
-                        .await?;
-                out.push(tag_json(&cx.base, &row));
-            }
-            Ok::<_, ApiError>(out)
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(Value::Array(out))))
+    let insert = async |tx: &mut PgConnection, cx: &Ctx, (name, description, colour): &NewTag| {
+        let (description, colour) = (description.as_deref(), colour.as_deref());
+        let row =
+            tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name()).await?;
+        Ok(tag_json(&cx.base, &row))
+    };
+    cx.create_each(&[Permission::CREATE_TARGET], body, new_tag, insert)
+        .await
 }
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(
-        READ,
-        &tags::TABLE,
-        id,
-        || no_tag(id),
-        |t| tag_json(&cx.base, &t),
-    )
-    .await
+    cx.get_by_id(READ, &TAGS, id).await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
@@ -157,8 +149,7 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult
 }
 
 async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    let perms = &[Permission::DELETE_TARGET];
-    cx.delete_by_id(perms, &tags::TABLE, id, || no_tag(id))
+    cx.delete_by_id(&[Permission::DELETE_TARGET], &TAGS, id)
         .await
 }
 

@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, base_fields, check_text, description, single_line};
+use super::common::{Ctx, Ids, Resource, base_fields, check_text, description, single_line};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
@@ -135,69 +135,59 @@ async fn add_ds_types(
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
+const TYPES: Resource<TargetTypeRow> = Resource {
+    table: &types::TABLE,
+    entity: Entity::TargetType,
+    render: type_json,
+    missing: no_type,
+};
+
 async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, Entity::TargetType, &types::TABLE, |t| {
-        type_json(&cx.base, &t)
-    })
-    .await
+    cx.list_table(READ, &page, &TYPES).await
+}
+
+/// A target type to create, with the distribution set types it accepts.
+fn new_type(b: TypeCreate) -> ApiResult<(NewTargetType, Vec<i64>)> {
+    let name = single_line("name", b.name, 1, 128)?;
+    let key = single_line("key", b.key, 1, 64)?;
+    // Like hawkBit, either one defaults to the other.
+    let (key, name) = match (key, name) {
+        (Some(k), Some(n)) => (k, n),
+        (Some(k), None) => (k.clone(), k),
+        (None, Some(n)) => (n.clone(), n),
+        (None, None) => {
+            return Err(ApiError::TargetTypeKeyOrNameRequired(
+                "key or name of the target type must be given".into(),
+            ));
+        }
+    };
+    check_text("key", &key, 1, 64, false)?;
+    let t = NewTargetType {
+        key,
+        name,
+        description: description(b.description)?,
+        colour: single_line("colour", b.colour, 0, 16)?,
+    };
+    let ds_types = distinct(b.compatibledistributionsettypes.unwrap_or_default());
+    Ok((t, ds_types))
 }
 
 async fn create(
     cx: Ctx,
     Body(body): Body<Vec<TypeCreate>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    cx.require(&[Permission::CREATE_TARGET])?;
-    let mut new = Vec::with_capacity(body.len());
-    for b in body {
-        let name = single_line("name", b.name, 1, 128)?;
-        let key = single_line("key", b.key, 1, 64)?;
-        // Like hawkBit, either one defaults to the other.
-        let (key, name) = match (key, name) {
-            (Some(k), Some(n)) => (k, n),
-            (Some(k), None) => (k.clone(), k),
-            (None, Some(n)) => (n.clone(), n),
-            (None, None) => {
-                return Err(ApiError::TargetTypeKeyOrNameRequired(
-                    "key or name of the target type must be given".into(),
-                ));
-            }
+    let insert =
+        async |tx: &mut PgConnection, cx: &Ctx, (t, ds_types): &(NewTargetType, Vec<i64>)| {
+            let row = types::insert(tx, cx.tenant(), t, cx.caller.name()).await?;
+            add_ds_types(tx, cx, row.id, ds_types).await?;
+            Ok(type_json(&cx.base, &row))
         };
-        check_text("key", &key, 1, 64, false)?;
-        let t = NewTargetType {
-            key,
-            name,
-            description: description(b.description)?,
-            colour: single_line("colour", b.colour, 0, 16)?,
-        };
-        new.push((
-            t,
-            distinct(b.compatibledistributionsettypes.unwrap_or_default()),
-        ));
-    }
-    let out = cx
-        .db()
-        .tx(async |tx| {
-            let mut out = Vec::with_capacity(new.len());
-            for (t, ds_types) in &new {
-                let row = types::insert(tx, cx.tenant(), t, cx.caller.name()).await?;
-                add_ds_types(tx, &cx, row.id, ds_types).await?;
-                out.push(type_json(&cx.base, &row));
-            }
-            Ok::<_, ApiError>(out)
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(Value::Array(out))))
+    cx.create_each(&[Permission::CREATE_TARGET], body, new_type, insert)
+        .await
 }
 
 async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(
-        READ,
-        &types::TABLE,
-        id,
-        || no_type(id),
-        |t| type_json(&cx.base, &t),
-    )
-    .await
+    cx.get_by_id(READ, &TYPES, id).await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {

@@ -9,12 +9,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::common::{Ctx, Ids, Listed, base_fields, description, required, single_line};
+use super::super::common::{
+    Ctx, Ids, Listed, Resource, base_fields, description, required, single_line,
+};
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use super::{READ, live_module, no_module};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
-use crate::store::repository::Deletion;
 use crate::store::repository::modules::{self, ModuleRow};
 use crate::store::repository::types::{ModuleTypeRow, find_module_type_by_key};
 
@@ -59,26 +60,19 @@ pub(super) const MODULES: Listed = Listed {
     sort: &modules::SORT,
 };
 
+const MODULE: Resource<ModuleRow> = Resource {
+    table: &modules::TABLE,
+    entity: Entity::SoftwareModule,
+    render: module_json,
+    missing: no_module,
+};
+
 async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(
-        READ,
-        &params,
-        Entity::SoftwareModule,
-        &modules::TABLE,
-        |m| module_json(&cx.base, &m),
-    )
-    .await
+    cx.list_table(READ, &params, &MODULE).await
 }
 
 async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(
-        READ,
-        &modules::TABLE,
-        id,
-        || no_module(id),
-        |m| module_json(&cx.base, &m),
-    )
-    .await
+    cx.get_by_id(READ, &MODULE, id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -175,20 +169,13 @@ async fn update_module(
 
 #[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id))]
 async fn delete_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = cx
-        .db()
-        .run(async |c| {
-            modules::TABLE
-                .delete_or_mark(c, cx.tenant(), id, cx.caller.name())
-                .await
-        })
-        .await?;
-    match deleted {
-        Deletion::NotFound => Err(no_module(id)),
-        how => {
-            tracing::info!(soft = (how == Deletion::Soft), "software module deleted");
-            Ok(StatusCode::NO_CONTENT)
-        }
-    }
+    let perms = &[Permission::DELETE_REPOSITORY];
+    cx.delete_or_mark(
+        perms,
+        &modules::TABLE,
+        id,
+        || no_module(id),
+        "software module",
+    )
+    .await
 }

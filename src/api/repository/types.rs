@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, base_fields};
+use super::super::common::{Ctx, Ids, Listed, Resource, base_fields};
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Page, put_opt};
 use super::READ;
 use crate::domain::ids::TenantId;
@@ -75,20 +75,23 @@ const SET_TYPES: Listed = Listed {
     sort: &types::SET_TYPE_SORT,
 };
 
+fn no_module_type(id: i64) -> ApiError {
+    ApiError::NotFound(format!("software module type {id} not found"))
+}
+
+const MODULE_TYPES: Resource<ModuleTypeRow> = Resource {
+    table: &types::MODULE_TYPES,
+    entity: Entity::SoftwareModuleType,
+    render: module_type_json,
+    missing: no_module_type,
+};
+
 async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    let table = &types::MODULE_TYPES;
-    cx.list_table(READ, &params, Entity::SoftwareModuleType, table, |t| {
-        module_type_json(&cx.base, &t)
-    })
-    .await
+    cx.list_table(READ, &params, &MODULE_TYPES).await
 }
 
 async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    let missing = || ApiError::NotFound(format!("software module type {id} not found"));
-    cx.get_by_id(READ, &types::MODULE_TYPES, id, missing, |t| {
-        module_type_json(&cx.base, &t)
-    })
-    .await
+    cx.get_by_id(READ, &MODULE_TYPES, id).await
 }
 
 /// Set types are rendered with the module types they take, read for the whole page at once.
