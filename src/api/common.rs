@@ -8,11 +8,12 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
 
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, PageParams, paged};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, Page, PageParams, paged};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
@@ -71,14 +72,31 @@ pub(super) struct Listed {
     pub sort: &'static SortFields,
 }
 
-/// An entity resource of the tenant read by id: its table, the entity its `q=` filters, how one
-/// is rendered and what a missing one answers (hawkBit's 404). Serves the plain list, read and
-/// delete endpoints ([`Ctx::list_table`], [`Ctx::get_by_id`], [`Ctx::delete_by_id`]).
+/// An entity resource of the tenant read by id: its table, the entity its `q=` filters, what
+/// reading it needs, how one is rendered and what a missing one answers (hawkBit's 404). Its
+/// plain endpoints are served here once: [`Resource::list`] and [`Resource::one`] are the
+/// `GET`s of the collection and of one entity.
 pub(super) struct Resource<R: 'static> {
     pub table: &'static Table<R>,
     pub entity: Entity,
+    pub read: &'static [Permission],
     pub render: fn(&BaseUrl, &R) -> Value,
     pub missing: fn(i64) -> ApiError,
+}
+
+impl<R> Resource<R>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Sync + Unpin,
+{
+    /// `GET` of the collection: one page of the tenant's entities ([`Ctx::list_table`]).
+    pub fn list(&'static self) -> MethodRouter<ApiState> {
+        get(move |cx: Ctx, page: Page| async move { cx.list_table(&page, self).await })
+    }
+
+    /// `GET` of one entity by id ([`Ctx::get_by_id`]).
+    pub fn one(&'static self) -> MethodRouter<ApiState> {
+        get(move |cx: Ctx, Ids(id): Ids<i64>| async move { cx.get_by_id(self, id).await })
+    }
 }
 
 impl Ctx {
@@ -146,7 +164,6 @@ impl Ctx {
     /// fields, filtered as its entity), each row rendered as the resource renders it.
     pub async fn list_table<R>(
         &self,
-        perms: &[Permission],
         page: &PageParams,
         res: &Resource<R>,
     ) -> ApiResult<Json<Value>>
@@ -161,21 +178,16 @@ impl Ctx {
             res.table.list(c, t, q, p).await
         };
         let render = |r: R| (res.render)(&self.base, &r);
-        self.list(perms, page, listed, fetch, render).await
+        self.list(res.read, page, listed, fetch, render).await
     }
 
-    /// Reading one entity of a resource by id: 403 without `perms`, the resource's 404 when
-    /// there is none, else the entity rendered.
-    pub async fn get_by_id<R>(
-        &self,
-        perms: &[Permission],
-        res: &Resource<R>,
-        id: i64,
-    ) -> ApiResult<Json<Value>>
+    /// Reading one entity of a resource by id: 403 without the permission to read it, the
+    /// resource's 404 when there is none, else the entity rendered.
+    pub async fn get_by_id<R>(&self, res: &Resource<R>, id: i64) -> ApiResult<Json<Value>>
     where
         R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
     {
-        self.require(perms)?;
+        self.require(res.read)?;
         let tenant = self.tenant();
         let find = async |c: &mut PgConnection| res.table.find(c, tenant, id).await;
         self.get_one(find, || (res.missing)(id), |r| (res.render)(&self.base, &r))

@@ -25,10 +25,10 @@ use crate::store::targets::{self, TargetRow};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targettags", get(list).post(create))
+        .route("/rest/v1/targettags", TAGS.list().post(create))
         .route(
             "/rest/v1/targettags/{id}",
-            get(one).put(update).delete(remove),
+            TAGS.one().put(update).delete(remove),
         )
         .route(
             "/rest/v1/targettags/{id}/assigned",
@@ -87,16 +87,13 @@ const TARGETS: Listed = Listed {
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
-const TAGS: Resource<TagRow> = Resource {
+static TAGS: Resource<TagRow> = Resource {
     table: &tags::TABLE,
     entity: Entity::TargetTag,
+    read: READ,
     render: tag_json,
     missing: no_tag,
 };
-
-async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, &TAGS).await
-}
 
 /// A tag to create: name, description, colour.
 type NewTag = (String, Option<String>, Option<String>);
@@ -120,10 +117,6 @@ async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCod
     };
     cx.create_each(&[Permission::CREATE_TARGET], body, new_tag, insert)
         .await
-}
-
-async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(READ, &TAGS, id).await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{Ctx, Resource};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::store::filter::{Entity, Filter};
@@ -23,7 +23,7 @@ const MAX_QUERY: usize = 1024;
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targetfilters", get(list).post(create))
+        .route("/rest/v1/targetfilters", FILTERS.list().post(create))
         .route(
             "/rest/v1/targetfilters/{id}",
             get(one).put(update).delete(remove),
@@ -88,19 +88,16 @@ fn check_query(query: &str) -> ApiResult<()> {
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
-const FILTERS: Resource<TargetFilterRow> = Resource {
+static FILTERS: Resource<TargetFilterRow> = Resource {
     table: &target_filters::TABLE,
     entity: Entity::TargetFilter,
+    read: READ,
     render: filter_json,
     missing: not_found,
 };
 
-async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, &FILTERS).await
-}
-
 async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(READ, &FILTERS, parse_id(&id)?).await
+    cx.get_by_id(&FILTERS, parse_id(&id)?).await
 }
 
 #[derive(Deserialize)]

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{Ctx, Ids, Resource, base_fields, check_text, description, single_line};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
@@ -24,10 +24,10 @@ const MAX_DS_TYPES_PER_TARGET_TYPE: i64 = 50;
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targettypes", get(list).post(create))
+        .route("/rest/v1/targettypes", TYPES.list().post(create))
         .route(
             "/rest/v1/targettypes/{id}",
-            get(one).put(update).delete(remove),
+            TYPES.one().put(update).delete(remove),
         )
         .route(
             "/rest/v1/targettypes/{id}/compatibledistributionsettypes",
@@ -135,16 +135,13 @@ async fn add_ds_types(
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
-const TYPES: Resource<TargetTypeRow> = Resource {
+static TYPES: Resource<TargetTypeRow> = Resource {
     table: &types::TABLE,
     entity: Entity::TargetType,
+    read: READ,
     render: type_json,
     missing: no_type,
 };
-
-async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, &TYPES).await
-}
 
 /// A target type to create, with the distribution set types it accepts.
 fn new_type(b: TypeCreate) -> ApiResult<(NewTargetType, Vec<i64>)> {
@@ -184,10 +181,6 @@ async fn create(
         };
     cx.create_each(&[Permission::CREATE_TARGET], body, new_type, insert)
         .await
-}
-
-async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(READ, &TYPES, id).await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {

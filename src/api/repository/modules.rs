@@ -4,7 +4,6 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -12,7 +11,7 @@ use serde_json::{Value, json};
 use super::super::common::{
     Ctx, Ids, Listed, Resource, base_fields, description, required, single_line,
 };
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use super::{READ, live_module, no_module};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
@@ -23,11 +22,11 @@ pub(super) fn router() -> Router<ApiState> {
     Router::new()
         .route(
             "/rest/v1/softwaremodules",
-            get(list_modules).post(create_modules),
+            MODULE.list().post(create_modules),
         )
         .route(
             "/rest/v1/softwaremodules/{id}",
-            get(get_module).put(update_module).delete(delete_module),
+            MODULE.one().put(update_module).delete(delete_module),
         )
 }
 
@@ -60,20 +59,13 @@ pub(super) const MODULES: Listed = Listed {
     sort: &modules::SORT,
 };
 
-const MODULE: Resource<ModuleRow> = Resource {
+static MODULE: Resource<ModuleRow> = Resource {
     table: &modules::TABLE,
     entity: Entity::SoftwareModule,
+    read: READ,
     render: module_json,
     missing: no_module,
 };
-
-async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &params, &MODULE).await
-}
-
-async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(READ, &MODULE, id).await
-}
 
 #[derive(Debug, Deserialize)]
 struct ModuleCreate {

@@ -14,8 +14,8 @@ use crate::store::repository::types::{self, ModuleTypeRow, SetTypeElementRow, Se
 
 pub(super) fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/softwaremoduletypes", get(list_module_types))
-        .route("/rest/v1/softwaremoduletypes/{id}", get(get_module_type))
+        .route("/rest/v1/softwaremoduletypes", MODULE_TYPES.list())
+        .route("/rest/v1/softwaremoduletypes/{id}", MODULE_TYPES.one())
         .route("/rest/v1/distributionsettypes", get(list_set_types))
         .route("/rest/v1/distributionsettypes/{id}", get(get_set_type))
         .route(
@@ -79,20 +79,13 @@ fn no_module_type(id: i64) -> ApiError {
     ApiError::NotFound(format!("software module type {id} not found"))
 }
 
-const MODULE_TYPES: Resource<ModuleTypeRow> = Resource {
+static MODULE_TYPES: Resource<ModuleTypeRow> = Resource {
     table: &types::MODULE_TYPES,
     entity: Entity::SoftwareModuleType,
+    read: READ,
     render: module_type_json,
     missing: no_module_type,
 };
-
-async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &params, &MODULE_TYPES).await
-}
-
-async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(READ, &MODULE_TYPES, id).await
-}
 
 /// Set types are rendered with the module types they take, read for the whole page at once.
 async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
