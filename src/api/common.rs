@@ -204,12 +204,8 @@ impl Ctx {
     ) -> ApiResult<StatusCode> {
         self.require(perms)?;
         let tenant = self.tenant();
-        let delete = async |c: &mut PgConnection| res.table.delete(c, tenant, id).await;
-        if self.db().run(delete).await? {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err((res.missing)(id))
-        }
+        let delete = async |c: &mut PgConnection| Ok(res.table.delete(c, tenant, id).await?);
+        self.delete_one(delete, || (res.missing)(id)).await
     }
 
     /// Deleting one entity of `table` that may still be referenced (a module, a set): marked
@@ -274,6 +270,31 @@ impl Ctx {
     {
         let found = self.db().run(find).await?;
         Ok(Json(render(found.ok_or_else(missing)?)))
+    }
+
+    /// Removing one entity (a metadata entry, an artifact): `delete` on one connection says
+    /// whether there was one; 204 when there was, else `missing` (hawkBit's 404).
+    pub async fn delete_one(
+        &self,
+        delete: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<bool>,
+        missing: impl FnOnce() -> ApiError,
+    ) -> ApiResult<StatusCode> {
+        if self.db().run(delete).await? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(missing())
+        }
+    }
+
+    /// An unpaged list (a target's tags, a module's artifacts): what `fetch` reads on one
+    /// connection (after checking the owner: 404), each rendered, as a JSON array.
+    pub async fn array<R>(
+        &self,
+        fetch: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<Vec<R>>,
+        render: impl FnMut(&R) -> Value,
+    ) -> ApiResult<Json<Value>> {
+        let rows = self.db().run(fetch).await?;
+        Ok(Json(Value::Array(rows.iter().map(render).collect())))
     }
 
     /// Changing one entity: `change` in one transaction returns the entity as changed;

@@ -240,13 +240,9 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
 async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
     let tenant = cx.tenant();
-    let rows = cx
-        .db()
-        .run(async |c| {
-            let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
-            Ok::<_, ApiError>(tags::tags_of_target(c, tenant, t.id).await?)
-        })
-        .await?;
-    let content = rows.iter().map(|g| tag_json(&cx.base, g));
-    Ok(Json(Value::Array(content.collect())))
+    let fetch = async |c: &mut PgConnection| {
+        let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
+        Ok(tags::tags_of_target(c, tenant, t.id).await?)
+    };
+    cx.array(fetch, |g| tag_json(&cx.base, g)).await
 }

@@ -231,18 +231,14 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
 async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
     let tenant = cx.tenant();
-    let rows = cx
-        .db()
-        .run(async |c| {
-            types::TABLE
-                .find(c, tenant, id)
-                .await?
-                .ok_or_else(|| no_type(id))?;
-            Ok::<_, ApiError>(types::compatible_ds_types(c, tenant, id).await?)
-        })
-        .await?;
-    let content = rows.iter().map(|t| ds_type_json(&cx.base, t));
-    Ok(Json(Value::Array(content.collect())))
+    let fetch = async |c: &mut PgConnection| {
+        types::TABLE
+            .find(c, tenant, id)
+            .await?
+            .ok_or_else(|| no_type(id))?;
+        Ok(types::compatible_ds_types(c, tenant, id).await?)
+    };
+    cx.array(fetch, |t| ds_type_json(&cx.base, t)).await
 }
 
 /// hawkBit answers 200 with an empty body.
