@@ -14,7 +14,6 @@ use sqlx::PgConnection;
 use super::common::{Ctx, Ids, Resource, base_fields, check_text, description, single_line};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
-use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
 use crate::store::repository::types::SetTypeRow;
 use crate::store::target_types::{self as types, NewTargetType, TargetTypeRow, TargetTypeUpdate};
@@ -196,13 +195,20 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiRes
         .await
 }
 
-/// The target type of the tenant, locked for the rest of the transaction, or 404.
-async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<()> {
-    if types::TABLE.lock(c, tenant, id).await?.is_some() {
-        Ok(())
-    } else {
-        Err(no_type(id))
-    }
+/// A change of target type `id`: in one transaction the type is locked (404 when the tenant
+/// has none), then changed by `change`; answers `done` once committed.
+async fn change_type(
+    cx: &Ctx,
+    id: i64,
+    change: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<()>,
+    done: StatusCode,
+) -> ApiResult<StatusCode> {
+    let tenant = cx.tenant();
+    let lock = async |c: &mut PgConnection| match types::TABLE.lock(c, tenant, id).await? {
+        Some(_) => Ok(()),
+        None => Err(no_type(id)),
+    };
+    cx.relink(lock, async |tx, ()| change(tx).await, done).await
 }
 
 /// A type that targets still have is not deleted: hawkBit answers 409
@@ -211,7 +217,7 @@ async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult
 async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_TARGET])?;
     let tenant = cx.tenant();
-    let delete = async |tx: &mut PgConnection, ()| {
+    let delete = async |tx: &mut PgConnection| {
         if types::in_use(tx, tenant, id).await? {
             return Err(ApiError::TargetTypeInUse(format!(
                 "target type {id} is still in use by a target"
@@ -220,12 +226,7 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
         types::TABLE.delete(tx, tenant, id).await?;
         Ok(())
     };
-    cx.relink(
-        async |tx| lock_type(tx, tenant, id).await,
-        delete,
-        StatusCode::NO_CONTENT,
-    )
-    .await
+    change_type(&cx, id, delete, StatusCode::NO_CONTENT).await
 }
 
 async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
@@ -249,13 +250,8 @@ async fn add_compatible(
 ) -> ApiResult<StatusCode> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let ds_type_ids = distinct(body);
-    let add = async |tx: &mut PgConnection, ()| add_ds_types(tx, &cx, id, &ds_type_ids).await;
-    cx.relink(
-        async |tx| lock_type(tx, cx.tenant(), id).await,
-        add,
-        StatusCode::OK,
-    )
-    .await
+    let add = async |tx: &mut PgConnection| add_ds_types(tx, &cx, id, &ds_type_ids).await;
+    change_type(&cx, id, add, StatusCode::OK).await
 }
 
 async fn remove_compatible(
@@ -264,7 +260,7 @@ async fn remove_compatible(
 ) -> ApiResult<StatusCode> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let tenant = cx.tenant();
-    let remove = async |tx: &mut PgConnection, ()| {
+    let remove = async |tx: &mut PgConnection| {
         if !types::remove_ds_type(tx, tenant, id, ds_type_id, cx.caller.name()).await?
             && !types::missing_ds_types(tx, tenant, &[ds_type_id])
                 .await?
@@ -276,10 +272,5 @@ async fn remove_compatible(
         }
         Ok(())
     };
-    cx.relink(
-        async |tx| lock_type(tx, tenant, id).await,
-        remove,
-        StatusCode::NO_CONTENT,
-    )
-    .await
+    change_type(&cx, id, remove, StatusCode::NO_CONTENT).await
 }
