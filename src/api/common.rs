@@ -8,16 +8,17 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
+use axum::routing::{MethodRouter, get};
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
 
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, PageParams, paged};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, Page, PageParams, paged};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::{PageRequest, SortFields};
-use crate::store::table::{RowLock, Table};
+use crate::store::table::{Deletion, RowLock, Table};
 use crate::store::targets::{self, TargetRow};
 use crate::store::{Audit, Db, StoreError};
 
@@ -69,6 +70,33 @@ impl FromRequestParts<ApiState> for Ctx {
 pub(super) struct Listed {
     pub entity: Entity,
     pub sort: &'static SortFields,
+}
+
+/// An entity resource of the tenant read by id: its table, the entity its `q=` filters, what
+/// reading it needs, how one is rendered and what a missing one answers (hawkBit's 404). Its
+/// plain endpoints are served here once: [`Resource::list`] and [`Resource::one`] are the
+/// `GET`s of the collection and of one entity.
+pub(super) struct Resource<R: 'static> {
+    pub table: &'static Table<R>,
+    pub entity: Entity,
+    pub read: &'static [Permission],
+    pub render: fn(&BaseUrl, &R) -> Value,
+    pub missing: fn(i64) -> ApiError,
+}
+
+impl<R> Resource<R>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Sync + Unpin,
+{
+    /// `GET` of the collection: one page of the tenant's entities ([`Ctx::list_table`]).
+    pub fn list(&'static self) -> MethodRouter<ApiState> {
+        get(move |cx: Ctx, page: Page| async move { cx.list_table(&page, self).await })
+    }
+
+    /// `GET` of one entity by id ([`Ctx::get_by_id`]).
+    pub fn one(&'static self) -> MethodRouter<ApiState> {
+        get(move |cx: Ctx, Ids(id): Ids<i64>| async move { cx.get_by_id(self, id).await })
+    }
 }
 
 impl Ctx {
@@ -132,65 +160,100 @@ impl Ctx {
         Ok(Json(paged(rows.into_iter().map(render).collect(), total)))
     }
 
-    /// A list endpoint over an entity table ([`Self::list`] reading `table`, sorted by its
-    /// fields, filtered as `entity`).
+    /// A list endpoint over a resource's table ([`Self::list`] reading its table, sorted by its
+    /// fields, filtered as its entity), each row rendered as the resource renders it.
     pub async fn list_table<R>(
         &self,
-        perms: &[Permission],
         page: &PageParams,
-        entity: Entity,
-        table: &Table<R>,
-        render: impl FnMut(R) -> Value,
+        res: &Resource<R>,
     ) -> ApiResult<Json<Value>>
     where
         R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
     {
         let listed = Listed {
-            entity,
-            sort: table.sort(),
+            entity: res.entity,
+            sort: res.table.sort(),
         };
         let fetch = async |c: &mut PgConnection, t, q: Option<&Filter>, p: &PageRequest| {
-            table.list(c, t, q, p).await
+            res.table.list(c, t, q, p).await
         };
-        self.list(perms, page, listed, fetch, render).await
+        let render = |r: R| (res.render)(&self.base, &r);
+        self.list(res.read, page, listed, fetch, render).await
     }
 
-    /// Reading one entity of `table` by id: 403 without `perms`, `missing` (hawkBit's 404)
-    /// when there is none, else the entity rendered.
-    pub async fn get_by_id<R>(
-        &self,
-        perms: &[Permission],
-        table: &Table<R>,
-        id: i64,
-        missing: impl FnOnce() -> ApiError,
-        render: impl FnOnce(R) -> Value,
-    ) -> ApiResult<Json<Value>>
+    /// Reading one entity of a resource by id: 403 without the permission to read it, the
+    /// resource's 404 when there is none, else the entity rendered.
+    pub async fn get_by_id<R>(&self, res: &Resource<R>, id: i64) -> ApiResult<Json<Value>>
     where
         R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
     {
-        self.require(perms)?;
+        self.require(res.read)?;
         let tenant = self.tenant();
-        let find = async |c: &mut PgConnection| table.find(c, tenant, id).await;
-        self.get_one(find, missing, render).await
+        let find = async |c: &mut PgConnection| res.table.find(c, tenant, id).await;
+        self.get_one(find, || (res.missing)(id), |r| (res.render)(&self.base, &r))
+            .await
     }
 
-    /// Deleting one entity of `table` by id: 403 without `perms`, `missing` (hawkBit's 404)
-    /// when there is none, else 204.
+    /// Deleting one entity of a resource by id: 403 without `perms`, the resource's 404 when
+    /// there is none, else 204.
     pub async fn delete_by_id<R>(
+        &self,
+        perms: &[Permission],
+        res: &Resource<R>,
+        id: i64,
+    ) -> ApiResult<StatusCode> {
+        self.require(perms)?;
+        let tenant = self.tenant();
+        let delete = async |c: &mut PgConnection| Ok(res.table.delete(c, tenant, id).await?);
+        self.delete_one(delete, || (res.missing)(id)).await
+    }
+
+    /// Deleting one entity of `table` that may still be referenced (a module, a set): marked
+    /// deleted when it is, else gone. 403 without `perms`, `missing` (hawkBit's 404) when
+    /// there is none, else 204; `what` names it in the log.
+    pub async fn delete_or_mark<R>(
         &self,
         perms: &[Permission],
         table: &Table<R>,
         id: i64,
         missing: impl FnOnce() -> ApiError,
+        what: &str,
     ) -> ApiResult<StatusCode> {
         self.require(perms)?;
-        let tenant = self.tenant();
-        let delete = async |c: &mut PgConnection| table.delete(c, tenant, id).await;
-        if self.db().run(delete).await? {
-            Ok(StatusCode::NO_CONTENT)
-        } else {
-            Err(missing())
+        let (tenant, user) = (self.tenant(), self.caller.name());
+        let delete = async |c: &mut PgConnection| table.delete_or_mark(c, tenant, id, user).await;
+        match self.db().run(delete).await? {
+            Deletion::NotFound => Err(missing()),
+            how => {
+                tracing::info!(soft = (how == Deletion::Soft), "{what} deleted");
+                Ok(StatusCode::NO_CONTENT)
+            }
         }
+    }
+
+    /// Creating the entities of a JSON array, all or none: 403 without `perms`, each element
+    /// checked by `parse` (400 before anything is written), then in one transaction `insert`
+    /// stores each and renders it; answers 201 with them in request order.
+    pub async fn create_each<B, N>(
+        &self,
+        perms: &[Permission],
+        body: Vec<B>,
+        parse: impl FnMut(B) -> ApiResult<N>,
+        insert: impl AsyncFn(&mut PgConnection, &Ctx, &N) -> ApiResult<Value>,
+    ) -> ApiResult<(StatusCode, Json<Value>)> {
+        self.require(perms)?;
+        let new = body.into_iter().map(parse).collect::<ApiResult<Vec<N>>>()?;
+        let out = self
+            .db()
+            .tx(async |tx| {
+                let mut out = Vec::with_capacity(new.len());
+                for n in &new {
+                    out.push(insert(tx, self, n).await?);
+                }
+                Ok::<_, ApiError>(out)
+            })
+            .await?;
+        Ok((StatusCode::CREATED, Json(Value::Array(out))))
     }
 
     /// Reading one entity: `find` on one connection; `missing` (hawkBit's 404) when it finds
@@ -207,6 +270,31 @@ impl Ctx {
     {
         let found = self.db().run(find).await?;
         Ok(Json(render(found.ok_or_else(missing)?)))
+    }
+
+    /// Removing one entity (a metadata entry, an artifact): `delete` on one connection says
+    /// whether there was one; 204 when there was, else `missing` (hawkBit's 404).
+    pub async fn delete_one(
+        &self,
+        delete: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<bool>,
+        missing: impl FnOnce() -> ApiError,
+    ) -> ApiResult<StatusCode> {
+        if self.db().run(delete).await? {
+            Ok(StatusCode::NO_CONTENT)
+        } else {
+            Err(missing())
+        }
+    }
+
+    /// An unpaged list (a target's tags, a module's artifacts): what `fetch` reads on one
+    /// connection (after checking the owner: 404), each rendered, as a JSON array.
+    pub async fn array<R>(
+        &self,
+        fetch: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<Vec<R>>,
+        render: impl FnMut(&R) -> Value,
+    ) -> ApiResult<Json<Value>> {
+        let rows = self.db().run(fetch).await?;
+        Ok(Json(Value::Array(rows.iter().map(render).collect())))
     }
 
     /// Changing one entity: `change` in one transaction returns the entity as changed;

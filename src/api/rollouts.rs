@@ -1,14 +1,15 @@
 //! Rollouts and their deployment groups (rollouts.md §9.2–§9.5), and the rollout statistics of a
 //! distribution set (§8).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use super::common::Ctx;
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::domain::ids::{GroupId, RolloutId};
@@ -154,14 +155,8 @@ struct ListQuery {
     soft_deleted_mode: Option<String>,
 }
 
-async fn list(
-    State(s): State<ApiState>,
-    caller: Caller,
-    page: Page,
-    Query(extra): Query<ListQuery>,
-    base: BaseUrl,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_ROLLOUT])?;
+async fn list(cx: Ctx, page: Page, Query(extra): Query<ListQuery>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_ROLLOUT])?;
     let mode = match extra.soft_deleted_mode.as_deref() {
         None | Some("EXCLUDE_SOFT_DELETED") => DeletedMode::Exclude,
         Some("ONLY_SOFT_DELETED") => DeletedMode::Only,
@@ -175,16 +170,17 @@ async fn list(
     let q = page.filter(Entity::Rollout)?;
     let request = page.request(&store::SORT)?;
     let full = page.full();
-    let (content, total) =
-        s.db.run(async |c| {
-            let (rows, total) = store::list(c, caller.tenant, q.as_ref(), mode, &request).await?;
+    let (content, total) = cx
+        .db()
+        .run(async |c| {
+            let (rows, total) = store::list(c, cx.tenant(), q.as_ref(), mode, &request).await?;
             let mut content = Vec::with_capacity(rows.len());
             for r in &rows {
                 let groups = match full {
                     true => Some(store::groups(c, r.id).await?),
                     false => None,
                 };
-                content.push(rollout_json(r, groups.as_deref(), &base));
+                content.push(rollout_json(r, groups.as_deref(), &cx.base));
             }
             Ok::<_, ApiError>((content, total))
         })
@@ -192,39 +188,51 @@ async fn list(
     Ok(Json(paged(content, total)))
 }
 
-async fn load(s: &ApiState, caller: &Caller, id: RolloutId) -> ApiResult<(Rollout, Vec<Group>)> {
-    s.db.run(async |c| {
-        let r = find(c, caller, id).await?;
-        Ok((r, store::groups(c, id).await?))
-    })
-    .await
+async fn load(cx: &Ctx, id: RolloutId) -> ApiResult<(Rollout, Vec<Group>)> {
+    cx.db()
+        .run(async |c| {
+            let r = find(c, cx, id).await?;
+            Ok((r, store::groups(c, id).await?))
+        })
+        .await
 }
 
 /// The full representation of a rollout (§9.4).
-async fn full(
-    s: &ApiState,
-    caller: &Caller,
-    id: RolloutId,
-    base: &BaseUrl,
-) -> ApiResult<Json<Value>> {
-    let (r, groups) = load(s, caller, id).await?;
-    Ok(Json(rollout_json(&r, Some(&groups), base)))
+async fn full(cx: &Ctx, id: RolloutId) -> ApiResult<Json<Value>> {
+    let (r, groups) = load(cx, id).await?;
+    Ok(Json(rollout_json(&r, Some(&groups), &cx.base)))
 }
 
-async fn find(c: &mut sqlx::PgConnection, caller: &Caller, id: RolloutId) -> ApiResult<Rollout> {
-    store::find(c, caller.tenant, id)
+/// A rollout just created: 201 with its full representation.
+async fn created(cx: &Ctx, id: RolloutId) -> ApiResult<(StatusCode, Json<Value>)> {
+    Ok((StatusCode::CREATED, full(cx, id).await?))
+}
+
+/// Scheduling a rollout (a `startAt`) needs the right to start it.
+fn may_schedule(cx: &Ctx) -> ApiResult<()> {
+    if cx.caller.user.has(Permission::HANDLE_ROLLOUT) {
+        Ok(())
+    } else {
+        Err(ApiError::Forbidden(
+            "You need permission to start rollouts to create a scheduled rollout".into(),
+        ))
+    }
+}
+
+/// Whether the caller's rollouts skip approval.
+fn may_approve(cx: &Ctx) -> bool {
+    cx.caller.user.has(Permission::APPROVE_ROLLOUT)
+}
+
+async fn find(c: &mut sqlx::PgConnection, cx: &Ctx, id: RolloutId) -> ApiResult<Rollout> {
+    store::find(c, cx.tenant(), id)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("rollout {id} not found")))
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<RolloutId>,
-    base: BaseUrl,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_ROLLOUT])?;
-    full(&s, &caller, id, &base).await
+async fn one(cx: Ctx, Path(id): Path<RolloutId>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_ROLLOUT])?;
+    full(&cx, id).await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -309,18 +317,10 @@ struct CreateBody {
     conditions: Conditions,
 }
 
-async fn create(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
-    Body(body): Body<CreateBody>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_ROLLOUT])?;
-    if body.start_at.is_some_and(|t| t != i64::MAX) && !caller.user.has(Permission::HANDLE_ROLLOUT)
-    {
-        return Err(ApiError::Forbidden(
-            "You need permission to start rollouts to create a scheduled rollout".into(),
-        ));
+async fn create(cx: Ctx, Body(body): Body<CreateBody>) -> ApiResult<(StatusCode, Json<Value>)> {
+    cx.require(&[Permission::CREATE_ROLLOUT])?;
+    if body.start_at.is_some_and(|t| t != i64::MAX) {
+        may_schedule(&cx)?;
     }
     let ds_id = body
         .distribution_set_id
@@ -359,16 +359,11 @@ async fn create(
         confirmation_required: body.confirmation_required,
         conditions: body.conditions.spec(),
     };
-    let id = s
-        .engine
-        .create_rollout(
-            caller.tenant,
-            req,
-            caller.user.has(Permission::APPROVE_ROLLOUT),
-            caller.name(),
-        )
+    let engine = &cx.state.engine;
+    let id = engine
+        .create_rollout(cx.tenant(), req, may_approve(&cx), cx.caller.name())
         .await?;
-    Ok((StatusCode::CREATED, full(&s, &caller, id, &base).await?))
+    created(&cx, id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,23 +373,22 @@ struct UpdateBody {
 }
 
 async fn update(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path(id): Path<RolloutId>,
-    base: BaseUrl,
     Body(body): Body<UpdateBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::UPDATE_ROLLOUT])?;
-    s.engine
+    cx.require(&[Permission::UPDATE_ROLLOUT])?;
+    cx.state
+        .engine
         .update_rollout(
-            caller.tenant,
+            cx.tenant(),
             id,
             body.name,
             body.description,
-            caller.name(),
+            cx.caller.name(),
         )
         .await?;
-    full(&s, &caller, id, &base).await
+    full(&cx, id).await
 }
 
 /// The operation a `POST /rollouts/{id}/{op}` names, with the permission it needs (§9.2;
@@ -418,48 +412,35 @@ struct RemarkQuery {
 }
 
 async fn operate(
-    s: &ApiState,
-    caller: &Caller,
+    cx: &Ctx,
     id: RolloutId,
     op: Operation,
     perm: Permission,
     remark: Option<&str>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[perm])?;
-    s.engine
-        .rollout_operation(caller.tenant, id, op, remark, caller.name())
+    cx.require(&[perm])?;
+    cx.state
+        .engine
+        .rollout_operation(cx.tenant(), id, op, remark, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<RolloutId>,
-) -> ApiResult<StatusCode> {
-    operate(
-        &s,
-        &caller,
-        id,
-        Operation::Delete,
-        Permission::DELETE_ROLLOUT,
-        None,
-    )
-    .await
+async fn remove(cx: Ctx, Path(id): Path<RolloutId>) -> ApiResult<StatusCode> {
+    let (op, perm) = (Operation::Delete, Permission::DELETE_ROLLOUT);
+    operate(&cx, id, op, perm, None).await
 }
 
 /// `POST /rollouts/{id}/{op}`: start, pause, resume, stop, triggerNextGroup, approve and deny
 /// (the last two with an optional `remark` of at most 255 characters), and retry.
 async fn post_operation(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path((id, op)): Path<(RolloutId, String)>,
     Query(q): Query<RemarkQuery>,
-    base: BaseUrl,
 ) -> ApiResult<axum::response::Response> {
     use axum::response::IntoResponse;
     if op == "retry" {
-        return Ok(retry(s, caller, id, base).await?.into_response());
+        return Ok(retry(cx, id).await?.into_response());
     }
     let (op, perm) =
         operation(&op).ok_or_else(|| ApiError::NotFound(format!("no such operation {op:?}")))?;
@@ -472,78 +453,55 @@ async fn post_operation(
         Operation::Approve | Operation::Deny => q.remark.as_deref(),
         _ => None,
     };
-    Ok(operate(&s, &caller, id, op, perm, remark)
-        .await?
-        .into_response())
+    Ok(operate(&cx, id, op, perm, remark).await?.into_response())
 }
 
-async fn retry(
-    s: ApiState,
-    caller: Caller,
-    id: RolloutId,
-    base: BaseUrl,
-) -> ApiResult<(StatusCode, Json<Value>)> {
-    caller.require(&[Permission::CREATE_ROLLOUT])?;
+async fn retry(cx: Ctx, id: RolloutId) -> ApiResult<(StatusCode, Json<Value>)> {
+    cx.require(&[Permission::CREATE_ROLLOUT])?;
     // The retry copies `startAt`, so scheduling rights apply as on creation (§3.8).
-    let (source, _) = load(&s, &caller, id).await?;
-    if source.start_at.is_some() && !caller.user.has(Permission::HANDLE_ROLLOUT) {
-        return Err(ApiError::Forbidden(
-            "You need permission to start rollouts to create a scheduled rollout".into(),
-        ));
+    let (source, _) = load(&cx, id).await?;
+    if source.start_at.is_some() {
+        may_schedule(&cx)?;
     }
-    let new = s
-        .engine
-        .retry_rollout(
-            caller.tenant,
-            id,
-            caller.user.has(Permission::APPROVE_ROLLOUT),
-            caller.name(),
-        )
+    let engine = &cx.state.engine;
+    let new = engine
+        .retry_rollout(cx.tenant(), id, may_approve(&cx), cx.caller.name())
         .await?;
-    Ok((StatusCode::CREATED, full(&s, &caller, new, &base).await?))
+    created(&cx, new).await
 }
 
-async fn confirmation_flow(s: &ApiState, caller: &Caller) -> ApiResult<bool> {
-    let cfg =
-        s.db.run(async |c| tenants::configs(c, caller.tenant).await)
-            .await?;
+async fn confirmation_flow(cx: &Ctx) -> ApiResult<bool> {
+    let cfg = cx
+        .db()
+        .run(async |c| tenants::configs(c, cx.tenant()).await)
+        .await?;
     Ok(cfg
         .get(config_keys::CONFIRMATION_FLOW)
         .and_then(Value::as_bool)
         .unwrap_or(false))
 }
 
-async fn groups(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<RolloutId>,
-    page: Page,
-    base: BaseUrl,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_ROLLOUT])?;
+async fn groups(cx: Ctx, Path(id): Path<RolloutId>, page: Page) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_ROLLOUT])?;
     let q = page.filter(Entity::RolloutGroup)?;
     let request = page.request(&store::GROUP_SORT)?;
-    let flow = confirmation_flow(&s, &caller).await?;
-    let (r, (rows, total)) =
-        s.db.run(async |c| {
-            let r = find(c, &caller, id).await?;
+    let flow = confirmation_flow(&cx).await?;
+    let (r, (rows, total)) = cx
+        .db()
+        .run(async |c| {
+            let r = find(c, &cx, id).await?;
             Ok::<_, ApiError>((r, store::list_groups(c, id, q.as_ref(), &request).await?))
         })
         .await?;
     let content = rows
         .iter()
-        .map(|g| group_json(&r, g, page.full(), flow, &base))
+        .map(|g| group_json(&r, g, page.full(), flow, &cx.base))
         .collect();
     Ok(Json(paged(content, total)))
 }
 
-async fn find_group(
-    s: &ApiState,
-    caller: &Caller,
-    id: RolloutId,
-    group: GroupId,
-) -> ApiResult<(Rollout, Group)> {
-    let (r, groups) = load(s, caller, id).await?;
+async fn find_group(cx: &Ctx, id: RolloutId, group: GroupId) -> ApiResult<(Rollout, Group)> {
+    let (r, groups) = load(cx, id).await?;
     let g = groups
         .into_iter()
         .find(|g| g.id == group)
@@ -551,52 +509,42 @@ async fn find_group(
     Ok((r, g))
 }
 
-async fn group(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path((id, group)): Path<(RolloutId, GroupId)>,
-    base: BaseUrl,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_ROLLOUT])?;
-    let (r, g) = find_group(&s, &caller, id, group).await?;
-    let flow = confirmation_flow(&s, &caller).await?;
-    Ok(Json(group_json(&r, &g, true, flow, &base)))
+async fn group(cx: Ctx, Path((id, group)): Path<(RolloutId, GroupId)>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_ROLLOUT])?;
+    let (r, g) = find_group(&cx, id, group).await?;
+    let flow = confirmation_flow(&cx).await?;
+    Ok(Json(group_json(&r, &g, true, flow, &cx.base)))
 }
 
 async fn group_targets(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path((id, group)): Path<(RolloutId, GroupId)>,
     page: Page,
-    base: BaseUrl,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_ROLLOUT, Permission::READ_TARGET])?;
-    find_group(&s, &caller, id, group).await?;
+    cx.require(&[Permission::READ_ROLLOUT, Permission::READ_TARGET])?;
+    find_group(&cx, id, group).await?;
     let q = page.filter(Entity::Target)?;
     let request = page.request(&crate::store::targets::SORT)?;
-    let (rows, total) = s
-        .db
-        .run(async |c| store::group_targets(c, caller.tenant, group, q.as_ref(), &request).await)
+    let (rows, total) = cx
+        .db()
+        .run(async |c| store::group_targets(c, cx.tenant(), group, q.as_ref(), &request).await)
         .await?;
     let content = rows
         .iter()
-        .map(|t| super::targets::target_json(t, &base, &caller))
+        .map(|t| super::targets::target_json(t, &cx.base, &cx.caller))
         .collect();
     Ok(Json(paged(content, total)))
 }
 
-async fn set_statistics(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<i64>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY])?;
-    let stats =
-        s.db.run(async |c| {
-            crate::store::repository::set_facts(c, caller.tenant.0, id)
+async fn set_statistics(cx: Ctx, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_REPOSITORY])?;
+    let stats = cx
+        .db()
+        .run(async |c| {
+            crate::store::repository::set_facts(c, cx.tenant().0, id)
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("distribution set {id} not found")))?;
-            Ok::<_, ApiError>(store::statistics_of_set(c, caller.tenant, id).await?)
+            Ok::<_, ApiError>(store::statistics_of_set(c, cx.tenant(), id).await?)
         })
         .await?;
     let mut v = json!({});

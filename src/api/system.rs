@@ -1,13 +1,14 @@
 //! Tenant configuration: `GET /rest/v1/system/configs`, `GET|PUT|DELETE …/configs/{key}`.
 
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, ApiResult, ApiState, Body, Caller};
+use super::common::Ctx;
+use super::{ApiError, ApiResult, ApiState, Body};
 use crate::auth::Permission;
 use crate::engine::config_keys;
 use crate::store::tenants::{self, ConfigRow};
@@ -35,11 +36,19 @@ fn value_json(key: &str, row: Option<&ConfigRow>) -> Value {
     }
 }
 
-async fn list(State(s): State<ApiState>, caller: Caller) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::TENANT_CONFIGURATION])?;
-    let rows =
-        s.db.run(async |c| tenants::config_rows(c, caller.tenant).await)
-            .await?;
+const PERMS: &[Permission] = &[Permission::TENANT_CONFIGURATION];
+
+/// The tenant's stored configuration values.
+async fn config_rows(cx: &Ctx) -> ApiResult<Vec<ConfigRow>> {
+    cx.db()
+        .run(async |c| tenants::config_rows(c, cx.tenant()).await)
+        .await
+        .map_err(ApiError::from)
+}
+
+async fn list(cx: Ctx) -> ApiResult<Json<Value>> {
+    cx.require(PERMS)?;
+    let rows = config_rows(&cx).await?;
     let mut out = Map::new();
     for (key, _) in config_keys::DEFAULTS {
         out.insert(
@@ -50,20 +59,14 @@ async fn list(State(s): State<ApiState>, caller: Caller) -> ApiResult<Json<Value
     Ok(Json(Value::Object(out)))
 }
 
-async fn one(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(key): Path<String>,
-) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::TENANT_CONFIGURATION])?;
+async fn one(cx: Ctx, Path(key): Path<String>) -> ApiResult<Json<Value>> {
+    cx.require(PERMS)?;
     if !config_keys::DEFAULTS.iter().any(|(k, _)| *k == key) {
         return Err(ApiError::NotFound(format!(
             "configuration key {key} does not exist"
         )));
     }
-    let rows =
-        s.db.run(async |c| tenants::config_rows(c, caller.tenant).await)
-            .await?;
+    let rows = config_rows(&cx).await?;
     Ok(Json(value_json(&key, rows.iter().find(|r| r.key == key))))
 }
 
@@ -73,27 +76,23 @@ struct ValueBody {
 }
 
 async fn put(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path(key): Path<String>,
     Body(body): Body<ValueBody>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::TENANT_CONFIGURATION])?;
-    let row = s
-        .engine
-        .put_config(caller.tenant, &key, body.value, caller.name())
+    cx.require(PERMS)?;
+    let engine = &cx.state.engine;
+    let row = engine
+        .put_config(cx.tenant(), &key, body.value, cx.caller.name())
         .await?;
     Ok(Json(value_json(&key, Some(&row))))
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(key): Path<String>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::TENANT_CONFIGURATION])?;
-    s.engine
-        .delete_config(caller.tenant, &key, caller.name())
+async fn remove(cx: Ctx, Path(key): Path<String>) -> ApiResult<StatusCode> {
+    cx.require(PERMS)?;
+    let engine = &cx.state.engine;
+    engine
+        .delete_config(cx.tenant(), &key, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    Ctx, Ids, Listed, base_fields, check_text, description, find_target, single_line,
+    Ctx, Ids, Listed, Resource, base_fields, check_text, description, find_target, single_line,
 };
 use super::targets::target_json;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
@@ -25,10 +25,10 @@ use crate::store::targets::{self, TargetRow};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targettags", get(list).post(create))
+        .route("/rest/v1/targettags", TAGS.list().post(create))
         .route(
             "/rest/v1/targettags/{id}",
-            get(one).put(update).delete(remove),
+            TAGS.one().put(update).delete(remove),
         )
         .route(
             "/rest/v1/targettags/{id}/assigned",
@@ -87,51 +87,36 @@ const TARGETS: Listed = Listed {
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
-async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, Entity::TargetTag, &tags::TABLE, |t| {
-        tag_json(&cx.base, &t)
-    })
-    .await
+static TAGS: Resource<TagRow> = Resource {
+    table: &tags::TABLE,
+    entity: Entity::TargetTag,
+    read: READ,
+    render: tag_json,
+    missing: no_tag,
+};
+
+/// A tag to create: name, description, colour.
+type NewTag = (String, Option<String>, Option<String>);
+
+fn new_tag(b: TagBody) -> ApiResult<NewTag> {
+    let name = single_line("name", b.name, 1, 128)?
+        .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
+    Ok((
+        name,
+        description(b.description)?,
+        single_line("colour", b.colour, 0, 16)?,
+    ))
 }
 
 async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
-    cx.require(&[Permission::CREATE_TARGET])?;
-    let mut new = Vec::with_capacity(body.len());
-    for b in body {
-        let name = single_line("name", b.name, 1, 128)?
-            .ok_or_else(|| ApiError::BadRequest("name is required".into()))?;
-        new.push((
-            name,
-            description(b.description)?,
-            single_line("colour", b.colour, 0, 16)?,
-        ));
-    }
-    let out = cx
-        .db()
-        .tx(async |tx| {
-            let mut out = Vec::with_capacity(new.len());
-            for (name, description, colour) in &new {
-                let (description, colour) = (description.as_deref(), colour.as_deref());
-                let row =
-                    tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name())
-                        .await?;
-                out.push(tag_json(&cx.base, &row));
-            }
-            Ok::<_, ApiError>(out)
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(Value::Array(out))))
-}
-
-async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(
-        READ,
-        &tags::TABLE,
-        id,
-        || no_tag(id),
-        |t| tag_json(&cx.base, &t),
-    )
-    .await
+    let insert = async |tx: &mut PgConnection, cx: &Ctx, (name, description, colour): &NewTag| {
+        let (description, colour) = (description.as_deref(), colour.as_deref());
+        let row =
+            tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name()).await?;
+        Ok(tag_json(&cx.base, &row))
+    };
+    cx.create_each(&[Permission::CREATE_TARGET], body, new_tag, insert)
+        .await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
@@ -157,8 +142,7 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult
 }
 
 async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    let perms = &[Permission::DELETE_TARGET];
-    cx.delete_by_id(perms, &tags::TABLE, id, || no_tag(id))
+    cx.delete_by_id(&[Permission::DELETE_TARGET], &TAGS, id)
         .await
 }
 
@@ -256,13 +240,9 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
 async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
     let tenant = cx.tenant();
-    let rows = cx
-        .db()
-        .run(async |c| {
-            let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
-            Ok::<_, ApiError>(tags::tags_of_target(c, tenant, t.id).await?)
-        })
-        .await?;
-    let content = rows.iter().map(|g| tag_json(&cx.base, g));
-    Ok(Json(Value::Array(content.collect())))
+    let fetch = async |c: &mut PgConnection| {
+        let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
+        Ok(tags::tags_of_target(c, tenant, t.id).await?)
+    };
+    cx.array(fetch, |g| tag_json(&cx.base, g)).await
 }

@@ -10,8 +10,8 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::Ctx;
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::common::{Ctx, Resource};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::store::filter::{Entity, Filter};
@@ -23,14 +23,14 @@ const MAX_QUERY: usize = 1024;
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targetfilters", get(list).post(create))
+        .route("/rest/v1/targetfilters", FILTERS.list().post(create))
         .route(
             "/rest/v1/targetfilters/{id}",
             get(one).put(update).delete(remove),
         )
 }
 
-fn filter_json(f: &TargetFilterRow, base: &BaseUrl) -> Value {
+fn filter_json(base: &BaseUrl, f: &TargetFilterRow) -> Value {
     let path = format!("/targetfilters/{}", f.id);
     let mut v = json!({
         "id": f.id, "name": f.name, "query": f.query,
@@ -88,19 +88,16 @@ fn check_query(query: &str) -> ApiResult<()> {
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
-async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    let table = &target_filters::TABLE;
-    cx.list_table(READ, &page, Entity::TargetFilter, table, |f| {
-        filter_json(&f, &cx.base)
-    })
-    .await
-}
+static FILTERS: Resource<TargetFilterRow> = Resource {
+    table: &target_filters::TABLE,
+    entity: Entity::TargetFilter,
+    read: READ,
+    render: filter_json,
+    missing: not_found,
+};
 
 async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    let id = parse_id(&id)?;
-    let render = |f| filter_json(&f, &cx.base);
-    cx.get_by_id(READ, &target_filters::TABLE, id, || not_found(id), render)
-        .await
+    cx.get_by_id(&FILTERS, parse_id(&id)?).await
 }
 
 #[derive(Deserialize)]
@@ -126,7 +123,7 @@ async fn create(cx: Ctx, Body(b): Body<FilterBody>) -> ApiResult<(StatusCode, Js
                 .ok_or_else(|| not_found(id))
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(filter_json(&f, &cx.base))))
+    Ok((StatusCode::CREATED, Json(filter_json(&cx.base, &f))))
 }
 
 async fn update(
@@ -150,13 +147,12 @@ async fn update(
         }
         target_filters::TABLE.find(c, tenant, id).await
     };
-    cx.update_one(change, || not_found(id), |f| filter_json(&f, &cx.base))
+    cx.update_one(change, || not_found(id), |f| filter_json(&cx.base, &f))
         .await
 }
 
 async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
-    let perms = &[Permission::DELETE_TARGET];
-    cx.delete_by_id(perms, &target_filters::TABLE, id, || not_found(id))
+    cx.delete_by_id(&[Permission::DELETE_TARGET], &FILTERS, id)
         .await
 }

@@ -163,11 +163,8 @@ async fn remove(
     path_key(&controller_id, &key)?;
     let delete = async |c: &mut PgConnection| {
         let t = find_target(c, cx.tenant(), &controller_id, RowLock::None).await?;
-        Ok::<_, ApiError>(md::TABLE.delete(c, cx.tenant(), t.id, &key).await?)
+        Ok(md::TABLE.delete(c, cx.tenant(), t.id, &key).await?)
     };
-    if cx.db().run(delete).await? {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_entry(&controller_id, &key))
-    }
+    cx.delete_one(delete, || no_entry(&controller_id, &key))
+        .await
 }

@@ -11,10 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, base_fields, check_text, description, single_line};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::common::{Ctx, Ids, Resource, base_fields, check_text, description, single_line};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
-use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
 use crate::store::repository::types::SetTypeRow;
 use crate::store::target_types::{self as types, NewTargetType, TargetTypeRow, TargetTypeUpdate};
@@ -25,10 +24,10 @@ const MAX_DS_TYPES_PER_TARGET_TYPE: i64 = 50;
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targettypes", get(list).post(create))
+        .route("/rest/v1/targettypes", TYPES.list().post(create))
         .route(
             "/rest/v1/targettypes/{id}",
-            get(one).put(update).delete(remove),
+            TYPES.one().put(update).delete(remove),
         )
         .route(
             "/rest/v1/targettypes/{id}/compatibledistributionsettypes",
@@ -136,71 +135,54 @@ async fn add_ds_types(
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
-async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(READ, &page, Entity::TargetType, &types::TABLE, |t| {
-        type_json(&cx.base, &t)
-    })
-    .await
+static TYPES: Resource<TargetTypeRow> = Resource {
+    table: &types::TABLE,
+    entity: Entity::TargetType,
+    read: READ,
+    render: type_json,
+    missing: no_type,
+};
+
+/// A target type to create, with the distribution set types it accepts.
+fn new_type(b: TypeCreate) -> ApiResult<(NewTargetType, Vec<i64>)> {
+    let name = single_line("name", b.name, 1, 128)?;
+    let key = single_line("key", b.key, 1, 64)?;
+    // Like hawkBit, either one defaults to the other.
+    let (key, name) = match (key, name) {
+        (Some(k), Some(n)) => (k, n),
+        (Some(k), None) => (k.clone(), k),
+        (None, Some(n)) => (n.clone(), n),
+        (None, None) => {
+            return Err(ApiError::TargetTypeKeyOrNameRequired(
+                "key or name of the target type must be given".into(),
+            ));
+        }
+    };
+    check_text("key", &key, 1, 64, false)?;
+    let t = NewTargetType {
+        key,
+        named: Named {
+            name,
+            description: description(b.description)?,
+        },
+        colour: single_line("colour", b.colour, 0, 16)?,
+    };
+    let ds_types = distinct(b.compatibledistributionsettypes.unwrap_or_default());
+    Ok((t, ds_types))
 }
 
 async fn create(
     cx: Ctx,
     Body(body): Body<Vec<TypeCreate>>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    cx.require(&[Permission::CREATE_TARGET])?;
-    let mut new = Vec::with_capacity(body.len());
-    for b in body {
-        let name = single_line("name", b.name, 1, 128)?;
-        let key = single_line("key", b.key, 1, 64)?;
-        // Like hawkBit, either one defaults to the other.
-        let (key, name) = match (key, name) {
-            (Some(k), Some(n)) => (k, n),
-            (Some(k), None) => (k.clone(), k),
-            (None, Some(n)) => (n.clone(), n),
-            (None, None) => {
-                return Err(ApiError::TargetTypeKeyOrNameRequired(
-                    "key or name of the target type must be given".into(),
-                ));
-            }
+    let insert =
+        async |tx: &mut PgConnection, cx: &Ctx, (t, ds_types): &(NewTargetType, Vec<i64>)| {
+            let row = types::insert(tx, cx.tenant(), t, cx.caller.name()).await?;
+            add_ds_types(tx, cx, row.id, ds_types).await?;
+            Ok(type_json(&cx.base, &row))
         };
-        check_text("key", &key, 1, 64, false)?;
-        let t = NewTargetType {
-            key,
-            named: Named {
-                name,
-                description: description(b.description)?,
-            },
-            colour: single_line("colour", b.colour, 0, 16)?,
-        };
-        new.push((
-            t,
-            distinct(b.compatibledistributionsettypes.unwrap_or_default()),
-        ));
-    }
-    let out = cx
-        .db()
-        .tx(async |tx| {
-            let mut out = Vec::with_capacity(new.len());
-            for (t, ds_types) in &new {
-                let row = types::insert(tx, cx.tenant(), t, cx.caller.name()).await?;
-                add_ds_types(tx, &cx, row.id, ds_types).await?;
-                out.push(type_json(&cx.base, &row));
-            }
-            Ok::<_, ApiError>(out)
-        })
-        .await?;
-    Ok((StatusCode::CREATED, Json(Value::Array(out))))
-}
-
-async fn one(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(
-        READ,
-        &types::TABLE,
-        id,
-        || no_type(id),
-        |t| type_json(&cx.base, &t),
-    )
-    .await
+    cx.create_each(&[Permission::CREATE_TARGET], body, new_type, insert)
+        .await
 }
 
 async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {
@@ -218,13 +200,20 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiRes
         .await
 }
 
-/// The target type of the tenant, locked for the rest of the transaction, or 404.
-async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<()> {
-    if types::TABLE.lock(c, tenant, id).await?.is_some() {
-        Ok(())
-    } else {
-        Err(no_type(id))
-    }
+/// A change of target type `id`: in one transaction the type is locked (404 when the tenant
+/// has none), then changed by `change`; answers `done` once committed.
+async fn change_type(
+    cx: &Ctx,
+    id: i64,
+    change: impl AsyncFnOnce(&mut PgConnection) -> ApiResult<()>,
+    done: StatusCode,
+) -> ApiResult<StatusCode> {
+    let tenant = cx.tenant();
+    let lock = async |c: &mut PgConnection| match types::TABLE.lock(c, tenant, id).await? {
+        Some(_) => Ok(()),
+        None => Err(no_type(id)),
+    };
+    cx.relink(lock, async |tx, ()| change(tx).await, done).await
 }
 
 /// A type that targets still have is not deleted: hawkBit answers 409
@@ -233,7 +222,7 @@ async fn lock_type(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult
 async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_TARGET])?;
     let tenant = cx.tenant();
-    let delete = async |tx: &mut PgConnection, ()| {
+    let delete = async |tx: &mut PgConnection| {
         if types::in_use(tx, tenant, id).await? {
             return Err(ApiError::TargetTypeInUse(format!(
                 "target type {id} is still in use by a target"
@@ -242,29 +231,20 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
         types::TABLE.delete(tx, tenant, id).await?;
         Ok(())
     };
-    cx.relink(
-        async |tx| lock_type(tx, tenant, id).await,
-        delete,
-        StatusCode::NO_CONTENT,
-    )
-    .await
+    change_type(&cx, id, delete, StatusCode::NO_CONTENT).await
 }
 
 async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
     let tenant = cx.tenant();
-    let rows = cx
-        .db()
-        .run(async |c| {
-            types::TABLE
-                .find(c, tenant, id)
-                .await?
-                .ok_or_else(|| no_type(id))?;
-            Ok::<_, ApiError>(types::compatible_ds_types(c, tenant, id).await?)
-        })
-        .await?;
-    let content = rows.iter().map(|t| ds_type_json(&cx.base, t));
-    Ok(Json(Value::Array(content.collect())))
+    let fetch = async |c: &mut PgConnection| {
+        types::TABLE
+            .find(c, tenant, id)
+            .await?
+            .ok_or_else(|| no_type(id))?;
+        Ok(types::compatible_ds_types(c, tenant, id).await?)
+    };
+    cx.array(fetch, |t| ds_type_json(&cx.base, t)).await
 }
 
 /// hawkBit answers 200 with an empty body.
@@ -275,13 +255,8 @@ async fn add_compatible(
 ) -> ApiResult<StatusCode> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let ds_type_ids = distinct(body);
-    let add = async |tx: &mut PgConnection, ()| add_ds_types(tx, &cx, id, &ds_type_ids).await;
-    cx.relink(
-        async |tx| lock_type(tx, cx.tenant(), id).await,
-        add,
-        StatusCode::OK,
-    )
-    .await
+    let add = async |tx: &mut PgConnection| add_ds_types(tx, &cx, id, &ds_type_ids).await;
+    change_type(&cx, id, add, StatusCode::OK).await
 }
 
 async fn remove_compatible(
@@ -290,7 +265,7 @@ async fn remove_compatible(
 ) -> ApiResult<StatusCode> {
     cx.require(&[Permission::UPDATE_TARGET])?;
     let tenant = cx.tenant();
-    let remove = async |tx: &mut PgConnection, ()| {
+    let remove = async |tx: &mut PgConnection| {
         if !types::remove_ds_type(tx, tenant, id, ds_type_id, cx.caller.name()).await?
             && !types::missing_ds_types(tx, tenant, &[ds_type_id])
                 .await?
@@ -302,10 +277,5 @@ async fn remove_compatible(
         }
         Ok(())
     };
-    cx.relink(
-        async |tx| lock_type(tx, tenant, id).await,
-        remove,
-        StatusCode::NO_CONTENT,
-    )
-    .await
+    change_type(&cx, id, remove, StatusCode::NO_CONTENT).await
 }

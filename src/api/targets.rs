@@ -1,6 +1,6 @@
 //! Targets, their actions and direct assignments (rollouts.md §9.6, §9.7).
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -257,13 +257,9 @@ async fn update(
     .await
 }
 
-async fn remove(
-    State(s): State<ApiState>,
-    caller: Caller,
-    Path(id): Path<String>,
-) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::DELETE_TARGET])?;
-    s.engine.delete_target(caller.tenant, &id).await?;
+async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::DELETE_TARGET])?;
+    cx.state.engine.delete_target(cx.tenant(), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -310,21 +306,16 @@ struct CancelParams {
 }
 
 async fn cancel(
-    State(s): State<ApiState>,
-    caller: Caller,
+    cx: Ctx,
     Path((id, action)): Path<(String, String)>,
     Query(p): Query<CancelParams>,
 ) -> ApiResult<StatusCode> {
-    caller.require(&[Permission::UPDATE_TARGET])?;
+    cx.require(&[Permission::UPDATE_TARGET])?;
     let action = parse_id(&action)?;
-    s.engine
-        .cancel_action(
-            caller.tenant,
-            &id,
-            action,
-            p.force.unwrap_or(false),
-            caller.name(),
-        )
+    let force = p.force.unwrap_or(false);
+    cx.state
+        .engine
+        .cancel_action(cx.tenant(), &id, action, force, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -435,15 +426,29 @@ fn outcome_json(o: &AssignOutcome, base: &BaseUrl) -> Value {
     })
 }
 
+/// Assign distribution set `ds` to the targets of `reqs` through the engine.
+async fn assign(
+    cx: &Ctx,
+    ds: i64,
+    reqs: Vec<AssignTarget>,
+    p: &AssignParams,
+) -> ApiResult<AssignOutcome> {
+    let offline = p.offline.unwrap_or(false);
+    let engine = &cx.state.engine;
+    Ok(engine
+        .assign(cx.tenant(), ds, reqs, offline, cx.caller.name())
+        .await?)
+}
+
+const ASSIGN: &[Permission] = &[Permission::READ_REPOSITORY, Permission::UPDATE_TARGET];
+
 async fn assign_to_set(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path(ds): Path<String>,
     Query(p): Query<AssignParams>,
     Body(body): Body<Vec<AssignBody>>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY, Permission::UPDATE_TARGET])?;
+    cx.require(ASSIGN)?;
     let ds = parse_id(&ds)?;
     let mut reqs = Vec::new();
     for b in body {
@@ -453,28 +458,17 @@ async fn assign_to_set(
                 .ok_or_else(|| ApiError::NotReadable("id must be a controllerId string".into()))?;
         reqs.push(to_request(b, cid)?);
     }
-    let out = s
-        .engine
-        .assign(
-            caller.tenant,
-            ds,
-            reqs,
-            p.offline.unwrap_or(false),
-            caller.name(),
-        )
-        .await?;
-    Ok(Json(outcome_json(&out, &base)))
+    let out = assign(&cx, ds, reqs, &p).await?;
+    Ok(Json(outcome_json(&out, &cx.base)))
 }
 
 async fn assign_to_target(
-    State(s): State<ApiState>,
-    caller: Caller,
-    base: BaseUrl,
+    cx: Ctx,
     Path(id): Path<String>,
     Query(p): Query<AssignParams>,
     Body(body): Body<OneOrMany>,
 ) -> ApiResult<Json<Value>> {
-    caller.require(&[Permission::READ_REPOSITORY, Permission::UPDATE_TARGET])?;
+    cx.require(ASSIGN)?;
     let list = match body {
         OneOrMany::Many(v) => v,
         OneOrMany::One(b) => vec![b],
@@ -484,22 +478,12 @@ async fn assign_to_target(
         let ds =
             b.id.as_i64()
                 .ok_or_else(|| ApiError::NotReadable("id must be a distribution set id".into()))?;
-        let req = to_request(b, id.clone())?;
-        let o = s
-            .engine
-            .assign(
-                caller.tenant,
-                ds,
-                vec![req],
-                p.offline.unwrap_or(false),
-                caller.name(),
-            )
-            .await?;
+        let o = assign(&cx, ds, vec![to_request(b, id.clone())?], &p).await?;
         total.assigned += o.assigned;
         total.already_assigned += o.already_assigned;
         total.action_ids.extend(o.action_ids);
     }
-    Ok(Json(outcome_json(&total, &base)))
+    Ok(Json(outcome_json(&total, &cx.base)))
 }
 
 async fn all_actions(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {

@@ -192,16 +192,11 @@ async fn create_artifact(
 
 async fn list_artifacts(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
-    let rows = cx
-        .db()
-        .run(async |c| {
-            any_module(c, cx.tenant(), id).await?;
-            Ok::<_, ApiError>(artifacts::list(c, cx.tenant(), id).await?)
-        })
-        .await?;
-    Ok(Json(Value::Array(
-        rows.iter().map(|a| artifact_json(&cx.base, a)).collect(),
-    )))
+    let fetch = async |c: &mut PgConnection| {
+        any_module(c, cx.tenant(), id).await?;
+        Ok(artifacts::list(c, cx.tenant(), id).await?)
+    };
+    cx.array(fetch, |a| artifact_json(&cx.base, a)).await
 }
 
 async fn get_artifact(cx: Ctx, Ids((id, artifact_id)): Ids<(i64, i64)>) -> ApiResult<Json<Value>> {
@@ -220,16 +215,9 @@ async fn delete_artifact(
     Ids((id, artifact_id)): Ids<(i64, i64)>,
 ) -> ApiResult<StatusCode> {
     cx.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = cx
-        .db()
-        .run(async |c| {
-            changeable_module(c, cx.tenant(), id).await?;
-            Ok::<_, ApiError>(artifacts::delete(c, cx.tenant(), id, artifact_id).await?)
-        })
-        .await?;
-    if deleted {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_artifact(id, artifact_id))
-    }
+    let delete = async |c: &mut PgConnection| {
+        changeable_module(c, cx.tenant(), id).await?;
+        Ok(artifacts::delete(c, cx.tenant(), id, artifact_id).await?)
+    };
+    cx.delete_one(delete, || no_artifact(id, artifact_id)).await
 }

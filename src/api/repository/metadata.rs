@@ -7,6 +7,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use sqlx::PgConnection;
 
 use super::super::common::{Ctx, Ids, Listed, check_text};
 use super::super::{ApiError, ApiResult, ApiState, Body, Page};
@@ -162,16 +163,9 @@ async fn update_metadata(
 async fn delete_metadata(cx: Ctx, Ids((id, key)): Ids<(i64, String)>) -> ApiResult<StatusCode> {
     cx.require_any(&[Permission::DELETE_REPOSITORY, Permission::UPDATE_REPOSITORY])?;
     path_key(id, &key)?;
-    let deleted = cx
-        .db()
-        .run(async |c| {
-            live_module(c, cx.tenant(), id).await?;
-            Ok::<_, ApiError>(metadata::TABLE.delete(c, cx.tenant(), id, &key).await?)
-        })
-        .await?;
-    if deleted {
-        Ok(StatusCode::NO_CONTENT)
-    } else {
-        Err(no_metadata(id, &key))
-    }
+    let delete = async |c: &mut PgConnection| {
+        live_module(c, cx.tenant(), id).await?;
+        Ok(metadata::TABLE.delete(c, cx.tenant(), id, &key).await?)
+    };
+    cx.delete_one(delete, || no_metadata(id, &key)).await
 }

@@ -4,18 +4,18 @@ use std::collections::HashMap;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::super::common::{Ctx, Ids, Listed, base_fields, description, required, single_line};
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
+use super::super::common::{
+    Ctx, Ids, Listed, Resource, base_fields, description, required, single_line,
+};
+use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use super::{READ, live_module, no_module};
 use crate::auth::Permission;
 use crate::store::Named;
 use crate::store::filter::Entity;
-use crate::store::repository::Deletion;
 use crate::store::repository::modules::{self, ModuleRow};
 use crate::store::repository::types::{ModuleTypeRow, find_module_type_by_key};
 
@@ -23,11 +23,11 @@ pub(super) fn router() -> Router<ApiState> {
     Router::new()
         .route(
             "/rest/v1/softwaremodules",
-            get(list_modules).post(create_modules),
+            MODULE.list().post(create_modules),
         )
         .route(
             "/rest/v1/softwaremodules/{id}",
-            get(get_module).put(update_module).delete(delete_module),
+            MODULE.one().put(update_module).delete(delete_module),
         )
 }
 
@@ -60,27 +60,13 @@ pub(super) const MODULES: Listed = Listed {
     sort: &modules::SORT,
 };
 
-async fn list_modules(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list_table(
-        READ,
-        &params,
-        Entity::SoftwareModule,
-        &modules::TABLE,
-        |m| module_json(&cx.base, &m),
-    )
-    .await
-}
-
-async fn get_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.get_by_id(
-        READ,
-        &modules::TABLE,
-        id,
-        || no_module(id),
-        |m| module_json(&cx.base, &m),
-    )
-    .await
-}
+static MODULE: Resource<ModuleRow> = Resource {
+    table: &modules::TABLE,
+    entity: Entity::SoftwareModule,
+    read: READ,
+    render: module_json,
+    missing: no_module,
+};
 
 #[derive(Debug, Deserialize)]
 struct ModuleCreate {
@@ -175,20 +161,13 @@ async fn update_module(
 
 #[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id))]
 async fn delete_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = cx
-        .db()
-        .run(async |c| {
-            modules::TABLE
-                .delete_or_mark(c, cx.tenant(), id, cx.caller.name())
-                .await
-        })
-        .await?;
-    match deleted {
-        Deletion::NotFound => Err(no_module(id)),
-        how => {
-            tracing::info!(soft = (how == Deletion::Soft), "software module deleted");
-            Ok(StatusCode::NO_CONTENT)
-        }
-    }
+    let perms = &[Permission::DELETE_REPOSITORY];
+    cx.delete_or_mark(
+        perms,
+        &modules::TABLE,
+        id,
+        || no_module(id),
+        "software module",
+    )
+    .await
 }

@@ -18,7 +18,6 @@ use super::{IdRef, READ, id_list, no_module};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
-use crate::store::repository::Deletion;
 use crate::store::repository::modules::{self, ModuleRow};
 use crate::store::repository::sets::{self, SetRow};
 use crate::store::repository::types::{
@@ -303,22 +302,9 @@ async fn update_set(
 
 #[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id))]
 async fn delete_set(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::DELETE_REPOSITORY])?;
-    let deleted = cx
-        .db()
-        .run(async |c| {
-            sets::TABLE
-                .delete_or_mark(c, cx.tenant(), id, cx.caller.name())
-                .await
-        })
-        .await?;
-    match deleted {
-        Deletion::NotFound => Err(no_set(id)),
-        how => {
-            tracing::info!(soft = (how == Deletion::Soft), "distribution set deleted");
-            Ok(StatusCode::NO_CONTENT)
-        }
-    }
+    let perms = &[Permission::DELETE_REPOSITORY];
+    cx.delete_or_mark(perms, &sets::TABLE, id, || no_set(id), "distribution set")
+        .await
 }
 
 async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {

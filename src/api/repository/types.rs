@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, base_fields};
+use super::super::common::{Ctx, Ids, Listed, Resource, base_fields};
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Page, put_opt};
 use super::READ;
 use crate::domain::ids::TenantId;
@@ -14,8 +14,8 @@ use crate::store::repository::types::{self, ModuleTypeRow, SetTypeElementRow, Se
 
 pub(super) fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/softwaremoduletypes", get(list_module_types))
-        .route("/rest/v1/softwaremoduletypes/{id}", get(get_module_type))
+        .route("/rest/v1/softwaremoduletypes", MODULE_TYPES.list())
+        .route("/rest/v1/softwaremoduletypes/{id}", MODULE_TYPES.one())
         .route("/rest/v1/distributionsettypes", get(list_set_types))
         .route("/rest/v1/distributionsettypes/{id}", get(get_set_type))
         .route(
@@ -75,21 +75,17 @@ const SET_TYPES: Listed = Listed {
     sort: &types::SET_TYPE_SORT,
 };
 
-async fn list_module_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    let table = &types::MODULE_TYPES;
-    cx.list_table(READ, &params, Entity::SoftwareModuleType, table, |t| {
-        module_type_json(&cx.base, &t)
-    })
-    .await
+fn no_module_type(id: i64) -> ApiError {
+    ApiError::NotFound(format!("software module type {id} not found"))
 }
 
-async fn get_module_type(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    let missing = || ApiError::NotFound(format!("software module type {id} not found"));
-    cx.get_by_id(READ, &types::MODULE_TYPES, id, missing, |t| {
-        module_type_json(&cx.base, &t)
-    })
-    .await
-}
+static MODULE_TYPES: Resource<ModuleTypeRow> = Resource {
+    table: &types::MODULE_TYPES,
+    entity: Entity::SoftwareModuleType,
+    read: READ,
+    render: module_type_json,
+    missing: no_module_type,
+};
 
 /// Set types are rendered with the module types they take, read for the whole page at once.
 async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
