@@ -8,6 +8,7 @@ pub mod actions;
 pub mod approvals;
 pub mod bench;
 pub mod filter;
+mod ids;
 pub mod inbox;
 pub mod invalidation;
 pub mod key_value;
