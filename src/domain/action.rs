@@ -164,9 +164,10 @@ impl ActionType {
 }
 
 /// The status a device reports for its action (dmf-protocol.md §3.4): the eleven values of DMF's
-/// `actionStatus`, as the domain sees them. The DMF adapter converts the wire type into this one
-/// (`dmf::convert`), so the rules here know nothing of the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `actionStatus`. Its serde form is that member's spelling (case-sensitive), so the wire body
+/// `dmf::inbound::ActionUpdateStatus` carries this type as it is, with no conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReportStatus {
     Download,
     Retrieved,

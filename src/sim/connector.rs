@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::devices::Out;
 use super::{Counters, Sim, SimStats, bump, wire};
 use crate::amqp::topology::DMF_EXCHANGE;
-use crate::dmf::inbound::ReportedStatus;
+use crate::dmf::inbound::ReportStatus;
 use crate::dmf::{CONTENT_TYPE_JSON, header, msg_type, topic};
 
 /// Most deliveries handled, reports published or devices registered per round before the loop
@@ -52,7 +52,7 @@ pub enum SessionError {
 #[derive(Debug, Clone, Copy)]
 enum Sent {
     Register,
-    Report(ReportedStatus),
+    Report(ReportStatus),
     Attributes,
 }
 
@@ -121,10 +121,10 @@ fn record(c: &Counters, sent: Sent, confirmation: Confirmation) {
         Sent::Report(st) => {
             bump(&c.reports);
             match st {
-                ReportedStatus::Finished => bump(&c.finished),
-                ReportedStatus::Error => bump(&c.errors),
-                ReportedStatus::Canceled => bump(&c.canceled),
-                ReportedStatus::CancelRejected => bump(&c.cancel_rejected),
+                ReportStatus::Finished => bump(&c.finished),
+                ReportStatus::Error => bump(&c.errors),
+                ReportStatus::Canceled => bump(&c.canceled),
+                ReportStatus::CancelRejected => bump(&c.cancel_rejected),
                 _ => {}
             }
         }
