@@ -73,21 +73,9 @@ pub enum EngineError {
     SetIncomplete(String),
     #[error("{0}")]
     ConfigLocked(String),
-    /// A request value breaks a rule (hawkBit's constraint violation, 400).
-    #[error("{0}")]
-    Constraint(String),
-    /// A request value of an unknown kind (400 not readable).
-    #[error("{0}")]
-    NotReadable(String),
-    /// A quota would be exceeded (429).
-    #[error("{0}")]
-    Quota(String),
-    /// The entity may no longer be changed (403).
-    #[error("{0}")]
-    ReadOnly(String),
-    /// A rollout operation not allowed in the rollout's state (400 illegal state).
-    #[error("{0}")]
-    RolloutState(String),
+    /// A rollout rule refused the request (a rule broken, a quota, read-only, illegal state).
+    #[error(transparent)]
+    Refused(#[from] crate::domain::rollout::Refusal),
     /// A bad target filter query.
     #[error(transparent)]
     Query(crate::domain::rsql::RsqlError),

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{Engine, EngineError, config_keys};
 use crate::domain::ids::{RolloutId, TenantId};
-use crate::domain::rollout::{Event, Refusal, RolloutStatus};
+use crate::domain::rollout::{Event, RolloutStatus};
 use crate::store::outbox::Pending;
 use crate::store::rollouts as store;
 use crate::store::{StoreError, tenants};
@@ -61,16 +61,6 @@ pub mod limits {
     pub const ENROL_CHUNK: i64 = 5000;
     /// Throttle after an empty dynamic enrolment (`dynamicRolloutsMinInvolvePeriodMS`).
     pub const ENROL_IDLE_MS: i64 = 60000;
-}
-
-fn refusal(r: Refusal) -> EngineError {
-    match r {
-        Refusal::IllegalState(m) => EngineError::RolloutState(m),
-        Refusal::ReadOnly(m) => EngineError::ReadOnly(m),
-        Refusal::Constraint(m) => EngineError::Constraint(m),
-        Refusal::NotReadable(m) => EngineError::NotReadable(m),
-        Refusal::Quota(m) => EngineError::Quota(m),
-    }
 }
 
 fn flag(cfg: &BTreeMap<String, Value>, key: &str) -> bool {
