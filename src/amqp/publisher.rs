@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
 use sqlx::postgres::PgListener;
@@ -140,10 +140,7 @@ impl Publisher {
         // What the fast lane gathered while no publisher ran is still in the outbox; the regular
         // rounds send it in id order, with whatever else waited.
         drop(engine.take_fresh(usize::MAX));
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = super::confirm_channel(&conn).await?;
         Ok(Self {
             conn,
             channel,

@@ -8,13 +8,13 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection};
 
 use super::fleet::{Captured, Pipeline, WINDOW, publish_reports, status_report};
+use crate::amqp::topology::{Lifetime, declare_fanout_path};
 use crate::store;
 
 /// The service's consumer defaults (`DMF_PREFETCH`, `DMF_BATCH_SIZE`).
@@ -22,35 +22,8 @@ pub const PREFETCH: u16 = 1000;
 pub const BATCH: usize = 500;
 
 /// Declare a fanout exchange bound to a queue of the same name.
-async fn scratch_path(ch: &Channel, name: &str, durable: bool) -> anyhow::Result<()> {
-    ch.exchange_declare(
-        name.into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            durable,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_bind(
-        name.into(),
-        name.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(())
+async fn scratch_path(ch: &Channel, name: &str, lifetime: Lifetime) -> lapin::Result<()> {
+    declare_fanout_path(ch, name, name, lifetime, FieldTable::default()).await
 }
 
 async fn remove_path(ch: &Channel, name: &str) {
@@ -84,7 +57,7 @@ pub async fn amqp_status_path(
 ) -> anyhow::Result<StatusPath> {
     const NAME: &str = "bench.ceiling.status";
     let ch = conn.create_channel().await?;
-    scratch_path(&ch, NAME, true).await?;
+    scratch_path(&ch, NAME, Lifetime::Durable).await?;
     let ids: Vec<i64> = (0..actions as i64).map(|i| 100000 + i).collect();
     let count = actions * statuses.len() as u64;
 
@@ -155,7 +128,7 @@ pub async fn amqp_deploy_publish(
 ) -> anyhow::Result<f64> {
     const NAME: &str = "bench.ceiling.deploy";
     let ch = conn.create_channel().await?;
-    scratch_path(&ch, NAME, false).await?;
+    scratch_path(&ch, NAME, Lifetime::Transient).await?;
     let mut consumer = ch
         .basic_consume(
             NAME.into(),
@@ -200,8 +173,8 @@ pub async fn amqp_two_hops(conn: &Connection, samples: usize) -> anyhow::Result<
     const A: &str = "bench.ceiling.hop-a";
     const B: &str = "bench.ceiling.hop-b";
     let ch = conn.create_channel().await?;
-    scratch_path(&ch, A, true).await?;
-    scratch_path(&ch, B, false).await?;
+    scratch_path(&ch, A, Lifetime::Durable).await?;
+    scratch_path(&ch, B, Lifetime::Transient).await?;
     let echo_ch = conn.create_channel().await?;
     let mut echo_in = echo_ch
         .basic_consume(
