@@ -13,7 +13,7 @@ use lapin::options::{
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 
-use super::fleet::{Captured, Pipeline, WINDOW, publish_reports, status_report};
+use super::fleet::{Captured, Pipeline, WINDOW, consume_auto_ack, publish_reports, status_report};
 use crate::amqp::topology::{Lifetime, declare_fanout_path};
 use crate::store;
 
@@ -129,17 +129,7 @@ pub async fn amqp_deploy_publish(
     const NAME: &str = "bench.ceiling.deploy";
     let ch = conn.create_channel().await?;
     scratch_path(&ch, NAME, Lifetime::Transient).await?;
-    let mut consumer = ch
-        .basic_consume(
-            NAME.into(),
-            "bench-ceiling-drain".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut consumer = consume_auto_ack(&ch, NAME, "bench-ceiling-drain").await?;
     let drain = tokio::spawn(async move {
         let mut n = 0u64;
         while n < count {
@@ -176,17 +166,7 @@ pub async fn amqp_two_hops(conn: &Connection, samples: usize) -> anyhow::Result<
     scratch_path(&ch, A, Lifetime::Durable).await?;
     scratch_path(&ch, B, Lifetime::Transient).await?;
     let echo_ch = conn.create_channel().await?;
-    let mut echo_in = echo_ch
-        .basic_consume(
-            A.into(),
-            "bench-echo".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut echo_in = consume_auto_ack(&echo_ch, A, "bench-echo").await?;
     let echo = tokio::spawn(async move {
         while let Some(Ok(d)) = echo_in.next().await {
             if echo_ch
@@ -204,17 +184,7 @@ pub async fn amqp_two_hops(conn: &Connection, samples: usize) -> anyhow::Result<
             }
         }
     });
-    let mut back = ch
-        .basic_consume(
-            B.into(),
-            "bench-echo-back".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut back = consume_auto_ack(&ch, B, "bench-echo-back").await?;
     let mut out = Vec::with_capacity(samples);
     for i in 0..samples {
         let (body, props) = status_report(i as i64, "FINISHED");

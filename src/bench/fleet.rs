@@ -114,6 +114,24 @@ pub fn header(d: &Delivery, name: &str) -> Option<String> {
         })
 }
 
+/// Consume `queue` with automatic acknowledgement (the bench's receivers never hold a message).
+pub async fn consume_auto_ack(
+    ch: &Channel,
+    queue: &str,
+    consumer_tag: &str,
+) -> lapin::Result<lapin::Consumer> {
+    ch.basic_consume(
+        queue.into(),
+        consumer_tag.into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
 #[derive(serde::Deserialize)]
 struct ActionRef {
     #[serde(rename = "actionId")]
@@ -137,17 +155,7 @@ impl Fleet {
         )
         .await?;
         // Automatic acknowledgement: the connector must never be the bottleneck it measures.
-        let mut consumer = ch
-            .basic_consume(
-                REPLY_QUEUE.into(),
-                "bench-connector".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut consumer = consume_auto_ack(&ch, REPLY_QUEUE, "bench-connector").await?;
         let (ingest_tx, ingest) = mpsc::unbounded_channel();
         let (cascade_tx, cascade) = mpsc::unbounded_channel();
         let (background_tx, background) = mpsc::unbounded_channel();
