@@ -34,6 +34,10 @@ const FAST_LANE_CAP: usize = 5_000;
 
 /// Tenant configuration keys the service knows.
 pub mod config_keys {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
     pub const MULTI_ASSIGNMENTS: &str = "multi.assignments.enabled";
     pub const BATCH_ASSIGNMENTS: &str = "batch.assignments.enabled";
     pub const CONFIRMATION_FLOW: &str = "user.confirmation.flow.enabled";
@@ -49,6 +53,18 @@ pub mod config_keys {
         (ROLLOUT_APPROVAL, false),
         (IMPLICIT_LOCK, true),
     ];
+
+    /// The default of a key; `None` for a key the service does not know.
+    pub fn default_of(key: &str) -> Option<bool> {
+        DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, d)| *d)
+    }
+
+    /// A flag as a tenant's configuration sets it, else its default (`false` for an unknown key).
+    pub fn flag(cfg: &BTreeMap<String, Value>, key: &str) -> bool {
+        cfg.get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or_else(|| default_of(key).unwrap_or(false))
+    }
 }
 
 /// A use case's failure.

@@ -6,6 +6,7 @@ use super::flags;
 use crate::domain::ids::{DsId, RolloutId, TenantId};
 use crate::domain::rollout::plan::{self, Plan};
 use crate::domain::rollout::{Event, Facts, Operation, machine};
+use crate::engine::assignment::check_usable_set;
 use crate::engine::{Engine, EngineError};
 use crate::store::filter::{Entity, Filter};
 use crate::store::rollouts::{self as store, NewRollout};
@@ -86,20 +87,7 @@ impl Engine {
         let mut tx = self.pool.begin().await?;
         // 2. The distribution set.
         store::lock_set_row(&mut tx, tenant, req.ds_id).await?;
-        let set = repository::set_facts(&mut tx, tenant.0, req.ds_id)
-            .await?
-            .filter(|s| !s.deleted)
-            .ok_or_else(|| EngineError::NotFound(format!("distribution set {ds} not found")))?;
-        if !set.valid {
-            return Err(EngineError::SetInvalid(format!(
-                "distribution set {ds} is invalidated"
-            )));
-        }
-        if !set.complete {
-            return Err(EngineError::SetIncomplete(format!(
-                "distribution set {ds} is incomplete"
-            )));
-        }
+        check_usable_set(&mut tx, tenant, req.ds_id, "is incomplete").await?;
         // 3.–7. Shape, constraints, groups.
         let cfg = flags(&mut tx, tenant).await?;
         let plan = plan::plan(&req, &filter_text, cfg.confirmation_flow)?;

@@ -21,15 +21,14 @@ pub mod effects;
 pub mod filling;
 pub mod operate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, EngineError, config_keys};
+use super::config_keys::{self, flag};
+use super::{Engine, EngineError};
 use crate::domain::ids::{RolloutId, TenantId};
 use crate::domain::rollout::{Event, RolloutStatus};
 use crate::store::outbox::Pending;
@@ -61,15 +60,6 @@ pub mod limits {
     pub const ENROL_CHUNK: i64 = 5000;
     /// Throttle after an empty dynamic enrolment (`dynamicRolloutsMinInvolvePeriodMS`).
     pub const ENROL_IDLE_MS: i64 = 60000;
-}
-
-fn flag(cfg: &BTreeMap<String, Value>, key: &str) -> bool {
-    cfg.get(key).and_then(Value::as_bool).unwrap_or_else(|| {
-        config_keys::DEFAULTS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .is_some_and(|(_, d)| *d)
-    })
 }
 
 /// The tenant flags a rollout step needs.
