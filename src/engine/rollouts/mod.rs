@@ -25,6 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::PgConnection;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::config_keys::{self, flag};
@@ -232,15 +233,28 @@ impl Engine {
 /// again when a rollout was held by another transaction.
 pub async fn run_executor(engine: Arc<Engine>, tick: Duration, token: CancellationToken) {
     let wake = engine.rollout_wake.clone();
-    loop {
-        let pause = match engine.run_rollout_steps().await {
+    run_woken(token, wake, async move || {
+        match engine.run_rollout_steps().await {
             Ok((_, true)) => Duration::from_millis(20).min(tick),
             Ok(_) => engine.executor_pause(tick),
             Err(e) => {
                 tracing::warn!(error.message = %e, "rollout executor pass failed");
                 tick
             }
-        };
+        }
+    })
+    .await;
+}
+
+/// Run `pass` until `token` is cancelled; after each one wait for `wake`, for the pause it
+/// returned, or for the cancellation.
+pub(super) async fn run_woken(
+    token: CancellationToken,
+    wake: Arc<Notify>,
+    mut pass: impl AsyncFnMut() -> Duration,
+) {
+    loop {
+        let pause = pass().await;
         tokio::select! {
             _ = token.cancelled() => return,
             _ = wake.notified() => {}
