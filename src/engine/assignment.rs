@@ -45,6 +45,17 @@ pub struct AssignOutcome {
     pub action_ids: Vec<i64>,
 }
 
+/// Lock a target by its controllerId; 404 when there is none.
+async fn lock_target(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+) -> Result<targets::TargetRow, EngineError> {
+    targets::lock_by_controller_id(conn, tenant, controller_id)
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))
+}
+
 /// Refuse a distribution set that new actions may not use: deleted or unknown (404), invalidated,
 /// or incomplete (`incomplete` words that: hawkBit's assignment and rollout creation say it
 /// differently). The set stays share-locked until the transaction ends.
@@ -236,9 +247,7 @@ impl Engine {
         user: &str,
     ) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let target = targets::lock_by_controller_id(&mut tx, tenant, controller_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
+        let target = lock_target(&mut tx, tenant, controller_id).await?;
         let rows = actions::lock(&mut tx, &[action_id]).await?;
         let a = rows
             .into_iter()
@@ -304,9 +313,7 @@ impl Engine {
         controller_id: &str,
     ) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let row = targets::lock_by_controller_id(&mut tx, tenant, controller_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
+        let row = lock_target(&mut tx, tenant, controller_id).await?;
         let tenant_name: String = tenants::name_of(&mut tx, tenant).await?;
         let address = targets::delete(&mut tx, TargetId(row.id)).await?;
         let out = address
