@@ -143,61 +143,50 @@ impl Application {
             self.engine.clone(),
             token.child_token(),
         ));
-        let housekeeping = {
-            let engine = self.engine.clone();
-            let token = token.child_token();
-            tracker.spawn(async move {
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-                    }
-                    if let Err(e) = engine.purge_inbox().await {
-                        tracing::warn!(error.message = %e, "inbox purge failed");
-                    }
-                }
-            })
-        };
+        let engine = &self.engine;
+        let housekeeping = tracker.spawn(repeat(
+            token.child_token(),
+            async || tokio::time::sleep(Duration::from_secs(60)).await,
+            {
+                let engine = engine.clone();
+                async move || engine.purge_inbox().await
+            },
+            "inbox purge failed",
+        ));
         // Planner statistics of tables a fleet or a rollout can multiply within seconds.
         tracker.spawn({
-            let engine = self.engine.clone();
-            let token = token.child_token();
-            async move {
-                let mut tick = tokio::time::interval(STATISTICS_EVERY);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let grown = engine.statistics_wake();
-                loop {
+            let mut tick = tokio::time::interval(STATISTICS_EVERY);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let grown = engine.statistics_wake();
+            let engine = engine.clone();
+            repeat(
+                token.child_token(),
+                async move || {
                     tokio::select! {
-                        _ = token.cancelled() => return,
                         _ = tick.tick() => {}
                         _ = grown.notified() => {
                             // Noted when written: give the writing transaction time to commit.
                             tokio::time::sleep(GROWTH_SETTLE).await;
                         }
                     }
-                    if let Err(e) = engine.refresh_statistics().await {
-                        tracing::warn!(error.message = %e, "statistics refresh failed");
-                    }
-                }
-            }
+                },
+                async move || engine.refresh_statistics().await,
+                "statistics refresh failed",
+            )
         });
         // Timers push: a device hears of its action the moment a maintenance window opens.
         tracker.spawn({
-            let engine = self.engine.clone();
-            let token = token.child_token();
-            async move {
-                let mut tick = tokio::time::interval(Duration::from_secs(1));
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => return,
-                        _ = tick.tick() => {}
-                    }
-                    if let Err(e) = engine.push_opened_windows().await {
-                        tracing::warn!(error.message = %e, "maintenance window sweep failed");
-                    }
-                }
-            }
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let engine = engine.clone();
+            repeat(
+                token.child_token(),
+                async move || {
+                    tick.tick().await;
+                },
+                async move || engine.push_opened_windows().await,
+                "maintenance window sweep failed",
+            )
         });
         let router = api::router(ApiState {
             engine: self.engine.clone(),
@@ -221,6 +210,25 @@ impl Application {
         self.engine.pool().close().await;
         tracing::info!("stopped");
         result
+    }
+}
+
+/// A background job: `job` after every `wait`, until `token` is cancelled; a failure is logged
+/// as `failed` and the job runs again after the next wait.
+async fn repeat<T, E: std::fmt::Display>(
+    token: CancellationToken,
+    mut wait: impl AsyncFnMut(),
+    mut job: impl AsyncFnMut() -> Result<T, E>,
+    failed: &'static str,
+) {
+    loop {
+        tokio::select! {
+            _ = token.cancelled() => return,
+            _ = wait() => {}
+        }
+        if let Err(e) = job().await {
+            tracing::warn!(error.message = %e, "{failed}");
+        }
     }
 }
 

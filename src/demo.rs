@@ -372,34 +372,42 @@ struct Created {
     ds_label: String,
 }
 
-enum Attempt {
-    Done(Created),
+/// Why an attempt created no rollout.
+enum Missed {
     /// A name of this round exists already: try the next round.
     Taken,
+    Failed(anyhow::Error),
 }
 
-async fn created_id(api: &Api, path: &str, body: Value) -> anyhow::Result<Option<Value>> {
+impl From<anyhow::Error> for Missed {
+    fn from(e: anyhow::Error) -> Self {
+        Missed::Failed(e)
+    }
+}
+
+/// POST `body` to `path`; the id of what it created, found at the JSON pointer `id_at`.
+async fn create(api: &Api, path: &str, body: Value, id_at: &str) -> Result<i64, Missed> {
     match api.post(path, &body).await? {
-        (StatusCode::CREATED, v) => Ok(Some(v)),
-        (StatusCode::CONFLICT, _) => Ok(None),
-        (s, v) => bail!("POST {path}: {s} {v}"),
+        (StatusCode::CREATED, v) => Ok(v
+            .pointer(id_at)
+            .and_then(Value::as_i64)
+            .with_context(|| format!("POST {path}: no id at {id_at} in {v}"))?),
+        (StatusCode::CONFLICT, _) => Err(Missed::Taken),
+        (s, v) => Err(anyhow!("POST {path}: {s} {v}").into()),
     }
 }
 
 /// Software module, artifact, distribution set and rollout of version `1.<round>.0`.
-async fn attempt(api: &Api, args: &DemoArgs, round: u32) -> anyhow::Result<Attempt> {
+async fn attempt(api: &Api, args: &DemoArgs, round: u32) -> Result<Created, Missed> {
     let version = format!("1.{round}.0");
-    let Some(sm) = created_id(
+    let sm_id = create(
         api,
         "/softwaremodules",
         json!([{"name": "demo-firmware", "version": version, "type": "os", "vendor": "dmf-broker demo",
                 "description": "Firmware image deployed by `dmf-broker demo`"}]),
+        "/0/id",
     )
-    .await?
-    else {
-        return Ok(Attempt::Taken);
-    };
-    let sm_id = sm[0]["id"].as_i64().context("software module id")?;
+    .await?;
     let filename = format!("demo-firmware-{version}.img");
     // An artifact is a reference to a file on a CDN; the simulated devices download nothing.
     let digest = {
@@ -419,21 +427,18 @@ async fn attempt(api: &Api, args: &DemoArgs, round: u32) -> anyhow::Result<Attem
         )
         .await?;
     if s != StatusCode::CREATED {
-        bail!("creating the artifact: {s} {v}");
+        return Err(anyhow!("creating the artifact: {s} {v}").into());
     }
-    let Some(ds) = created_id(
+    let ds_id = create(
         api,
         "/distributionsets",
         json!([{"name": "demo-firmware", "version": version, "type": "os", "modules": [{"id": sm_id}],
                 "description": "Distribution set of `dmf-broker demo`"}]),
+        "/0/id",
     )
-    .await?
-    else {
-        return Ok(Attempt::Taken);
-    };
-    let ds_id = ds[0]["id"].as_i64().context("distribution set id")?;
+    .await?;
     let name = format!("demo-rollout-{round}");
-    let Some(r) = created_id(
+    let id = create(
         api,
         "/rollouts",
         json!({"name": name, "description": "Created by `dmf-broker demo`",
@@ -443,22 +448,22 @@ async fn attempt(api: &Api, args: &DemoArgs, round: u32) -> anyhow::Result<Attem
                "successAction": {"action": "NEXTGROUP", "expression": ""},
                "errorCondition": {"condition": "THRESHOLD", "expression": ERROR_THRESHOLD.to_string()},
                "errorAction": {"action": "PAUSE", "expression": ""}}),
+        "/id",
     )
-    .await?
-    else {
-        return Ok(Attempt::Taken);
-    };
-    Ok(Attempt::Done(Created {
-        id: r["id"].as_i64().context("rollout id")?,
+    .await?;
+    Ok(Created {
+        id,
         name,
         ds_label: format!("demo-firmware:{version}"),
-    }))
+    })
 }
 
 async fn create_rollout(api: &Api, args: &DemoArgs) -> anyhow::Result<Created> {
     for round in 1..=1000 {
-        if let Attempt::Done(c) = attempt(api, args, round).await? {
-            return Ok(c);
+        match attempt(api, args, round).await {
+            Ok(c) => return Ok(c),
+            Err(Missed::Taken) => {}
+            Err(Missed::Failed(e)) => return Err(e),
         }
     }
     bail!("1000 demo rollouts exist already; delete some")

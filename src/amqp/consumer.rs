@@ -16,7 +16,7 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    BasicRejectOptions, ConfirmSelectOptions,
+    BasicRejectOptions,
 };
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection};
@@ -119,10 +119,7 @@ impl Consumer {
                 FieldTable::default(),
             )
             .await?;
-        let dead_letters = conn.create_channel().await?;
-        dead_letters
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let dead_letters = super::confirm_channel(conn).await?;
         Ok(Self {
             channel,
             dead_letters,

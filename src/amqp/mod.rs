@@ -11,7 +11,8 @@ pub mod topology;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lapin::{Connection, ConnectionProperties};
+use lapin::options::ConfirmSelectOptions;
+use lapin::{Channel, Connection, ConnectionProperties};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::AmqpArgs;
@@ -32,6 +33,15 @@ pub fn vhost_of(url: &str) -> String {
     url.parse::<lapin::uri::AMQPUri>()
         .map(|u| u.vhost)
         .unwrap_or_else(|_| "/".to_owned())
+}
+
+/// A new channel in publisher-confirm mode.
+pub async fn confirm_channel(conn: &Connection) -> lapin::Result<Channel> {
+    let channel = conn.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
 }
 
 /// Run consumer and publisher until `token` is cancelled, reconnecting after any failure

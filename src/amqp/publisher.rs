@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions};
+use lapin::options::{BasicPublishOptions, ExchangeDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ExchangeKind, PublisherConfirm};
 use sqlx::postgres::PgListener;
@@ -88,6 +88,12 @@ impl Sent {
     }
 }
 
+/// A round's transaction: it commits without waiting for the WAL flush
+/// ([`outbox::BEGIN_ROUND`]).
+async fn begin_round(pool: &PgPool) -> Result<Transaction<'static, Postgres>, StoreError> {
+    Ok(pool.begin_with(outbox::BEGIN_ROUND).await?)
+}
+
 /// End a publishing transaction once everything it sent is confirmed: delete the rows handed
 /// over and commit; returns how many. On a failure roll back, count an attempt for every row of
 /// `claimed`, drop those of `last_attempt` (logged) and return the failure.
@@ -140,10 +146,7 @@ impl Publisher {
         // What the fast lane gathered while no publisher ran is still in the outbox; the regular
         // rounds send it in id order, with whatever else waited.
         drop(engine.take_fresh(usize::MAX));
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = super::confirm_channel(&conn).await?;
         Ok(Self {
             conn,
             channel,
@@ -228,10 +231,7 @@ impl Publisher {
     async fn round(&mut self) -> Result<bool, DrainError> {
         let pool = self.engine.pool().clone();
         let started = Instant::now();
-        let mut tx = pool
-            .begin_with(outbox::BEGIN_ROUND)
-            .await
-            .map_err(StoreError::from)?;
+        let mut tx = begin_round(&pool).await?;
         let mut claimed: Vec<(i64, i32)> = Vec::new();
         let mut sent = Sent::default();
         let mut after = 0;
@@ -286,10 +286,7 @@ impl Publisher {
         fresh.sort_unstable_by_key(|(id, _)| *id);
         let pool = self.engine.pool().clone();
         let started = Instant::now();
-        let mut tx = pool
-            .begin_with(outbox::BEGIN_ROUND)
-            .await
-            .map_err(StoreError::from)?;
+        let mut tx = begin_round(&pool).await?;
         let wanted: Vec<i64> = fresh.iter().map(|(id, _)| *id).collect();
         let held = outbox::claim_ids(&mut tx, &wanted).await?;
         if held.is_empty() {

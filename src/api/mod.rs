@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use crate::auth::{Permission, User};
 use crate::domain::Invalid;
 use crate::domain::ids::TenantId;
+use crate::domain::rollout::Refusal;
 use crate::domain::rsql::RsqlError;
 use crate::engine::{Engine, EngineError};
 use crate::store::filter::{Entity, Filter};
@@ -281,11 +282,13 @@ impl From<EngineError> for ApiError {
             EngineError::SetInvalid(m) => ApiError::DistributionSetInvalid(m),
             EngineError::SetIncomplete(m) => ApiError::DistributionSetIncomplete(m),
             EngineError::ConfigLocked(m) => ApiError::ValueChangeNotAllowed(m),
-            EngineError::Constraint(m) => ApiError::BadRequest(m),
-            EngineError::NotReadable(m) => ApiError::NotReadable(m),
-            EngineError::Quota(m) => ApiError::TooManyEntries(m),
-            EngineError::ReadOnly(m) => ApiError::ReadOnly(m),
-            EngineError::RolloutState(m) => ApiError::IllegalState(m),
+            EngineError::Refused(r) => match r {
+                Refusal::Constraint(m) => ApiError::BadRequest(m),
+                Refusal::NotReadable(m) => ApiError::NotReadable(m),
+                Refusal::Quota(m) => ApiError::TooManyEntries(m),
+                Refusal::ReadOnly(m) => ApiError::ReadOnly(m),
+                Refusal::IllegalState(m) => ApiError::IllegalState(m),
+            },
             EngineError::Query(q) => q.into(),
         }
     }

@@ -8,13 +8,13 @@ use anyhow::{Context, bail};
 use futures::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ExchangeDeclareOptions, ExchangeDeleteOptions, QueueBindOptions, QueueDeclareOptions,
-    QueueDeleteOptions,
+    ExchangeDeleteOptions, QueueDeleteOptions,
 };
 use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ExchangeKind};
+use lapin::{Channel, Connection};
 
-use super::fleet::{Captured, Pipeline, WINDOW, publish_reports, status_report};
+use super::fleet::{Captured, Pipeline, WINDOW, consume_auto_ack, publish_reports, status_report};
+use crate::amqp::topology::{Lifetime, declare_fanout_path};
 use crate::store;
 
 /// The service's consumer defaults (`DMF_PREFETCH`, `DMF_BATCH_SIZE`).
@@ -22,35 +22,8 @@ pub const PREFETCH: u16 = 1000;
 pub const BATCH: usize = 500;
 
 /// Declare a fanout exchange bound to a queue of the same name.
-async fn scratch_path(ch: &Channel, name: &str, durable: bool) -> anyhow::Result<()> {
-    ch.exchange_declare(
-        name.into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            durable,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_declare(
-        name.into(),
-        QueueDeclareOptions {
-            durable,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await?;
-    ch.queue_bind(
-        name.into(),
-        name.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await?;
-    Ok(())
+async fn scratch_path(ch: &Channel, name: &str, lifetime: Lifetime) -> lapin::Result<()> {
+    declare_fanout_path(ch, name, name, lifetime, FieldTable::default()).await
 }
 
 async fn remove_path(ch: &Channel, name: &str) {
@@ -84,7 +57,7 @@ pub async fn amqp_status_path(
 ) -> anyhow::Result<StatusPath> {
     const NAME: &str = "bench.ceiling.status";
     let ch = conn.create_channel().await?;
-    scratch_path(&ch, NAME, true).await?;
+    scratch_path(&ch, NAME, Lifetime::Durable).await?;
     let ids: Vec<i64> = (0..actions as i64).map(|i| 100000 + i).collect();
     let count = actions * statuses.len() as u64;
 
@@ -155,18 +128,8 @@ pub async fn amqp_deploy_publish(
 ) -> anyhow::Result<f64> {
     const NAME: &str = "bench.ceiling.deploy";
     let ch = conn.create_channel().await?;
-    scratch_path(&ch, NAME, false).await?;
-    let mut consumer = ch
-        .basic_consume(
-            NAME.into(),
-            "bench-ceiling-drain".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    scratch_path(&ch, NAME, Lifetime::Transient).await?;
+    let mut consumer = consume_auto_ack(&ch, NAME, "bench-ceiling-drain").await?;
     let drain = tokio::spawn(async move {
         let mut n = 0u64;
         while n < count {
@@ -200,20 +163,10 @@ pub async fn amqp_two_hops(conn: &Connection, samples: usize) -> anyhow::Result<
     const A: &str = "bench.ceiling.hop-a";
     const B: &str = "bench.ceiling.hop-b";
     let ch = conn.create_channel().await?;
-    scratch_path(&ch, A, true).await?;
-    scratch_path(&ch, B, false).await?;
+    scratch_path(&ch, A, Lifetime::Durable).await?;
+    scratch_path(&ch, B, Lifetime::Transient).await?;
     let echo_ch = conn.create_channel().await?;
-    let mut echo_in = echo_ch
-        .basic_consume(
-            A.into(),
-            "bench-echo".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut echo_in = consume_auto_ack(&echo_ch, A, "bench-echo").await?;
     let echo = tokio::spawn(async move {
         while let Some(Ok(d)) = echo_in.next().await {
             if echo_ch
@@ -231,17 +184,7 @@ pub async fn amqp_two_hops(conn: &Connection, samples: usize) -> anyhow::Result<
             }
         }
     });
-    let mut back = ch
-        .basic_consume(
-            B.into(),
-            "bench-echo-back".into(),
-            BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
+    let mut back = consume_auto_ack(&ch, B, "bench-echo-back").await?;
     let mut out = Vec::with_capacity(samples);
     for i in 0..samples {
         let (body, props) = status_report(i as i64, "FINISHED");

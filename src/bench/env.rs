@@ -346,18 +346,25 @@ mod tests {
 
     #[test]
     fn urls_get_the_run_path_and_keep_the_query() {
-        assert_eq!(
-            with_path("postgres://postgres@127.0.0.1:5432", "db").unwrap(),
-            "postgres://postgres@127.0.0.1:5432/db"
-        );
-        assert_eq!(
-            with_path("postgres://u:p@h:5432/other?sslmode=disable", "db").unwrap(),
-            "postgres://u:p@h:5432/db?sslmode=disable"
-        );
-        assert_eq!(
-            with_path("amqp://guest:guest@127.0.0.1:5672/%2f", "v").unwrap(),
-            "amqp://guest:guest@127.0.0.1:5672/v"
-        );
+        for (url, path, want) in [
+            (
+                "postgres://postgres@127.0.0.1:5432",
+                "db",
+                "postgres://postgres@127.0.0.1:5432/db",
+            ),
+            (
+                "postgres://u:p@h:5432/other?sslmode=disable",
+                "db",
+                "postgres://u:p@h:5432/db?sslmode=disable",
+            ),
+            (
+                "amqp://guest:guest@127.0.0.1:5672/%2f",
+                "v",
+                "amqp://guest:guest@127.0.0.1:5672/v",
+            ),
+        ] {
+            assert_eq!(with_path(url, path).unwrap(), want);
+        }
         assert!(with_path("nonsense", "x").is_err());
     }
 }

@@ -11,19 +11,21 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use futures::StreamExt;
 use lapin::message::Delivery;
-use lapin::options::{
-    BasicConsumeOptions, BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions,
-    QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicConsumeOptions, BasicPublishOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use tokio::sync::mpsc;
+
+use crate::amqp::{
+    self,
+    topology::{Lifetime, declare_fanout_path},
+};
 
 /// The connector's reply exchange (`reply_to`) and the queue behind it.
 pub const REPLY_EXCHANGE: &str = "bench.replyTo";
 const REPLY_QUEUE: &str = "bench_receiver";
 /// Where connectors publish (dmf-protocol.md §1.4).
-pub const DMF_EXCHANGE: &str = "dmf.exchange";
+pub use crate::amqp::topology::DMF_EXCHANGE;
 pub const TENANT: &str = "DEFAULT";
 /// Unconfirmed publishes in flight: the service's outbox publishes rounds of 1000
 /// (`DMF_OUTBOX_BATCH`), the fleet and the raw ceilings use the same window.
@@ -112,6 +114,24 @@ pub fn header(d: &Delivery, name: &str) -> Option<String> {
         })
 }
 
+/// Consume `queue` with automatic acknowledgement (the bench's receivers never hold a message).
+pub async fn consume_auto_ack(
+    ch: &Channel,
+    queue: &str,
+    consumer_tag: &str,
+) -> lapin::Result<lapin::Consumer> {
+    ch.basic_consume(
+        queue.into(),
+        consumer_tag.into(),
+        BasicConsumeOptions {
+            no_ack: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+}
+
 #[derive(serde::Deserialize)]
 struct ActionRef {
     #[serde(rename = "actionId")]
@@ -126,45 +146,16 @@ impl Fleet {
             .context("connecting the bench connector")?;
         let ch = conn.create_channel().await?;
         // As the SDK: a non-durable, auto-deleted fanout exchange and queue (§1.3).
-        ch.exchange_declare(
-            REPLY_EXCHANGE.into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_declare(
-            REPLY_QUEUE.into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-        ch.queue_bind(
-            REPLY_QUEUE.into(),
-            REPLY_EXCHANGE.into(),
-            "".into(),
-            QueueBindOptions::default(),
+        declare_fanout_path(
+            &ch,
+            REPLY_EXCHANGE,
+            REPLY_QUEUE,
+            Lifetime::AutoDelete,
             FieldTable::default(),
         )
         .await?;
         // Automatic acknowledgement: the connector must never be the bottleneck it measures.
-        let mut consumer = ch
-            .basic_consume(
-                REPLY_QUEUE.into(),
-                "bench-connector".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut consumer = consume_auto_ack(&ch, REPLY_QUEUE, "bench-connector").await?;
         let (ingest_tx, ingest) = mpsc::unbounded_channel();
         let (cascade_tx, cascade) = mpsc::unbounded_channel();
         let (background_tx, background) = mpsc::unbounded_channel();
@@ -246,10 +237,7 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn open(conn: &Connection, window: usize) -> anyhow::Result<Self> {
-        let channel = conn.create_channel().await?;
-        channel
-            .confirm_select(ConfirmSelectOptions::default())
-            .await?;
+        let channel = amqp::confirm_channel(conn).await?;
         Ok(Pipeline {
             channel,
             inflight: VecDeque::with_capacity(window),

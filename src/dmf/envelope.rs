@@ -455,7 +455,7 @@ pub fn encode_ping_response(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::dmf::inbound::ReportedStatus;
+    use crate::dmf::inbound::ReportStatus;
     use proptest::prelude::*;
 
     fn msg(headers: &[(&str, &str)], ct: Option<&str>, body: &str) -> RawMessage {
@@ -604,7 +604,7 @@ mod tests {
             panic!("wrong variant")
         };
         assert_eq!(body.action_id, 137);
-        assert_eq!(body.action_status, ReportedStatus::Running);
+        assert_eq!(body.action_status, ReportStatus::Running);
         assert_eq!(body.message, vec!["one".to_string()]);
         assert_eq!(body.code, Some(5));
         assert_eq!(thing_id, None);
@@ -680,7 +680,7 @@ mod tests {
         #[test]
         fn status_reports_round_trip(
             id in any::<i64>(),
-            st in prop::sample::select(ReportedStatus::ALL.to_vec()),
+            st in prop::sample::select(ReportStatus::ALL.to_vec()),
             msgs in prop::collection::vec("[a-z ]{0,20}", 0..3),
             code in proptest::option::of(any::<i32>()),
         ) {

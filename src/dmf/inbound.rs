@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::lenient;
+/// `actionStatus`: the domain's report status, whose serde form is the wire spelling (§3.4).
+pub use crate::domain::action::ReportStatus;
 
 /// THING_CREATED body (`thing-created.schema.json`). Every member is optional.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,7 +46,7 @@ pub enum AttributeMode {
 pub struct ActionUpdateStatus {
     #[serde(deserialize_with = "lenient::i64_req")]
     pub action_id: i64,
-    pub action_status: ReportedStatus,
+    pub action_status: ReportStatus,
     /// Absent is empty (hawkBit crashes on that, §8.1; we do not).
     #[serde(
         default,
@@ -72,39 +74,6 @@ pub struct ActionUpdateStatus {
         skip_serializing_if = "Option::is_none"
     )]
     pub timestamp: Option<i64>,
-}
-
-/// The eleven `actionStatus` values a device may report (§3.4). Case-sensitive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ReportedStatus {
-    Download,
-    Retrieved,
-    Running,
-    Warning,
-    Downloaded,
-    Finished,
-    Error,
-    Canceled,
-    CancelRejected,
-    Confirmed,
-    Denied,
-}
-
-impl ReportedStatus {
-    pub const ALL: [ReportedStatus; 11] = [
-        Self::Download,
-        Self::Retrieved,
-        Self::Running,
-        Self::Warning,
-        Self::Downloaded,
-        Self::Finished,
-        Self::Error,
-        Self::Canceled,
-        Self::CancelRejected,
-        Self::Confirmed,
-        Self::Denied,
-    ];
 }
 
 /// UPDATE_AUTO_CONFIRM body (`update-auto-confirm.schema.json`). `enabled` is required.

@@ -4,10 +4,9 @@
 //! AMQP headers, properties and bytes.
 //!
 //! This module holds no logic beyond parsing and encoding: it never touches the database or the
-//! broker, and it knows nothing about targets or actions beyond their wire shapes. [`convert`]
-//! turns wire values into the `domain` types they stand for.
+//! broker, and it knows nothing about targets or actions beyond their wire shapes. Where a wire
+//! value is a domain value as it is (`actionStatus`), the body carries the domain type.
 
-pub mod convert;
 pub mod envelope;
 pub mod inbound;
 pub mod lenient;

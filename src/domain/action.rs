@@ -164,9 +164,10 @@ impl ActionType {
 }
 
 /// The status a device reports for its action (dmf-protocol.md §3.4): the eleven values of DMF's
-/// `actionStatus`, as the domain sees them. The DMF adapter converts the wire type into this one
-/// (`dmf::convert`), so the rules here know nothing of the wire.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// `actionStatus`. Its serde form is that member's spelling (case-sensitive), so the wire body
+/// `dmf::inbound::ActionUpdateStatus` carries this type as it is, with no conversion.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ReportStatus {
     Download,
     Retrieved,
@@ -554,14 +555,14 @@ mod tests {
         ReportContext::default()
     }
 
+    /// A bare report (no message, no code) on an active action, the confirmation flow off.
+    fn on_active(status: ActionStatus, r: ReportStatus) -> Result<ReportOutcome, ReportRejected> {
+        apply_report(state(status, true), &report(r), ctx())
+    }
+
     #[test]
     fn finished_closes_an_active_action_and_installs() {
-        let out = apply_report(
-            state(ActionStatus::Running, true),
-            &report(R::Finished),
-            ctx(),
-        )
-        .unwrap();
+        let out = on_active(ActionStatus::Running, R::Finished).unwrap();
         assert_eq!(out.next.status, ActionStatus::Finished);
         assert!(!out.next.active);
         assert_eq!(
@@ -576,20 +577,14 @@ mod tests {
 
     #[test]
     fn finished_wins_the_race_against_a_cancel() {
-        let out = apply_report(
-            state(ActionStatus::Canceling, true),
-            &report(R::Finished),
-            ctx(),
-        )
-        .unwrap();
+        let out = on_active(ActionStatus::Canceling, R::Finished).unwrap();
         assert_eq!(out.next.status, ActionStatus::Finished);
         assert!(!out.next.active);
     }
 
     #[test]
     fn error_closes_and_fails_the_target_without_requesting_attributes() {
-        let out =
-            apply_report(state(ActionStatus::Running, true), &report(R::Error), ctx()).unwrap();
+        let out = on_active(ActionStatus::Running, R::Error).unwrap();
         assert_eq!(out.next.status, ActionStatus::Error);
         assert_eq!(out.target, TargetEffect::Failed);
         assert!(!out.request_attributes);
@@ -614,7 +609,7 @@ mod tests {
             (R::Warning, ActionStatus::Warning),
             (R::Downloaded, ActionStatus::Downloaded),
         ] {
-            let out = apply_report(state(ActionStatus::Running, true), &report(s), ctx()).unwrap();
+            let out = on_active(ActionStatus::Running, s).unwrap();
             assert_eq!(out.next.status, ActionStatus::Running);
             assert!(out.next.active);
             assert_eq!(out.next.intermediate_reports, 1);
@@ -625,12 +620,7 @@ mod tests {
 
     #[test]
     fn an_intermediate_report_does_not_answer_a_cancel() {
-        let out = apply_report(
-            state(ActionStatus::Canceling, true),
-            &report(R::Running),
-            ctx(),
-        )
-        .unwrap();
+        let out = on_active(ActionStatus::Canceling, R::Running).unwrap();
         assert_eq!(out.next.status, ActionStatus::Canceling);
     }
 
@@ -659,7 +649,7 @@ mod tests {
     fn cancel_answers_require_a_cancelling_action() {
         for s in [R::Canceled, R::CancelRejected] {
             assert_eq!(
-                apply_report(state(ActionStatus::Running, true), &report(s), ctx()),
+                on_active(ActionStatus::Running, s),
                 Err(ReportRejected::NotCanceling(s))
             );
         }
@@ -667,12 +657,7 @@ mod tests {
 
     #[test]
     fn canceled_closes_a_cancelling_action() {
-        let out = apply_report(
-            state(ActionStatus::Canceling, true),
-            &report(R::Canceled),
-            ctx(),
-        )
-        .unwrap();
+        let out = on_active(ActionStatus::Canceling, R::Canceled).unwrap();
         assert_eq!(out.next.status, ActionStatus::Canceled);
         assert!(!out.next.active);
         assert_eq!(out.target, TargetEffect::CancelCompleted);
@@ -690,12 +675,7 @@ mod tests {
 
     #[test]
     fn cancel_rejected_returns_the_action_to_running() {
-        let out = apply_report(
-            state(ActionStatus::Canceling, true),
-            &report(R::CancelRejected),
-            ctx(),
-        )
-        .unwrap();
+        let out = on_active(ActionStatus::Canceling, R::CancelRejected).unwrap();
         assert_eq!(out.next.status, ActionStatus::Running);
         assert!(out.next.active);
         assert_eq!(out.history.unwrap().status, ActionStatus::CancelRejected);
@@ -722,14 +702,7 @@ mod tests {
 
     #[test]
     fn confirmed_in_the_wrong_state_is_refused() {
-        assert!(
-            apply_report(
-                state(ActionStatus::Running, true),
-                &report(R::Confirmed),
-                ctx()
-            )
-            .is_err()
-        );
+        assert!(on_active(ActionStatus::Running, R::Confirmed).is_err());
         assert!(
             apply_report(
                 state(ActionStatus::WaitForConfirmation, false),
@@ -742,12 +715,7 @@ mod tests {
 
     #[test]
     fn denied_keeps_waiting_or_revokes_when_the_flow_is_on() {
-        let out = apply_report(
-            state(ActionStatus::WaitForConfirmation, true),
-            &report(R::Denied),
-            ctx(),
-        )
-        .unwrap();
+        let out = on_active(ActionStatus::WaitForConfirmation, R::Denied).unwrap();
         assert_eq!(out.next.status, ActionStatus::WaitForConfirmation);
         assert_eq!(
             out.history.unwrap().status,
@@ -759,14 +727,7 @@ mod tests {
         };
         let out = apply_report(state(ActionStatus::Running, true), &report(R::Denied), on).unwrap();
         assert_eq!(out.next.status, ActionStatus::WaitForConfirmation);
-        assert!(
-            apply_report(
-                state(ActionStatus::Running, true),
-                &report(R::Denied),
-                ctx()
-            )
-            .is_err()
-        );
+        assert!(on_active(ActionStatus::Running, R::Denied).is_err());
         assert!(
             apply_report(state(ActionStatus::Canceling, true), &report(R::Denied), on).is_err()
         );

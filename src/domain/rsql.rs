@@ -203,51 +203,43 @@ impl Parser<'_> {
     }
 
     fn or(&mut self) -> Result<Node, RsqlError> {
-        let mut items = vec![self.and()?];
+        self.joined(',', "or", Self::and, Node::Or)
+    }
+
+    fn and(&mut self) -> Result<Node, RsqlError> {
+        self.joined(';', "and", Self::primary, Node::And)
+    }
+
+    /// One or more `operand`s separated by `symbol` or `word`; a single one stands for itself,
+    /// several are `join`ed.
+    fn joined(
+        &mut self,
+        symbol: char,
+        word: &str,
+        operand: fn(&mut Self) -> Result<Node, RsqlError>,
+        join: fn(Vec<Node>) -> Node,
+    ) -> Result<Node, RsqlError> {
+        let mut items = vec![operand(self)?];
         loop {
             let before = self.pos;
             self.skip_ws();
-            let sep = if self.peek() == Some(',') {
+            let sep = if self.peek() == Some(symbol) {
                 self.bump();
                 true
             } else {
                 // The keyword needs whitespace before it: `a==b or c==d`.
-                self.pos > before && self.keyword("or")
+                self.pos > before && self.keyword(word)
             };
             if !sep {
                 self.pos = before;
                 break;
             }
-            items.push(self.and()?);
+            items.push(operand(self)?);
         }
         Ok(if items.len() == 1 {
             items.remove(0)
         } else {
-            Node::Or(items)
-        })
-    }
-
-    fn and(&mut self) -> Result<Node, RsqlError> {
-        let mut items = vec![self.primary()?];
-        loop {
-            let before = self.pos;
-            self.skip_ws();
-            let sep = if self.peek() == Some(';') {
-                self.bump();
-                true
-            } else {
-                self.pos > before && self.keyword("and")
-            };
-            if !sep {
-                self.pos = before;
-                break;
-            }
-            items.push(self.primary()?);
-        }
-        Ok(if items.len() == 1 {
-            items.remove(0)
-        } else {
-            Node::And(items)
+            join(items)
         })
     }
 

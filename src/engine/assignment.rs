@@ -2,11 +2,13 @@
 //! targets (rollouts.md §7, dmf-protocol.md §5.3), cancelling an action, deleting a target, and
 //! tenant configuration with its cross-key rules.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use serde_json::Value;
+use sqlx::PgConnection;
 
-use super::{Engine, EngineError, config_keys};
+use super::config_keys::{self, flag};
+use super::{Engine, EngineError};
 use crate::dmf::envelope;
 use crate::domain::Invalid;
 use crate::domain::action::{ActionStatus, ActionType, SERVER_PREFIX, validate_weight};
@@ -44,16 +46,41 @@ pub struct AssignOutcome {
     pub action_ids: Vec<i64>,
 }
 
-type Flags = BTreeMap<String, Value>;
+/// Lock a target by its controllerId; 404 when there is none.
+async fn lock_target(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    controller_id: &str,
+) -> Result<targets::TargetRow, EngineError> {
+    targets::lock_by_controller_id(conn, tenant, controller_id)
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))
+}
 
-fn flag(cfg: &Flags, key: &str) -> bool {
-    cfg.get(key).and_then(Value::as_bool).unwrap_or_else(|| {
-        config_keys::DEFAULTS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, d)| *d)
-            .unwrap_or(false)
-    })
+/// Refuse a distribution set that new actions may not use: deleted or unknown (404), invalidated,
+/// or incomplete (`incomplete` words that: hawkBit's assignment and rollout creation say it
+/// differently). The set stays share-locked until the transaction ends.
+pub(crate) async fn check_usable_set(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds_id: i64,
+    incomplete: &str,
+) -> Result<(), EngineError> {
+    let set = repository::set_facts(conn, tenant.0, ds_id)
+        .await?
+        .filter(|s| !s.deleted)
+        .ok_or_else(|| EngineError::NotFound(format!("distribution set {ds_id} not found")))?;
+    if !set.valid {
+        return Err(EngineError::SetInvalid(format!(
+            "distribution set {ds_id} is invalidated"
+        )));
+    }
+    if !set.complete {
+        return Err(EngineError::SetIncomplete(format!(
+            "distribution set {ds_id} {incomplete}"
+        )));
+    }
+    Ok(())
 }
 
 impl Engine {
@@ -70,20 +97,7 @@ impl Engine {
         let mut tx = self.pool.begin().await?;
         let cfg = tenants::configs(&mut tx, tenant).await?;
         let multi = flag(&cfg, config_keys::MULTI_ASSIGNMENTS);
-        let set = repository::set_facts(&mut tx, tenant.0, ds_id)
-            .await?
-            .filter(|s| !s.deleted)
-            .ok_or_else(|| EngineError::NotFound(format!("distribution set {ds_id} not found")))?;
-        if !set.valid {
-            return Err(EngineError::SetInvalid(format!(
-                "distribution set {ds_id} is invalidated"
-            )));
-        }
-        if !set.complete {
-            return Err(EngineError::SetIncomplete(format!(
-                "distribution set {ds_id} lacks a mandatory software module"
-            )));
-        }
+        check_usable_set(&mut tx, tenant, ds_id, "lacks a mandatory software module").await?;
         // Validate every request before touching anything. A target named twice collapses to
         // one action (the last entry wins): one assignment creates one action per target.
         let mut by_target: HashMap<String, AssignTarget> = HashMap::new();
@@ -234,9 +248,7 @@ impl Engine {
         user: &str,
     ) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let target = targets::lock_by_controller_id(&mut tx, tenant, controller_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
+        let target = lock_target(&mut tx, tenant, controller_id).await?;
         let rows = actions::lock(&mut tx, &[action_id]).await?;
         let a = rows
             .into_iter()
@@ -251,50 +263,44 @@ impl Engine {
                 "action {action_id} is not active"
             )));
         }
-        if force {
+        let (next, still_active, message) = if force {
             if !canceling {
                 return Err(EngineError::State(format!(
                     "action {action_id} must be cancelled before it can be force-quit"
                 )));
             }
-            updates.id.push(a.id);
-            updates
-                .status
-                .push(ActionStatus::Canceled.as_db().to_owned());
-            updates.active.push(false);
-            history.push(
-                a.id,
-                "CANCELED",
-                None,
-                &[format!(
-                    "{SERVER_PREFIX}A force quit has been performed by user '{user}'."
-                )],
-            );
-            actions::update_states_keep_reports(&mut tx, &updates).await?;
-            actions::insert_history(&mut tx, &history).await?;
-            actions::reset_assigned_after_cancel(&mut tx, target.id).await?;
-            out.push(Pending::Target(target.id));
+            (
+                ActionStatus::Canceled,
+                false,
+                format!("A force quit has been performed by user '{user}'."),
+            )
         } else {
             if canceling {
                 return Err(EngineError::State(format!(
                     "action {action_id} is already being cancelled"
                 )));
             }
-            updates.id.push(a.id);
-            updates
-                .status
-                .push(ActionStatus::Canceling.as_db().to_owned());
-            updates.active.push(true);
-            history.push(
-                a.id,
-                "CANCELING",
-                None,
-                &[format!(
-                    "{SERVER_PREFIX}Cancellation initiated by user '{user}'."
-                )],
-            );
-            actions::update_states_keep_reports(&mut tx, &updates).await?;
-            actions::insert_history(&mut tx, &history).await?;
+            (
+                ActionStatus::Canceling,
+                true,
+                format!("Cancellation initiated by user '{user}'."),
+            )
+        };
+        updates.id.push(a.id);
+        updates.status.push(next.as_db().to_owned());
+        updates.active.push(still_active);
+        history.push(
+            a.id,
+            next.as_db(),
+            None,
+            &[format!("{SERVER_PREFIX}{message}")],
+        );
+        actions::update_states_keep_reports(&mut tx, &updates).await?;
+        actions::insert_history(&mut tx, &history).await?;
+        if force {
+            actions::reset_assigned_after_cancel(&mut tx, target.id).await?;
+            out.push(Pending::Target(target.id));
+        } else {
             out.push(Pending::Action(a.id));
         }
         self.commit_with_outbox(tx, out).await?;
@@ -308,9 +314,7 @@ impl Engine {
         controller_id: &str,
     ) -> Result<(), EngineError> {
         let mut tx = self.pool.begin().await?;
-        let row = targets::lock_by_controller_id(&mut tx, tenant, controller_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound(format!("target {controller_id} not found")))?;
+        let row = lock_target(&mut tx, tenant, controller_id).await?;
         let tenant_name: String = tenants::name_of(&mut tx, tenant).await?;
         let address = targets::delete(&mut tx, TargetId(row.id)).await?;
         let out = address
@@ -385,13 +389,9 @@ impl Engine {
         key: &str,
         user: &str,
     ) -> Result<(), EngineError> {
-        let default = config_keys::DEFAULTS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .map(|(_, d)| *d)
-            .ok_or_else(|| {
-                EngineError::NotFound(format!("configuration key {key} does not exist"))
-            })?;
+        let default = config_keys::default_of(key).ok_or_else(|| {
+            EngineError::NotFound(format!("configuration key {key} does not exist"))
+        })?;
         let mut conn = self.pool.acquire().await?;
         let cfg = tenants::configs(&mut conn, tenant).await?;
         if flag(&cfg, key) != default {

@@ -256,7 +256,7 @@ impl Engine {
         // history (`is_progress`): their targets are neither locked nor read (the usual batch
         // while a fleet downloads and installs).
         let progress_only = run.iter().all(|m| {
-            matches!(m, Inbound::UpdateActionStatus { body, .. } if is_progress(body.action_status.into()))
+            matches!(m, Inbound::UpdateActionStatus { body, .. } if is_progress(body.action_status))
         }) && state
             .values()
             .all(|(r, _, _)| r.active && r.mw_schedule.is_none());
@@ -325,7 +325,7 @@ impl Engine {
                     .unwrap_or(false),
             };
             let report = Report {
-                status: body.action_status.into(),
+                status: body.action_status,
                 messages: body.message.clone(),
                 code: body.code,
                 correlation_id: correlation_id.clone(),

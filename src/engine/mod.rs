@@ -34,6 +34,10 @@ const FAST_LANE_CAP: usize = 5_000;
 
 /// Tenant configuration keys the service knows.
 pub mod config_keys {
+    use std::collections::BTreeMap;
+
+    use serde_json::Value;
+
     pub const MULTI_ASSIGNMENTS: &str = "multi.assignments.enabled";
     pub const BATCH_ASSIGNMENTS: &str = "batch.assignments.enabled";
     pub const CONFIRMATION_FLOW: &str = "user.confirmation.flow.enabled";
@@ -49,6 +53,18 @@ pub mod config_keys {
         (ROLLOUT_APPROVAL, false),
         (IMPLICIT_LOCK, true),
     ];
+
+    /// The default of a key; `None` for a key the service does not know.
+    pub fn default_of(key: &str) -> Option<bool> {
+        DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, d)| *d)
+    }
+
+    /// A flag as a tenant's configuration sets it, else its default (`false` for an unknown key).
+    pub fn flag(cfg: &BTreeMap<String, Value>, key: &str) -> bool {
+        cfg.get(key)
+            .and_then(Value::as_bool)
+            .unwrap_or_else(|| default_of(key).unwrap_or(false))
+    }
 }
 
 /// A use case's failure.
@@ -73,21 +89,9 @@ pub enum EngineError {
     SetIncomplete(String),
     #[error("{0}")]
     ConfigLocked(String),
-    /// A request value breaks a rule (hawkBit's constraint violation, 400).
-    #[error("{0}")]
-    Constraint(String),
-    /// A request value of an unknown kind (400 not readable).
-    #[error("{0}")]
-    NotReadable(String),
-    /// A quota would be exceeded (429).
-    #[error("{0}")]
-    Quota(String),
-    /// The entity may no longer be changed (403).
-    #[error("{0}")]
-    ReadOnly(String),
-    /// A rollout operation not allowed in the rollout's state (400 illegal state).
-    #[error("{0}")]
-    RolloutState(String),
+    /// A rollout rule refused the request (a rule broken, a quota, read-only, illegal state).
+    #[error(transparent)]
+    Refused(#[from] crate::domain::rollout::Refusal),
     /// A bad target filter query.
     #[error(transparent)]
     Query(crate::domain::rsql::RsqlError),

@@ -14,19 +14,19 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
-use lapin::options::{
-    BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions,
-    ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
-};
+use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicPublishOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
 use lapin::{Confirmation, PublisherConfirm};
 use tokio_util::sync::CancellationToken;
 
 use super::devices::Out;
 use super::{Counters, Sim, SimStats, bump, wire};
-use crate::amqp::topology::DMF_EXCHANGE;
-use crate::dmf::inbound::ReportedStatus;
+use crate::amqp::{
+    self,
+    topology::{DMF_EXCHANGE, Lifetime, declare_fanout_path},
+};
+use crate::dmf::inbound::ReportStatus;
 use crate::dmf::{CONTENT_TYPE_JSON, header, msg_type, topic};
 
 /// Most deliveries handled, reports published or devices registered per round before the loop
@@ -52,7 +52,7 @@ pub enum SessionError {
 #[derive(Debug, Clone, Copy)]
 enum Sent {
     Register,
-    Report(ReportedStatus),
+    Report(ReportStatus),
     Attributes,
 }
 
@@ -121,10 +121,10 @@ fn record(c: &Counters, sent: Sent, confirmation: Confirmation) {
         Sent::Report(st) => {
             bump(&c.reports);
             match st {
-                ReportedStatus::Finished => bump(&c.finished),
-                ReportedStatus::Error => bump(&c.errors),
-                ReportedStatus::Canceled => bump(&c.canceled),
-                ReportedStatus::CancelRejected => bump(&c.cancel_rejected),
+                ReportStatus::Finished => bump(&c.finished),
+                ReportStatus::Error => bump(&c.errors),
+                ReportStatus::Canceled => bump(&c.canceled),
+                ReportStatus::CancelRejected => bump(&c.cancel_rejected),
                 _ => {}
             }
         }
@@ -163,17 +163,6 @@ fn header_str<'a>(p: &'a BasicProperties, name: &str) -> Option<&'a str> {
 async fn declare(channel: &Channel, sim: &Sim) -> lapin::Result<String> {
     let exchange = sim.args.reply_to.as_str();
     let queue = sim.args.reply_queue();
-    channel
-        .exchange_declare(
-            exchange.into(),
-            ExchangeKind::Fanout,
-            ExchangeDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
     // hawkBit's simulator arguments: a day's TTL and a length cap. The cap grows with the fleet
     // (two messages per device) so that a whole fleet's deployments fit even when the service
     // sends them faster than they are read; below 50,000 devices it is hawkBit's 100,000.
@@ -189,25 +178,7 @@ async fn declare(channel: &Channel, sim: &Sim) -> lapin::Result<String> {
         ShortString::from("x-max-length"),
         AMQPValue::LongInt(cap as i32),
     );
-    channel
-        .queue_declare(
-            queue.as_str().into(),
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            args,
-        )
-        .await?;
-    channel
-        .queue_bind(
-            queue.as_str().into(),
-            exchange.into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
+    declare_fanout_path(channel, exchange, &queue, Lifetime::AutoDelete, args).await?;
     Ok(queue)
 }
 
@@ -249,10 +220,7 @@ async fn converse(
             FieldTable::default(),
         )
         .await?;
-    let publish = conn.create_channel().await?;
-    publish
-        .confirm_select(ConfirmSelectOptions::default())
-        .await?;
+    let publish = amqp::confirm_channel(conn).await?;
     let mut out = Outgoing {
         channel: publish,
         window: VecDeque::new(),

@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
 use super::fleet::{self, Fate, Job, Naming, Ratios};
-use crate::dmf::inbound::ReportedStatus;
+use crate::dmf::inbound::ReportStatus;
 
 /// How long a device takes for each report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -29,7 +29,7 @@ pub enum Out {
     Status {
         device: u32,
         action: i64,
-        status: ReportedStatus,
+        status: ReportStatus,
     },
     Attributes {
         device: u32,
@@ -285,13 +285,13 @@ impl Devices {
                         continue;
                     }
                     slot.closed = d.action;
-                    ReportedStatus::Canceled
+                    ReportStatus::Canceled
                 }
                 Kind::Reject => {
                     if slot.closed == d.action {
                         continue; // finished meanwhile: that report was the answer
                     }
-                    ReportedStatus::CancelRejected
+                    ReportStatus::CancelRejected
                 }
                 kind => {
                     if slot.current != d.action {
@@ -329,7 +329,7 @@ impl Devices {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ReportedStatus::*;
+    use ReportStatus::*;
 
     fn fleet(n: u32, ratios: Ratios, timing: Timing) -> Devices {
         Devices::new(Naming::new("sim-", n), ratios, timing)
@@ -346,7 +346,7 @@ mod tests {
         out
     }
 
-    fn statuses(outs: &[(u64, Out)], action: i64) -> Vec<ReportedStatus> {
+    fn statuses(outs: &[(u64, Out)], action: i64) -> Vec<ReportStatus> {
         outs.iter()
             .filter_map(|(_, o)| match o {
                 Out::Status {

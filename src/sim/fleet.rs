@@ -11,7 +11,7 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 
-use crate::dmf::inbound::ReportedStatus;
+use crate::dmf::inbound::ReportStatus;
 
 /// Ids have at least this many digits (`sim-000042`), more when the fleet needs them.
 pub const MIN_WIDTH: usize = 6;
@@ -169,8 +169,8 @@ pub enum Job {
 }
 
 /// The status reports a device sends for a job, in order. Empty for a stuck device.
-pub fn script(job: Job, fate: Fate) -> &'static [ReportedStatus] {
-    use ReportedStatus::*;
+pub fn script(job: Job, fate: Fate) -> &'static [ReportStatus] {
+    use ReportStatus::*;
     match (job, fate) {
         (_, Fate::Stuck) => &[],
         (Job::Confirm, _) => &[Confirmed],
@@ -182,8 +182,8 @@ pub fn script(job: Job, fate: Fate) -> &'static [ReportedStatus] {
 }
 
 /// The history message that goes with each report (plain text: the service refuses markup).
-pub fn report_message(status: ReportedStatus) -> &'static str {
-    use ReportedStatus::*;
+pub fn report_message(status: ReportStatus) -> &'static str {
+    use ReportStatus::*;
     match status {
         Running => "Simulated device: update started",
         Download => "Simulated device: downloading artifacts",
@@ -257,7 +257,7 @@ impl Bodies {
     }
 
     /// UPDATE_ACTION_STATUS for device `index`: `{"actionId":n,"actionStatus":"...","message":["..."]}`.
-    pub fn status(&mut self, index: u32, action: i64, status: ReportedStatus) -> (&str, &[u8]) {
+    pub fn status(&mut self, index: u32, action: i64, status: ReportStatus) -> (&str, &[u8]) {
         self.naming.write_id(index, &mut self.id);
         self.body.clear();
         let _ = write!(
@@ -270,9 +270,9 @@ impl Bodies {
     }
 }
 
-/// The wire spelling of a status (as serde writes it for `ReportedStatus`).
-pub fn status_name(status: ReportedStatus) -> &'static str {
-    use ReportedStatus::*;
+/// The wire spelling of a status (as serde writes it for `ReportStatus`).
+pub fn status_name(status: ReportStatus) -> &'static str {
+    use ReportStatus::*;
     match status {
         Download => "DOWNLOAD",
         Retrieved => "RETRIEVED",
@@ -391,7 +391,7 @@ mod tests {
             "the same attributes every time"
         );
 
-        for st in ReportedStatus::ALL {
+        for st in ReportStatus::ALL {
             let (_, body) = b.status(42, 137, st);
             let s: ActionUpdateStatus = serde_json::from_slice(body).unwrap();
             assert_eq!((s.action_id, s.action_status), (137, st));
@@ -404,7 +404,7 @@ mod tests {
 
     #[test]
     fn scripts_end_as_the_fate_says() {
-        use ReportedStatus::*;
+        use ReportStatus::*;
         assert_eq!(script(Job::Install, Fate::Succeeds).last(), Some(&Finished));
         assert_eq!(script(Job::Install, Fate::Fails).last(), Some(&Error));
         assert_eq!(

@@ -524,7 +524,7 @@ fn string_set(values: &Value) -> BTreeSet<String> {
 
 #[test]
 fn the_action_status_enum_matches_the_rust_statuses_and_each_appears_in_a_valid_example() {
-    let rust: BTreeSet<String> = inbound::ReportedStatus::ALL
+    let rust: BTreeSet<String> = inbound::ReportStatus::ALL
         .iter()
         .map(|s| {
             serde_json::to_value(s)

@@ -457,37 +457,30 @@ mod tests {
 
     #[test]
     fn unknown_kinds_are_unreadable_and_long_expressions_violate_constraints() {
-        let bad = |c: CondSet| Conditions::of_rollout(&c).unwrap_err();
-        assert!(matches!(
-            bad(CondSet {
-                success_condition: Some(CondSpec {
-                    condition: Some("COUNT".into()),
-                    ..CondSpec::default()
-                }),
-                ..CondSet::default()
+        let success_condition = |condition: Option<&str>, expression: Option<String>| CondSet {
+            success_condition: Some(CondSpec {
+                condition: condition.map(Into::into),
+                expression,
             }),
-            Refusal::NotReadable(_)
-        ));
-        assert!(matches!(
-            bad(CondSet {
-                error_action: Some(ActSpec {
-                    action: Some("NEXTGROUP".into()),
-                    ..ActSpec::default()
-                }),
-                ..CondSet::default()
+            ..CondSet::default()
+        };
+        let error_action = CondSet {
+            error_action: Some(ActSpec {
+                action: Some("NEXTGROUP".into()),
+                ..ActSpec::default()
             }),
-            Refusal::NotReadable(_)
-        ));
-        assert!(matches!(
-            bad(CondSet {
-                success_condition: Some(CondSpec {
-                    expression: Some("9".repeat(513)),
-                    ..CondSpec::default()
-                }),
-                ..CondSet::default()
-            }),
-            Refusal::Constraint(_)
-        ));
+            ..CondSet::default()
+        };
+        let unreadable: fn(&Refusal) -> bool = |r| matches!(r, Refusal::NotReadable(_));
+        let constraint: fn(&Refusal) -> bool = |r| matches!(r, Refusal::Constraint(_));
+        for (request, expected) in [
+            (success_condition(Some("COUNT"), None), unreadable),
+            (error_action, unreadable),
+            (success_condition(None, Some("9".repeat(513))), constraint),
+        ] {
+            let refusal = Conditions::of_rollout(&request).unwrap_err();
+            assert!(expected(&refusal), "{request:?}: {refusal:?}");
+        }
     }
 
     #[test]

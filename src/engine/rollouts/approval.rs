@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 use tokio_util::sync::CancellationToken;
 
-use super::now_ms;
+use super::{now_ms, run_woken};
 use crate::domain::rollout::Rollout;
 use crate::engine::{Engine, EngineError};
 use crate::store::{StoreError, approvals, tenants};
@@ -115,8 +115,8 @@ pub async fn run_approval_notices(engine: Arc<Engine>, token: CancellationToken)
         return;
     };
     let wake = engine.approval_wake.clone();
-    loop {
-        let pause = match engine.deliver_approval_notices(&url).await {
+    run_woken(token, wake, async move || {
+        match engine.deliver_approval_notices(&url).await {
             Ok(Some(due)) => {
                 Duration::from_millis((due - now_ms()).clamp(0, POLL.as_millis() as i64) as u64)
             }
@@ -125,13 +125,9 @@ pub async fn run_approval_notices(engine: Arc<Engine>, token: CancellationToken)
                 tracing::warn!(error.message = %e, "approval notices: delivery round failed");
                 POLL
             }
-        };
-        tokio::select! {
-            _ = token.cancelled() => return,
-            _ = wake.notified() => {}
-            _ = tokio::time::sleep(pause) => {}
         }
-    }
+    })
+    .await;
 }
 
 #[cfg(test)]

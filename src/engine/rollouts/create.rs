@@ -2,10 +2,11 @@
 //! (§3.8): the request is planned by `domain::rollout::plan`, the numbers that need the
 //! database are looked up here, and the rollout is stored in CREATING for the executor to fill.
 
-use super::{flags, refusal};
+use super::flags;
 use crate::domain::ids::{DsId, RolloutId, TenantId};
 use crate::domain::rollout::plan::{self, Plan};
 use crate::domain::rollout::{Event, Facts, Operation, machine};
+use crate::engine::assignment::check_usable_set;
 use crate::engine::{Engine, EngineError};
 use crate::store::filter::{Entity, Filter};
 use crate::store::rollouts::{self as store, NewRollout};
@@ -44,7 +45,7 @@ impl Engine {
             approval_enabled: false,
             enrol_idle_ms: self.settings.enrol_idle_ms,
         };
-        machine::step(&src, &facts, Event::Operator(Operation::Retry), 0).map_err(refusal)?;
+        machine::step(&src, &facts, Event::Operator(Operation::Retry), 0)?;
         let req = CreateRollout {
             name: Some(format!("{}_retry", src.name)),
             description: src.description.clone(),
@@ -86,23 +87,10 @@ impl Engine {
         let mut tx = self.pool.begin().await?;
         // 2. The distribution set.
         store::lock_set_row(&mut tx, tenant, req.ds_id).await?;
-        let set = repository::set_facts(&mut tx, tenant.0, req.ds_id)
-            .await?
-            .filter(|s| !s.deleted)
-            .ok_or_else(|| EngineError::NotFound(format!("distribution set {ds} not found")))?;
-        if !set.valid {
-            return Err(EngineError::SetInvalid(format!(
-                "distribution set {ds} is invalidated"
-            )));
-        }
-        if !set.complete {
-            return Err(EngineError::SetIncomplete(format!(
-                "distribution set {ds} is incomplete"
-            )));
-        }
+        check_usable_set(&mut tx, tenant, req.ds_id, "is incomplete").await?;
         // 3.–7. Shape, constraints, groups.
         let cfg = flags(&mut tx, tenant).await?;
-        let plan = plan::plan(&req, &filter_text, cfg.confirmation_flow).map_err(refusal)?;
+        let plan = plan::plan(&req, &filter_text, cfg.confirmation_flow)?;
         for g in &plan.groups {
             if !g.target_filter.trim().is_empty() {
                 Filter::parse(Entity::Target, &g.target_filter).map_err(EngineError::Query)?;
@@ -171,7 +159,7 @@ impl Engine {
         let total = match (base, retry_of) {
             (_, Some(source)) => {
                 let n = store::count_failed(tx, source).await?;
-                plan::check_retry(n).map_err(refusal)?;
+                plan::check_retry(n)?;
                 n
             }
             (Some(f), None) => {
@@ -198,9 +186,9 @@ impl Engine {
                     .collect();
                 let ds_type = repository::set_type_id(tx, ds.0).await?;
                 let sizes = store::simulate_custom(tx, tenant, b, ds_type, &sim).await?;
-                plan::check_custom_sizes(total, &sizes).map_err(refusal)?;
+                plan::check_custom_sizes(total, &sizes)?;
             }
-            _ => plan::check_auto_split(total, plan.amount).map_err(refusal)?,
+            _ => plan::check_auto_split(total, plan.amount)?,
         }
         Ok(total)
     }

@@ -8,7 +8,7 @@ use std::collections::VecDeque;
 use sqlx::PgConnection;
 
 use super::activation::lane_limit;
-use super::{Flags, limits, now_ms, refusal};
+use super::{Flags, limits, now_ms};
 use crate::domain::ids::GroupId;
 use crate::domain::rollout::machine::{self, Command, Event, Facts, Lane};
 use crate::domain::rollout::{Group, Rollout, RolloutState};
@@ -87,7 +87,7 @@ impl Engine {
                 enrol_idle_ms: self.settings.enrol_idle_ms,
             };
             let from = r.state;
-            let t = machine::step(r, &facts, event, now_ms()).map_err(refusal)?;
+            let t = machine::step(r, &facts, event, now_ms())?;
             o.progressed |= t.is_progress(from);
             for c in &t.commands {
                 let (follow, changed) = self.perform(conn, r, groups, c, run, out, &mut o).await?;

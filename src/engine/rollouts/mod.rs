@@ -21,17 +21,17 @@ pub mod effects;
 pub mod filling;
 pub mod operate;
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde_json::Value;
 use sqlx::PgConnection;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use super::{Engine, EngineError, config_keys};
+use super::config_keys::{self, flag};
+use super::{Engine, EngineError};
 use crate::domain::ids::{RolloutId, TenantId};
-use crate::domain::rollout::{Event, Refusal, RolloutStatus};
+use crate::domain::rollout::{Event, RolloutStatus};
 use crate::store::outbox::Pending;
 use crate::store::rollouts as store;
 use crate::store::{StoreError, tenants};
@@ -61,25 +61,6 @@ pub mod limits {
     pub const ENROL_CHUNK: i64 = 5000;
     /// Throttle after an empty dynamic enrolment (`dynamicRolloutsMinInvolvePeriodMS`).
     pub const ENROL_IDLE_MS: i64 = 60000;
-}
-
-fn refusal(r: Refusal) -> EngineError {
-    match r {
-        Refusal::IllegalState(m) => EngineError::RolloutState(m),
-        Refusal::ReadOnly(m) => EngineError::ReadOnly(m),
-        Refusal::Constraint(m) => EngineError::Constraint(m),
-        Refusal::NotReadable(m) => EngineError::NotReadable(m),
-        Refusal::Quota(m) => EngineError::Quota(m),
-    }
-}
-
-fn flag(cfg: &BTreeMap<String, Value>, key: &str) -> bool {
-    cfg.get(key).and_then(Value::as_bool).unwrap_or_else(|| {
-        config_keys::DEFAULTS
-            .iter()
-            .find(|(k, _)| *k == key)
-            .is_some_and(|(_, d)| *d)
-    })
 }
 
 /// The tenant flags a rollout step needs.
@@ -252,15 +233,28 @@ impl Engine {
 /// again when a rollout was held by another transaction.
 pub async fn run_executor(engine: Arc<Engine>, tick: Duration, token: CancellationToken) {
     let wake = engine.rollout_wake.clone();
-    loop {
-        let pause = match engine.run_rollout_steps().await {
+    run_woken(token, wake, async move || {
+        match engine.run_rollout_steps().await {
             Ok((_, true)) => Duration::from_millis(20).min(tick),
             Ok(_) => engine.executor_pause(tick),
             Err(e) => {
                 tracing::warn!(error.message = %e, "rollout executor pass failed");
                 tick
             }
-        };
+        }
+    })
+    .await;
+}
+
+/// Run `pass` until `token` is cancelled; after each one wait for `wake`, for the pause it
+/// returned, or for the cancellation.
+pub(super) async fn run_woken(
+    token: CancellationToken,
+    wake: Arc<Notify>,
+    mut pass: impl AsyncFnMut() -> Duration,
+) {
+    loop {
+        let pause = pass().await;
         tokio::select! {
             _ = token.cancelled() => return,
             _ = wake.notified() => {}

@@ -5,10 +5,10 @@
 use sqlx::PgConnection;
 
 use super::effects::{Outcome, Run};
-use super::{flags, refusal};
+use super::flags;
 use crate::domain::ids::{RolloutId, TenantId};
 use crate::domain::rollout::spec::check_len;
-use crate::domain::rollout::{Event, Operation};
+use crate::domain::rollout::{Event, Operation, Refusal};
 use crate::engine::{Engine, EngineError};
 use crate::store::StoreError;
 use crate::store::outbox::Pending;
@@ -96,11 +96,9 @@ impl Engine {
         if let Some(n) = &name
             && (n.is_empty() || n.chars().count() > 128)
         {
-            return Err(EngineError::Constraint(
-                "name must have 1 to 128 characters".into(),
-            ));
+            return Err(Refusal::Constraint("name must have 1 to 128 characters".into()).into());
         }
-        check_len("description", &description, 512).map_err(refusal)?;
+        check_len("description", &description, 512)?;
         let mut tx = self.pool.begin().await?;
         let mut r = store::lock(&mut tx, tenant, id)
             .await?

@@ -8,10 +8,11 @@ use futures::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable, ShortString};
-use lapin::{BasicProperties, Channel, Consumer, ExchangeKind, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Consumer, PublisherConfirm};
 use serde_json::Value;
 
 use super::TestApp;
+use dmf_broker::amqp::topology::{Lifetime, declare_fanout_path};
 
 pub const REPLY_EXCHANGE: &str = "sdk.replyTo";
 /// The queue the SDK binds to [`REPLY_EXCHANGE`].
@@ -113,36 +114,9 @@ pub async fn reply_path(
     queue_args: FieldTable,
     consumer_tag: &str,
 ) -> Consumer {
-    ch.exchange_declare(
-        exchange.into(),
-        ExchangeKind::Fanout,
-        ExchangeDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        FieldTable::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("exchange {exchange}: {e}"));
-    ch.queue_declare(
-        queue.into(),
-        QueueDeclareOptions {
-            auto_delete: true,
-            ..Default::default()
-        },
-        queue_args,
-    )
-    .await
-    .unwrap_or_else(|e| panic!("queue {queue}: {e}"));
-    ch.queue_bind(
-        queue.into(),
-        exchange.into(),
-        "".into(),
-        QueueBindOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .expect("bind");
+    declare_fanout_path(ch, exchange, queue, Lifetime::AutoDelete, queue_args)
+        .await
+        .unwrap_or_else(|e| panic!("reply path {exchange} → {queue}: {e}"));
     consume(ch, queue, consumer_tag).await
 }
 

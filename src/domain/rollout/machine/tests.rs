@@ -107,6 +107,14 @@ fn finish(g: &mut Group, n: i64) {
     g.counts.finished += n;
 }
 
+/// Two groups of five; the first, running, succeeds at 100 % and counts `counts`.
+fn all_of_five(counts: Counts) -> Vec<Group> {
+    let mut gs = chain(2, 5);
+    gs[0].conditions.success.threshold = Expr::new("100");
+    gs[0].counts = counts;
+    gs
+}
+
 fn ids(v: &[i64]) -> Vec<GroupId> {
     v.iter().map(|i| GroupId(*i)).collect()
 }
@@ -511,18 +519,16 @@ fn error_threshold_is_an_emergency_shutdown() {
 #[test]
 fn complete_group_runs_success_action_below_threshold() {
     // K04: s100 PAUSE, 4 FINISHED + 1 CANCELED → group FINISHED, rollout PAUSED.
-    let mut gs = chain(2, 5);
-    gs[0].conditions.success.threshold = Expr::new("100");
+    let mut gs = all_of_five(Counts {
+        finished: 4,
+        canceled: 1,
+        ..Counts::default()
+    });
     gs[0].conditions.success_action.action = SuccessAction::Pause;
     gs[0].conditions.error = Some(ErrorCondition {
         kind: ErrorKind::Threshold,
         threshold: Expr::new("10"),
     });
-    gs[0].counts = Counts {
-        finished: 4,
-        canceled: 1,
-        ..Counts::default()
-    };
     let d = evaluate(&gs, false, false);
     assert_eq!(d.group_state, vec![(GroupId(1), GroupState::Finished)]);
     assert!(d.pause && d.start.is_empty());
@@ -549,12 +555,10 @@ fn last_group_completing_finishes_the_rollout() {
 #[test]
 fn deleted_targets_shrink_the_group() {
     // K07: s100, one action deleted, 4 finished → 4/4 complete.
-    let mut gs = chain(2, 5);
-    gs[0].conditions.success.threshold = Expr::new("100");
-    gs[0].counts = Counts {
+    let gs = all_of_five(Counts {
         finished: 4,
         ..Counts::default()
-    };
+    });
     let d = evaluate(&gs, false, false);
     assert_eq!(d.shrink, vec![(GroupId(1), 4)]);
     assert_eq!(d.start, ids(&[2]));
@@ -563,12 +567,10 @@ fn deleted_targets_shrink_the_group() {
 
 #[test]
 fn download_only_counts_downloaded() {
-    let mut gs = chain(2, 5);
-    gs[0].conditions.success.threshold = Expr::new("100");
-    gs[0].counts = Counts {
+    let gs = all_of_five(Counts {
         downloaded: 5,
         ..Counts::default()
-    };
+    });
     let d = evaluate(&gs, false, true);
     assert_eq!(d.start, ids(&[2]));
     assert_eq!(d.group_state, vec![(GroupId(1), GroupState::Finished)]);
