@@ -10,6 +10,7 @@ use serde::Deserialize;
 use super::common::Ids;
 use super::{ApiError, ApiResult, ApiState, Body, Caller};
 use crate::auth::Permission;
+use crate::domain::ids::DsId;
 use crate::engine::invalidation::CancelationType;
 
 pub fn router() -> Router<ApiState> {
@@ -44,7 +45,7 @@ async fn invalidate(
         caller.require(&[Permission::UPDATE_ROLLOUT])?;
     }
     s.engine
-        .invalidate_set(caller.tenant, id, kind, caller.name())
+        .invalidate_set(caller.tenant, DsId(id), kind, caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -12,7 +12,7 @@ use super::common::{Ctx, Listed, find_target, no_target};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
-use crate::domain::ids::{ControllerId, TargetId};
+use crate::domain::ids::{ActionId, ControllerId, DsId, TargetId};
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
@@ -279,7 +279,7 @@ fn parse_id(s: &str) -> ApiResult<i64> {
 
 /// Action `action` of target `target`, or 404.
 async fn find_action(cx: &Ctx, target: &str, action: &str) -> ApiResult<ActionView> {
-    let id = parse_id(action)?;
+    let id = ActionId(parse_id(action)?);
     cx.db()
         .run(async |c| actions::view(c, cx.tenant(), id).await)
         .await?
@@ -287,7 +287,7 @@ async fn find_action(cx: &Ctx, target: &str, action: &str) -> ApiResult<ActionVi
         .ok_or_else(|| no_action(id))
 }
 
-fn no_action(id: i64) -> ApiError {
+fn no_action(id: ActionId) -> ApiError {
     ApiError::NotFound(format!("action {id} not found"))
 }
 
@@ -311,7 +311,7 @@ async fn cancel(
     Query(p): Query<CancelParams>,
 ) -> ApiResult<StatusCode> {
     cx.require(&[Permission::UPDATE_TARGET])?;
-    let action = parse_id(&action)?;
+    let action = ActionId(parse_id(&action)?);
     let force = p.force.unwrap_or(false);
     cx.state
         .engine
@@ -436,7 +436,7 @@ async fn assign(
     let offline = p.offline.unwrap_or(false);
     let engine = &cx.state.engine;
     Ok(engine
-        .assign(cx.tenant(), ds, reqs, offline, cx.caller.name())
+        .assign(cx.tenant(), DsId(ds), reqs, offline, cx.caller.name())
         .await?)
 }
 
@@ -496,7 +496,7 @@ async fn all_actions(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
 
 async fn action_by_id(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     cx.require(READ)?;
-    let id = parse_id(&id)?;
+    let id = ActionId(parse_id(&id)?);
     let find = async |c: &mut PgConnection| actions::view(c, cx.tenant(), id).await;
     cx.get_one(find, || no_action(id), |a| action_json(&a, &cx.base))
         .await

@@ -12,7 +12,7 @@ use super::{Engine, EngineError};
 use crate::dmf::envelope;
 use crate::domain::Invalid;
 use crate::domain::action::{ActionStatus, ActionType, SERVER_PREFIX, validate_weight};
-use crate::domain::ids::{TargetId, TenantId};
+use crate::domain::ids::{ActionId, DsId, TargetId, TenantId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
@@ -43,7 +43,7 @@ pub struct AssignTarget {
 pub struct AssignOutcome {
     pub assigned: usize,
     pub already_assigned: usize,
-    pub action_ids: Vec<i64>,
+    pub action_ids: Vec<ActionId>,
 }
 
 /// Lock a target by its controllerId; 404 when there is none.
@@ -63,10 +63,10 @@ async fn lock_target(
 pub(crate) async fn check_usable_set(
     conn: &mut PgConnection,
     tenant: TenantId,
-    ds_id: i64,
+    ds_id: DsId,
     incomplete: &str,
 ) -> Result<(), EngineError> {
-    let set = repository::set_facts(conn, tenant.0, ds_id)
+    let set = repository::set_facts(conn, tenant.0, ds_id.0)
         .await?
         .filter(|s| !s.deleted)
         .ok_or_else(|| EngineError::NotFound(format!("distribution set {ds_id} not found")))?;
@@ -89,7 +89,7 @@ impl Engine {
     pub async fn assign(
         &self,
         tenant: TenantId,
-        ds_id: i64,
+        ds_id: DsId,
         requests: Vec<AssignTarget>,
         offline: bool,
         user: &str,
@@ -121,7 +121,7 @@ impl Engine {
         let mut outcome = AssignOutcome::default();
         let mut fresh = Vec::new();
         for row in &rows {
-            if !multi && row.assigned_ds_id == Some(ds_id) && !offline {
+            if !multi && row.assigned_ds_id == Some(ds_id.0) && !offline {
                 outcome.already_assigned += 1;
             } else {
                 fresh.push(row);
@@ -184,7 +184,7 @@ impl Engine {
         }
         self.commit_with_outbox(tx, out).await?;
         tracing::info!(
-            ds_id,
+            ds_id = ds_id.0,
             assigned = outcome.assigned,
             already = outcome.already_assigned,
             "assignment"
@@ -200,7 +200,7 @@ impl Engine {
         &self,
         conn: &mut sqlx::PgConnection,
         targets: &[i64],
-        keep: &[i64],
+        keep: &[ActionId],
         autoclose: bool,
         out: &mut Vec<Pending>,
     ) -> Result<(), EngineError> {
@@ -243,7 +243,7 @@ impl Engine {
         &self,
         tenant: TenantId,
         controller_id: &str,
-        action_id: i64,
+        action_id: ActionId,
         force: bool,
         user: &str,
     ) -> Result<(), EngineError> {
@@ -252,7 +252,7 @@ impl Engine {
         let rows = actions::lock(&mut tx, &[action_id]).await?;
         let a = rows
             .into_iter()
-            .find(|a| a.tenant_id == tenant.0 && a.target_id == target.id)
+            .find(|a| a.tenant_id == tenant && a.target_id == target.id)
             .ok_or_else(|| EngineError::NotFound(format!("action {action_id} not found")))?;
         let mut out = Vec::new();
         let mut updates = actions::ActionUpdates::default();

@@ -16,6 +16,7 @@ use crate::dmf::outbound::{
     MultiActionElement, MultiActionPayload, SoftwareModule,
 };
 use crate::domain::action::{ActionStatus, ActionType};
+use crate::domain::ids::{ActionId, DsId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::exchange_of;
 use crate::store::actions::{self, ActionRow};
@@ -33,10 +34,10 @@ pub struct Rendered {
 }
 
 struct Context {
-    actions: HashMap<i64, ActionRow>,
+    actions: HashMap<ActionId, ActionRow>,
     /// Open actions per target, weight descending then id ascending.
     open: HashMap<i64, Vec<ActionRow>>,
-    modules: BTreeMap<i64, Vec<SoftwareModule>>,
+    modules: BTreeMap<DsId, Vec<SoftwareModule>>,
     flags: BTreeMap<String, BTreeMap<String, bool>>,
     now: i64,
 }
@@ -52,7 +53,7 @@ impl Context {
 
     fn request(&self, a: &ActionRow) -> DownloadRequest {
         DownloadRequest {
-            action_id: a.id,
+            action_id: a.id.0,
             target_security_token: a.security_token.clone(),
             software_modules: self.modules.get(&a.ds_id).cloned().unwrap_or_default(),
         }
@@ -88,7 +89,7 @@ impl Context {
                 exchange,
                 &a.tenant,
                 &a.controller_id,
-                a.id,
+                a.id.0,
             ));
         }
         if !a.active {
@@ -115,7 +116,7 @@ impl Context {
             targets: actions
                 .iter()
                 .map(|a| BatchTarget {
-                    action_id: a.id,
+                    action_id: a.id.0,
                     controller_id: a.controller_id.clone(),
                     target_security_token: a.security_token.clone(),
                 })
@@ -137,7 +138,7 @@ impl Context {
                 if Self::is_cancel(a) {
                     MultiActionElement {
                         topic: crate::dmf::topic::CANCEL_DOWNLOAD.to_owned(),
-                        action: MultiActionPayload::Cancel(ActionRequest { action_id: a.id }),
+                        action: MultiActionPayload::Cancel(ActionRequest { action_id: a.id.0 }),
                         weight: a.weight,
                     }
                 } else {
@@ -302,14 +303,14 @@ impl Engine {
             .actions
             .values()
             .chain(ctx.open.values().flatten())
-            .map(|a| a.ds_id)
+            .map(|a| a.ds_id.0)
             .collect();
         ds.sort_unstable();
         ds.dedup();
         ctx.modules = repository::modules_of_sets(conn, &ds)
             .await?
             .into_iter()
-            .map(|(id, ms)| (id, ms.iter().map(software_module).collect()))
+            .map(|(id, ms)| (DsId(id), ms.iter().map(software_module).collect()))
             .collect();
         let mut names: Vec<&str> = ctx
             .actions

@@ -13,7 +13,7 @@ use crate::domain::action::{
     ActionState, ActionStatus, ActionType, Report, ReportContext, SERVER_PREFIX, TargetEffect,
     apply_report, is_progress,
 };
-use crate::domain::ids::{ControllerId, TargetId};
+use crate::domain::ids::{ActionId, ControllerId, DsId, RolloutId, TargetId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::{self, AttributeMode, UpdateStatus};
 use crate::store::outbox::Pending;
@@ -234,15 +234,15 @@ impl Engine {
                 }
             }
         }
-        let ids: Vec<i64> = run
+        let ids: Vec<ActionId> = run
             .iter()
             .filter_map(|m| match m {
-                Inbound::UpdateActionStatus { body, .. } => Some(body.action_id),
+                Inbound::UpdateActionStatus { body, .. } => Some(ActionId(body.action_id)),
                 _ => None,
             })
             .collect();
         let rows = actions::lock(conn, &ids).await?;
-        let mut state: HashMap<i64, (actions::ActionRow, ActionState, bool)> = HashMap::new();
+        let mut state: HashMap<ActionId, (actions::ActionRow, ActionState, bool)> = HashMap::new();
         for row in rows {
             let st = ActionState {
                 status: ActionStatus::from_db(&row.status).unwrap_or(ActionStatus::Running),
@@ -261,7 +261,7 @@ impl Engine {
             .values()
             .all(|(r, _, _)| r.active && r.mw_schedule.is_none());
         let mut targets: HashMap<i64, (actions::TargetState, bool)> = HashMap::new();
-        let mut open: HashMap<i64, Vec<(i64, i64)>> = HashMap::new();
+        let mut open: HashMap<i64, Vec<(ActionId, DsId)>> = HashMap::new();
         let mut flags = Default::default();
         if !progress_only {
             let mut target_ids: Vec<i64> = state.values().map(|(r, _, _)| r.target_id).collect();
@@ -300,11 +300,11 @@ impl Engine {
             else {
                 continue;
             };
-            let Some((row, st, changed)) = state.get_mut(&body.action_id) else {
+            let Some((row, st, changed)) = state.get_mut(&ActionId(body.action_id)) else {
                 verdicts[i] = Verdict::Reject(format!("action {} does not exist", body.action_id));
                 continue;
             };
-            if row.tenant_id != tenant_id.0 {
+            if row.tenant_id != *tenant_id {
                 verdicts[i] = Verdict::Reject(format!("action {} does not exist", body.action_id));
                 continue;
             }
@@ -446,7 +446,7 @@ impl Engine {
         // The reports that cross a group's threshold start the next group right here, in
         // their own transaction (rollouts.md §4.2 [ours]). Only rollouts whose counters moved
         // are evaluated: intermediate reports cannot change a decision.
-        let mut rollouts: Vec<i64> = state
+        let mut rollouts: Vec<RolloutId> = state
             .values()
             .filter(|(row, st, _)| {
                 ActionStatus::from_db(&row.status).map(ActionStatus::counter)

@@ -18,8 +18,7 @@ use super::rollouts::limits;
 use super::{Engine, EngineError};
 use crate::dmf::envelope;
 use crate::domain::action::{ActionStatus, SERVER_PREFIX};
-use crate::domain::ids::RolloutId;
-use crate::domain::ids::TenantId;
+use crate::domain::ids::{ActionId, DsId, TenantId};
 use crate::domain::rollout::{Operation, RolloutStatus};
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
@@ -78,7 +77,7 @@ impl Engine {
     pub async fn invalidate_set(
         &self,
         tenant: TenantId,
-        ds_id: i64,
+        ds_id: DsId,
         kind: CancelationType,
         user: &str,
     ) -> Result<(), EngineError> {
@@ -108,7 +107,7 @@ impl Engine {
             for (id, status) in store::lock_rollouts_of_set(&mut tx, tenant, ds_id, &wanted).await?
             {
                 if RolloutStatus::from_db(&status).is_some_and(stoppable) {
-                    self.operate_locked(&mut tx, tenant, RolloutId(id), Operation::Stop, user)
+                    self.operate_locked(&mut tx, tenant, id, Operation::Stop, user)
                         .await?;
                     moved.push(id);
                 }
@@ -124,7 +123,7 @@ impl Engine {
             self.wake_rollouts();
         }
         if !kind.cancels() {
-            tracing::info!(ds_id, cancelation = %kind, "distribution set invalidated");
+            tracing::info!(ds_id = ds_id.0, cancelation = %kind, "distribution set invalidated");
             return Ok(());
         }
 
@@ -140,14 +139,14 @@ impl Engine {
         if force && !moved.is_empty() {
             let mut tx = self.pool.begin().await?;
             for id in &moved {
-                self.operate_locked(&mut tx, tenant, RolloutId(*id), Operation::Delete, user)
+                self.operate_locked(&mut tx, tenant, *id, Operation::Delete, user)
                     .await?;
             }
             tx.commit().await?;
             self.wake_rollouts();
         }
         tracing::info!(
-            ds_id,
+            ds_id = ds_id.0,
             cancelation = %kind,
             rollouts = moved.len(),
             actions = closed,
@@ -161,7 +160,7 @@ impl Engine {
     async fn cancel_set_actions(
         &self,
         tenant: TenantId,
-        ids: &[i64],
+        ids: &[ActionId],
         force: bool,
     ) -> Result<usize, EngineError> {
         let mut tx = self.pool.begin().await?;
@@ -208,7 +207,7 @@ impl Engine {
                         &exchange,
                         &tenant_name,
                         &a.controller_id,
-                        a.id,
+                        a.id.0,
                     )));
                 }
             }

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::dmf::envelope::{Inbound, Outbound};
 use crate::domain::Invalid;
-use crate::domain::ids::{TenantId, TenantName};
+use crate::domain::ids::{ActionId, GroupId, TenantId, TenantName};
 use crate::store::outbox::{self, Pending};
 use crate::store::statistics::Table;
 use crate::store::{self, StoreError, tenants};
@@ -177,7 +177,7 @@ pub struct Engine {
     /// through a group in id order, so each chunk starts where the last one ended instead of
     /// stepping over every action activated before. Only a hint (a chunk that rolled back moved
     /// it too far; activation then starts over from the beginning).
-    activation_hint: std::sync::Mutex<HashMap<i64, i64>>,
+    activation_hint: std::sync::Mutex<HashMap<GroupId, ActionId>>,
 }
 
 impl Engine {
@@ -425,15 +425,15 @@ impl Engine {
         }
     }
 
-    fn activation_hint(&self, group: i64) -> i64 {
+    fn activation_hint(&self, group: GroupId) -> ActionId {
         let hints = self
             .activation_hint
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        hints.get(&group).copied().unwrap_or(0)
+        hints.get(&group).copied().unwrap_or(ActionId(0))
     }
 
-    fn set_activation_hint(&self, group: i64, id: i64) {
+    fn set_activation_hint(&self, group: GroupId, id: ActionId) {
         let mut hints = self
             .activation_hint
             .lock()

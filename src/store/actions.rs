@@ -7,20 +7,20 @@ use super::Audit;
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::{Result, sql};
-use crate::domain::ids::TenantId;
+use crate::domain::ids::{ActionId, DsId, GroupId, RolloutId, TenantId};
 
 /// An action as report processing and dispatch need it, with its target's DMF facts.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ActionRow {
-    pub id: i64,
-    pub tenant_id: i64,
+    pub id: ActionId,
+    pub tenant_id: TenantId,
     pub tenant: String,
     pub target_id: i64,
     pub controller_id: String,
     pub address: Option<String>,
     pub security_token: String,
-    pub ds_id: i64,
-    pub rollout_id: Option<i64>,
+    pub ds_id: DsId,
+    pub rollout_id: Option<RolloutId>,
     pub status: String,
     pub active: bool,
     pub action_type: String,
@@ -36,7 +36,7 @@ const ACTION_COLUMNS: &str = "a.id, a.tenant_id, tn.name AS tenant, a.target_id,
     a.intermediate_reports, a.mw_schedule, a.mw_duration, a.mw_timezone";
 
 /// Lock actions by id (in id order, so concurrent instances do not deadlock).
-pub async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
+pub async fn lock(conn: &mut PgConnection, ids: &[ActionId]) -> Result<Vec<ActionRow>> {
     sql::fetch_all(
         conn,
         &format!(
@@ -50,7 +50,7 @@ pub async fn lock(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>
 }
 
 /// Read actions by id (for rendering).
-pub async fn by_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<ActionRow>> {
+pub async fn by_ids(conn: &mut PgConnection, ids: &[ActionId]) -> Result<Vec<ActionRow>> {
     sql::fetch_all(conn, &format!(
         "SELECT {ACTION_COLUMNS} FROM action a JOIN target t ON t.id = a.target_id
          JOIN tenant tn ON tn.id = a.tenant_id WHERE a.id IN (SELECT unnest($1::bigint[])) ORDER BY a.id"
@@ -73,8 +73,8 @@ pub struct TargetState {
     pub id: i64,
     pub controller_id: String,
     pub address: Option<String>,
-    pub assigned_ds_id: Option<i64>,
-    pub installed_ds_id: Option<i64>,
+    pub assigned_ds_id: Option<DsId>,
+    pub installed_ds_id: Option<DsId>,
     pub installation_date: Option<i64>,
     pub update_status: String,
     pub request_attributes: bool,
@@ -94,7 +94,7 @@ pub async fn lock_targets(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Ta
 /// History entries to append, column-wise.
 #[derive(Debug, Default)]
 pub struct NewHistory {
-    pub action_id: Vec<i64>,
+    pub action_id: Vec<ActionId>,
     pub status: Vec<String>,
     pub code: Vec<Option<i32>>,
     /// JSON arrays of strings.
@@ -102,7 +102,7 @@ pub struct NewHistory {
 }
 
 impl NewHistory {
-    pub fn push(&mut self, action: i64, status: &str, code: Option<i32>, messages: &[String]) {
+    pub fn push(&mut self, action: ActionId, status: &str, code: Option<i32>, messages: &[String]) {
         self.action_id.push(action);
         self.status.push(status.to_owned());
         self.code.push(code);
@@ -128,7 +128,7 @@ pub async fn insert_history(conn: &mut PgConnection, h: &NewHistory) -> Result<(
 /// Final action states after a batch, column-wise.
 #[derive(Debug, Default)]
 pub struct ActionUpdates {
-    pub id: Vec<i64>,
+    pub id: Vec<ActionId>,
     pub status: Vec<String>,
     pub active: Vec<bool>,
     pub intermediate_reports: Vec<i32>,
@@ -166,8 +166,8 @@ pub async fn update_states(conn: &mut PgConnection, u: &ActionUpdates, user: &st
 #[derive(Debug, Default)]
 pub struct TargetUpdates {
     pub id: Vec<i64>,
-    pub assigned_ds_id: Vec<Option<i64>>,
-    pub installed_ds_id: Vec<Option<i64>>,
+    pub assigned_ds_id: Vec<Option<DsId>>,
+    pub installed_ds_id: Vec<Option<DsId>>,
     pub installation_date: Vec<Option<i64>>,
     pub update_status: Vec<String>,
     pub request_attributes: Vec<bool>,
@@ -216,10 +216,10 @@ pub struct NewActions {
 pub async fn insert(
     conn: &mut PgConnection,
     tenant: TenantId,
-    ds_id: i64,
+    ds_id: DsId,
     a: &NewActions,
     user: &str,
-) -> Result<Vec<(i64, i64)>> {
+) -> Result<Vec<(ActionId, i64)>> {
     Ok(sqlx::query_as(
         "INSERT INTO action (tenant_id, target_id, ds_id, action_type, status, active, weight,
                              forced_time, mw_schedule, mw_duration, mw_timezone, initiated_by,
@@ -233,7 +233,7 @@ pub async fn insert(
          ORDER BY ord
          RETURNING id, target_id",
     )
-    .bind(tenant.0)
+    .bind(tenant)
     .bind(ds_id)
     .bind(&a.target_id)
     .bind(&a.action_type)
@@ -254,8 +254,8 @@ pub async fn insert(
 pub async fn lock_superseded(
     conn: &mut PgConnection,
     targets: &[i64],
-    keep: &[i64],
-) -> Result<Vec<(i64, i64, String, bool)>> {
+    keep: &[ActionId],
+) -> Result<Vec<(ActionId, i64, String, bool)>> {
     sql::fetch_all(
         conn,
         "SELECT a.id, a.target_id, a.status, a.active FROM action a
@@ -272,7 +272,7 @@ pub async fn lock_superseded(
 pub async fn assign_targets(
     conn: &mut PgConnection,
     targets: &[i64],
-    ds_id: i64,
+    ds_id: DsId,
     offline: bool,
 ) -> Result<()> {
     sql::execute(
@@ -292,16 +292,16 @@ pub async fn assign_targets(
 /// The Management API's view of an action.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct ActionView {
-    pub id: i64,
+    pub id: ActionId,
     pub controller_id: String,
-    pub ds_id: i64,
+    pub ds_id: DsId,
     pub action_type: String,
     pub active: bool,
     pub status: String,
     pub weight: i32,
     pub forced_time: i64,
-    pub rollout_id: Option<i64>,
-    pub rollout_group_id: Option<i64>,
+    pub rollout_id: Option<RolloutId>,
+    pub rollout_group_id: Option<GroupId>,
     pub mw_schedule: Option<String>,
     pub mw_duration: Option<String>,
     pub mw_timezone: Option<String>,
@@ -360,7 +360,7 @@ pub async fn list(
 pub async fn view(
     conn: &mut PgConnection,
     tenant: TenantId,
-    id: i64,
+    id: ActionId,
 ) -> Result<Option<ActionView>> {
     sql::fetch_optional(
         conn,
@@ -386,7 +386,7 @@ pub struct HistoryRow {
 /// A page of an action's history, newest first unless `ascending`.
 pub async fn history(
     conn: &mut PgConnection,
-    action: i64,
+    action: ActionId,
     ascending: bool,
     offset: i64,
     limit: i64,
@@ -416,8 +416,8 @@ pub async fn confirm_waiting(
     conn: &mut PgConnection,
     target: i64,
     message: &str,
-) -> Result<Vec<i64>> {
-    let ids: Vec<i64> = sql::scalar_all(
+) -> Result<Vec<ActionId>> {
+    let ids: Vec<ActionId> = sql::scalar_all(
         &mut *conn,
         "UPDATE action SET status = 'RUNNING', last_modified_at = epoch_ms()
          WHERE target_id = $1 AND active AND status = 'WAIT_FOR_CONFIRMATION' RETURNING id",
@@ -466,7 +466,7 @@ pub async fn reset_assigned_after_cancel(conn: &mut PgConnection, target: i64) -
 /// An open action with a maintenance window, as the window sweep needs it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct WindowedAction {
-    pub id: i64,
+    pub id: ActionId,
     pub target_id: i64,
     pub created_at: i64,
     pub mw_schedule: String,

@@ -5,23 +5,23 @@
 use sqlx::PgConnection;
 
 use super::{Result, sql};
-use crate::domain::ids::TenantId;
+use crate::domain::ids::{ActionId, DsId, RolloutId, TenantId};
 
 /// Lock a distribution set of the tenant that is not deleted, for the rest of the
 /// transaction. False when there is none.
-pub async fn lock_set(conn: &mut PgConnection, tenant: TenantId, ds: i64) -> Result<bool> {
+pub async fn lock_set(conn: &mut PgConnection, tenant: TenantId, ds: DsId) -> Result<bool> {
     Ok(sql::scalar_optional::<i64>(
         conn,
         "SELECT id FROM distribution_set WHERE tenant_id = $1 AND id = $2 AND NOT deleted
          FOR NO KEY UPDATE",
-        (tenant.0, ds),
+        (tenant, ds),
     )
     .await?
     .is_some())
 }
 
 /// Mark a set invalid; an invalid set stays unchanged (idempotent).
-pub async fn mark_invalid(conn: &mut PgConnection, ds: i64, user: &str) -> Result<()> {
+pub async fn mark_invalid(conn: &mut PgConnection, ds: DsId, user: &str) -> Result<()> {
     sql::execute(
         conn,
         "UPDATE distribution_set SET valid = false, last_modified_at = epoch_ms(),
@@ -37,7 +37,7 @@ pub async fn mark_invalid(conn: &mut PgConnection, ds: i64, user: &str) -> Resul
 pub async fn clear_auto_assignments(
     conn: &mut PgConnection,
     tenant: TenantId,
-    ds: i64,
+    ds: DsId,
     user: &str,
 ) -> Result<u64> {
     sql::execute(
@@ -47,7 +47,7 @@ pub async fn clear_auto_assignments(
                 last_modified_at = epoch_ms(), last_modified_by = $3,
                 opt_lock_revision = opt_lock_revision + 1
          WHERE tenant_id = $1 AND auto_assign_ds_id = $2",
-        (tenant.0, ds, user),
+        (tenant, ds, user),
     )
     .await
 }
@@ -57,14 +57,14 @@ pub async fn clear_auto_assignments(
 pub async fn lock_rollouts_of_set(
     conn: &mut PgConnection,
     tenant: TenantId,
-    ds: i64,
+    ds: DsId,
     statuses: &[&str],
-) -> Result<Vec<(i64, String)>> {
+) -> Result<Vec<(RolloutId, String)>> {
     sql::fetch_all(
         conn,
         "SELECT id, status FROM rollout WHERE tenant_id = $1 AND ds_id = $2 AND status = ANY($3)
          ORDER BY id FOR UPDATE",
-        (tenant.0, ds, statuses),
+        (tenant, ds, statuses),
     )
     .await
 }
@@ -74,17 +74,17 @@ pub async fn lock_rollouts_of_set(
 pub async fn open_actions(
     conn: &mut PgConnection,
     tenant: TenantId,
-    ds: i64,
-    skip: &[i64],
+    ds: DsId,
+    skip: &[RolloutId],
     include_canceling: bool,
-) -> Result<Vec<i64>> {
+) -> Result<Vec<ActionId>> {
     sql::scalar_all(
         conn,
         "SELECT id FROM action
          WHERE tenant_id = $1 AND ds_id = $2 AND active AND ($4 OR status <> 'CANCELING')
            AND (rollout_id IS NULL OR NOT (rollout_id = ANY($3)))
          ORDER BY id",
-        (tenant.0, ds, skip, include_canceling),
+        (tenant, ds, skip, include_canceling),
     )
     .await
 }
@@ -92,7 +92,7 @@ pub async fn open_actions(
 /// An open action of the set, locked, with what a cancel message to its device needs.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct OpenAction {
-    pub id: i64,
+    pub id: ActionId,
     pub target_id: i64,
     pub status: String,
     pub controller_id: String,
@@ -103,7 +103,7 @@ pub struct OpenAction {
 /// id order.
 pub async fn lock_open_actions(
     conn: &mut PgConnection,
-    ids: &[i64],
+    ids: &[ActionId],
     include_canceling: bool,
 ) -> Result<Vec<OpenAction>> {
     sql::fetch_all(conn, "SELECT a.id, a.target_id, a.status, t.controller_id, t.address

@@ -5,6 +5,7 @@ use sqlx::PgConnection;
 
 use super::{Result, sql};
 use crate::dmf::envelope::Outbound;
+use crate::domain::ids::ActionId;
 
 /// Wakes publishers of every instance (the in-process publisher is also woken directly).
 pub const CHANNEL: &str = "dmf_outbox";
@@ -15,11 +16,11 @@ pub enum Pending {
     /// A fully rendered message.
     Message(Outbound),
     /// The message representing this action at publish time.
-    Action(i64),
+    Action(ActionId),
     /// The message for this target's current action(s), if any.
     Target(i64),
     /// One BATCH_* message for these actions.
-    Batch(Vec<i64>),
+    Batch(Vec<ActionId>),
 }
 
 /// A claimed row.
@@ -33,9 +34,9 @@ pub struct Row {
     pub content_encoding: Option<String>,
     pub correlation_id: Option<String>,
     pub body: Option<Vec<u8>>,
-    pub action_id: Option<i64>,
+    pub action_id: Option<ActionId>,
     pub target_id: Option<i64>,
-    pub action_ids: Option<Vec<i64>>,
+    pub action_ids: Option<Vec<ActionId>>,
     pub attempts: i32,
 }
 

@@ -6,6 +6,7 @@ use sqlx::PgConnection;
 
 use super::{Flags, limits};
 use crate::domain::action::{ActionStatus, SERVER_PREFIX};
+use crate::domain::ids::ActionId;
 use crate::domain::rollout::{Group, Lane, Rollout};
 use crate::engine::{Engine, EngineError};
 use crate::store::outbox::Pending;
@@ -32,16 +33,16 @@ impl Engine {
         cfg: Flags,
         out: &mut Vec<Pending>,
     ) -> Result<usize, EngineError> {
-        let hint = self.activation_hint(g.id.0);
+        let hint = self.activation_hint(g.id);
         let mut batch = store::lock_scheduled(conn, g.id, hint, lane_limit(lane)).await?;
-        if batch.is_empty() && hint > 0 && g.counts.scheduled > 0 {
+        if batch.is_empty() && hint > ActionId(0) && g.counts.scheduled > 0 {
             // The hint ran ahead (a chunk rolled back): start over.
-            batch = store::lock_scheduled(conn, g.id, 0, lane_limit(lane)).await?;
+            batch = store::lock_scheduled(conn, g.id, ActionId(0), lane_limit(lane)).await?;
         }
         let Some(last) = batch.last() else {
             return Ok(0);
         };
-        self.set_activation_hint(g.id.0, last.id);
+        self.set_activation_hint(g.id, last.id);
         let single = !cfg.multi;
         let mut updates = actions::ActionUpdates::default();
         let mut history = actions::NewHistory::default();
@@ -52,7 +53,7 @@ impl Engine {
             g.name, r.name, r.id
         );
         for a in &batch {
-            if single && a.assigned_ds_id == Some(r.ds.0) {
+            if single && a.assigned_ds_id == Some(r.ds) {
                 updates.id.push(a.id);
                 updates
                     .status
@@ -101,7 +102,7 @@ impl Engine {
         }
         actions::update_states_keep_reports(conn, &updates).await?;
         actions::insert_history(conn, &history).await?;
-        actions::assign_targets(conn, &started_targets, r.ds.0, false).await?;
+        actions::assign_targets(conn, &started_targets, r.ds, false).await?;
         if !started.is_empty() {
             if cfg.batch {
                 mine.push(Pending::Batch(started.clone()));
@@ -120,7 +121,7 @@ impl Engine {
 /// Set actions to a status decided by the server, with the history entry saying so.
 pub(super) async fn set_by_server(
     conn: &mut PgConnection,
-    ids: &[i64],
+    ids: &[ActionId],
     status: ActionStatus,
     message: &str,
 ) -> Result<(), StoreError> {

@@ -87,7 +87,7 @@ impl Engine {
         let mut tx = self.pool.begin().await?;
         // 2. The distribution set.
         store::lock_set_row(&mut tx, tenant, req.ds_id).await?;
-        check_usable_set(&mut tx, tenant, req.ds_id, "is incomplete").await?;
+        check_usable_set(&mut tx, tenant, ds, "is incomplete").await?;
         // 3.–7. Shape, constraints, groups.
         let cfg = flags(&mut tx, tenant).await?;
         let plan = plan::plan(&req, &filter_text, cfg.confirmation_flow)?;

@@ -8,7 +8,7 @@ use sqlx::PgConnection;
 use super::activation::set_by_server;
 use super::{Flags, limits};
 use crate::domain::action::ActionStatus;
-use crate::domain::ids::GroupId;
+use crate::domain::ids::{ActionId, GroupId};
 use crate::domain::rollout::plan::{self, PlannedGroup};
 use crate::domain::rollout::{Event, Group, GroupState, Rollout};
 use crate::engine::{Engine, EngineError};
@@ -264,7 +264,7 @@ impl Engine {
         store::finish_open_groups(conn, r.id).await?;
         let open = store::lock_active(conn, r.id, limits::STOP_CHUNK, force).await?;
         if !open.is_empty() {
-            let ids: Vec<i64> = open.iter().map(|(id, _)| *id).collect();
+            let ids: Vec<ActionId> = open.iter().map(|(id, _)| *id).collect();
             if force {
                 let mut targets: Vec<i64> = open.iter().map(|(_, t)| *t).collect();
                 set_by_server(

@@ -117,7 +117,7 @@ impl Engine {
     pub(super) async fn advance_rollouts(
         &self,
         conn: &mut PgConnection,
-        rollouts: &[i64],
+        rollouts: &[RolloutId],
         out: &mut Vec<Pending>,
     ) -> Result<(), EngineError> {
         let locked = store::try_lock_many(conn, rollouts).await?;

@@ -22,7 +22,7 @@ pub use work::*;
 
 use super::{Audit as AuditColumns, Result, StoreError};
 use crate::domain::action::ActionType;
-use crate::domain::ids::{DsId, GroupId, RolloutId, TenantId};
+use crate::domain::ids::{ActionId, DsId, GroupId, RolloutId, TenantId};
 use crate::domain::rollout::plan::PlannedGroup;
 use crate::domain::rollout::spec::{Conditions, StoredConditions};
 use crate::domain::rollout::state::{Audit, Template};
@@ -410,7 +410,10 @@ pub async fn try_lock(conn: &mut PgConnection, id: RolloutId) -> Result<Option<R
 
 /// Lock the rollouts that own any of these actions, in id order (rollout rows before action
 /// rows: the order of every writer that waits for a rollout), and return them.
-pub async fn lock_of_actions(conn: &mut PgConnection, actions: &[i64]) -> Result<Vec<Rollout>> {
+pub async fn lock_of_actions(
+    conn: &mut PgConnection,
+    actions: &[ActionId],
+) -> Result<Vec<Rollout>> {
     if actions.is_empty() {
         return Ok(Vec::new());
     }
@@ -428,7 +431,7 @@ pub async fn lock_of_actions(conn: &mut PgConnection, actions: &[i64]) -> Result
 }
 
 /// Lock those of these rollouts that no other transaction holds, in id order, and return them.
-pub async fn try_lock_many(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Rollout>> {
+pub async fn try_lock_many(conn: &mut PgConnection, ids: &[RolloutId]) -> Result<Vec<Rollout>> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }

@@ -3,7 +3,7 @@
 
 use sqlx::PgConnection;
 
-use crate::domain::ids::{GroupId, RolloutId};
+use crate::domain::ids::{ActionId, DsId, GroupId, RolloutId};
 use crate::domain::rollout::Rollout;
 use crate::store::Result;
 
@@ -84,9 +84,9 @@ pub async fn schedule_chunk(
 /// A SCHEDULED action about to be activated, with what its target says about it.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct Activation {
-    pub id: i64,
+    pub id: ActionId,
     pub target_id: i64,
-    pub assigned_ds_id: Option<i64>,
+    pub assigned_ds_id: Option<DsId>,
     pub auto_confirm: bool,
 }
 
@@ -94,7 +94,7 @@ pub struct Activation {
 pub async fn lock_scheduled(
     conn: &mut PgConnection,
     group: GroupId,
-    after: i64,
+    after: ActionId,
     limit: i64,
 ) -> Result<Vec<Activation>> {
     Ok(sqlx::query_as(
@@ -105,7 +105,7 @@ pub async fn lock_scheduled(
                ORDER BY id LIMIT $2 FOR UPDATE) a
          JOIN target t ON t.id = a.target_id ORDER BY a.id",
     )
-    .bind(group.0)
+    .bind(group)
     .bind(limit)
     .bind(after)
     .fetch_all(conn)
@@ -135,7 +135,7 @@ pub async fn lock_active(
     rollout: RolloutId,
     limit: i64,
     include_canceling: bool,
-) -> Result<Vec<(i64, i64)>> {
+) -> Result<Vec<(ActionId, i64)>> {
     Ok(sqlx::query_as(
         "SELECT id, target_id FROM action
          WHERE rollout_id = $1 AND active AND ($3 OR status <> 'CANCELING')
