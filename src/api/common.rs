@@ -8,12 +8,13 @@ use axum::Json;
 use axum::extract::{FromRequestParts, Path};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
-use axum::routing::{MethodRouter, get};
+use axum::routing::{MethodRouter, get, put};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
 use sqlx::{FromRow, PgConnection};
 
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Caller, Page, PageParams, paged};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, PageParams, paged};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
@@ -65,6 +66,9 @@ impl FromRequestParts<ApiState> for Ctx {
     }
 }
 
+/// Reading targets and what belongs to them (tags, types, filters, metadata).
+pub(super) const READ_TARGET: &[Permission] = &[Permission::READ_TARGET];
+
 /// What a list shows: the entity its `q=` filters and the fields its `sort=` names.
 #[derive(Clone, Copy)]
 pub(super) struct Listed {
@@ -72,16 +76,66 @@ pub(super) struct Listed {
     pub sort: &'static SortFields,
 }
 
-/// An entity resource of the tenant read by id: its table, the entity its `q=` filters, what
-/// reading it needs, how one is rendered and what a missing one answers (hawkBit's 404). Its
-/// plain endpoints are served here once: [`Resource::list`] and [`Resource::one`] are the
-/// `GET`s of the collection and of one entity.
+impl Listed {
+    pub const fn new(entity: Entity, sort: &'static SortFields) -> Self {
+        Listed { entity, sort }
+    }
+}
+
+/// What an entity is called in hawkBit's messages ("software module type 5 not found").
+fn entity_name(entity: Entity) -> &'static str {
+    match entity {
+        Entity::Target => "target",
+        Entity::Rollout => "rollout",
+        Entity::RolloutGroup => "rollout group",
+        Entity::Action => "action",
+        Entity::TargetFilter => "target filter",
+        Entity::SoftwareModule => "software module",
+        Entity::DistributionSet => "distribution set",
+        Entity::SoftwareModuleType => "software module type",
+        Entity::DistributionSetType => "distribution set type",
+        Entity::SoftwareModuleMetadata => "software module metadata",
+        Entity::TargetType => "target type",
+        Entity::TargetTag => "target tag",
+        Entity::TargetMetadata => "target metadata",
+    }
+}
+
+/// hawkBit's 404 for an entity the tenant does not have: "{entity} {id} not found".
+pub(super) fn not_found(entity: Entity, id: impl std::fmt::Display) -> ApiError {
+    ApiError::NotFound(format!("{} {id} not found", entity_name(entity)))
+}
+
+/// An entity resource of the tenant read by id: its table, the entity its `q=` filters (which
+/// also names it in a 404), what reading it needs and how one is rendered. Its plain endpoints
+/// are served here once: [`Resource::list`] and [`Resource::one`] are the `GET`s of the
+/// collection and of one entity.
 pub(super) struct Resource<R: 'static> {
     pub table: &'static Table<R>,
     pub entity: Entity,
     pub read: &'static [Permission],
     pub render: fn(&BaseUrl, &R) -> Value,
-    pub missing: fn(i64) -> ApiError,
+}
+
+impl<R> Resource<R> {
+    pub const fn new(
+        table: &'static Table<R>,
+        entity: Entity,
+        read: &'static [Permission],
+        render: fn(&BaseUrl, &R) -> Value,
+    ) -> Self {
+        Resource {
+            table,
+            entity,
+            read,
+            render,
+        }
+    }
+
+    /// hawkBit's 404 for entity `id` of this resource ([`not_found`]).
+    pub fn missing(&self, id: impl std::fmt::Display) -> ApiError {
+        not_found(self.entity, id)
+    }
 }
 
 impl<R> Resource<R>
@@ -97,6 +151,26 @@ where
     pub fn one(&'static self) -> MethodRouter<ApiState> {
         get(move |cx: Ctx, Ids(id): Ids<i64>| async move { cx.get_by_id(self, id).await })
     }
+}
+
+/// `PUT` of one entity through a plain `async fn(Ctx, P, B)`: axum extracts the caller (401),
+/// the path `P` and the JSON body `B` (hawkBit's 400 when unreadable) in that order, then the
+/// caller must have `perms` (403) before the handler runs. Every update endpoint starts so;
+/// merge it into the path's other methods (`MODULE.one().merge(put_checked(..))`).
+pub(super) fn put_checked<P, B, F, Fut>(
+    perms: &'static [Permission],
+    change: F,
+) -> MethodRouter<ApiState>
+where
+    P: FromRequestParts<ApiState> + Send + 'static,
+    B: DeserializeOwned + Send + 'static,
+    F: Fn(Ctx, P, B) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = ApiResult<Json<Value>>> + Send,
+{
+    put(move |cx: Ctx, path: P, Body(body): Body<B>| async move {
+        cx.require(perms)?;
+        change(cx, path, body).await
+    })
 }
 
 impl Ctx {
@@ -170,10 +244,7 @@ impl Ctx {
     where
         R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
     {
-        let listed = Listed {
-            entity: res.entity,
-            sort: res.table.sort(),
-        };
+        let listed = Listed::new(res.entity, res.table.sort());
         let fetch = async |c: &mut PgConnection, t, q: Option<&Filter>, p: &PageRequest| {
             res.table.list(c, t, q, p).await
         };
@@ -190,7 +261,7 @@ impl Ctx {
         self.require(res.read)?;
         let tenant = self.tenant();
         let find = async |c: &mut PgConnection| res.table.find(c, tenant, id).await;
-        self.get_one(find, || (res.missing)(id), |r| (res.render)(&self.base, &r))
+        self.get_one(find, || res.missing(id), |r| (res.render)(&self.base, &r))
             .await
     }
 
@@ -205,26 +276,26 @@ impl Ctx {
         self.require(perms)?;
         let tenant = self.tenant();
         let delete = async |c: &mut PgConnection| Ok(res.table.delete(c, tenant, id).await?);
-        self.delete_one(delete, || (res.missing)(id)).await
+        self.delete_one(delete, || res.missing(id)).await
     }
 
-    /// Deleting one entity of `table` that may still be referenced (a module, a set): marked
-    /// deleted when it is, else gone. 403 without `perms`, `missing` (hawkBit's 404) when
-    /// there is none, else 204; `what` names it in the log.
+    /// Deleting one `entity` of `table` that may still be referenced (a module, a set): marked
+    /// deleted when it is, else gone. 403 without `perms`, hawkBit's 404 when there is none,
+    /// else 204.
     pub async fn delete_or_mark<R>(
         &self,
         perms: &[Permission],
         table: &Table<R>,
+        entity: Entity,
         id: i64,
-        missing: impl FnOnce() -> ApiError,
-        what: &str,
     ) -> ApiResult<StatusCode> {
         self.require(perms)?;
         let (tenant, user) = (self.tenant(), self.caller.name());
         let delete = async |c: &mut PgConnection| table.delete_or_mark(c, tenant, id, user).await;
         match self.db().run(delete).await? {
-            Deletion::NotFound => Err(missing()),
+            Deletion::NotFound => Err(not_found(entity, id)),
             how => {
+                let what = entity_name(entity);
                 tracing::info!(soft = (how == Deletion::Soft), "{what} deleted");
                 Ok(StatusCode::NO_CONTENT)
             }

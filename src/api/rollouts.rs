@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::Ctx;
+use super::common::{Ctx, put_checked};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -26,7 +26,9 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/rollouts", get(list).post(create))
         .route(
             "/rest/v1/rollouts/{id}",
-            get(one).put(update).delete(remove),
+            get(one)
+                .merge(put_checked(&[Permission::UPDATE_ROLLOUT], update))
+                .delete(remove),
         )
         .route("/rest/v1/rollouts/{id}/{op}", post(post_operation))
         .route("/rest/v1/rollouts/{id}/deploygroups", get(groups))
@@ -372,12 +374,7 @@ struct UpdateBody {
     description: Option<String>,
 }
 
-async fn update(
-    cx: Ctx,
-    Path(id): Path<RolloutId>,
-    Body(body): Body<UpdateBody>,
-) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_ROLLOUT])?;
+async fn update(cx: Ctx, Path(id): Path<RolloutId>, body: UpdateBody) -> ApiResult<Json<Value>> {
     cx.state
         .engine
         .update_rollout(

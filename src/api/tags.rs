@@ -11,7 +11,8 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    Ctx, Ids, Listed, Resource, base_fields, check_text, description, find_target, single_line,
+    Ctx, Ids, Listed, READ_TARGET, Resource, base_fields, check_text, description, find_target,
+    put_checked, single_line,
 };
 use super::targets::target_json;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
@@ -28,7 +29,9 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targettags", TAGS.list().post(create))
         .route(
             "/rest/v1/targettags/{id}",
-            TAGS.one().put(update).delete(remove),
+            TAGS.one()
+                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
+                .delete(remove),
         )
         .route(
             "/rest/v1/targettags/{id}/assigned",
@@ -57,10 +60,6 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     v
 }
 
-fn no_tag(id: i64) -> ApiError {
-    ApiError::NotFound(format!("target tag {id} not found"))
-}
-
 #[derive(Debug, Deserialize)]
 struct TagBody {
     name: Option<String>,
@@ -80,20 +79,10 @@ enum TargetRef {
     },
 }
 
-const TARGETS: Listed = Listed {
-    entity: Entity::Target,
-    sort: &targets::SORT,
-};
+const TARGETS: Listed = Listed::new(Entity::Target, &targets::SORT);
 
-const READ: &[Permission] = &[Permission::READ_TARGET];
-
-static TAGS: Resource<TagRow> = Resource {
-    table: &tags::TABLE,
-    entity: Entity::TargetTag,
-    read: READ,
-    render: tag_json,
-    missing: no_tag,
-};
+static TAGS: Resource<TagRow> =
+    Resource::new(&tags::TABLE, Entity::TargetTag, READ_TARGET, tag_json);
 
 /// A tag to create: name, description, colour.
 type NewTag = (String, Option<String>, Option<String>);
@@ -119,8 +108,7 @@ async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCod
         .await
 }
 
-async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Ids(id): Ids<i64>, b: TagBody) -> ApiResult<Json<Value>> {
     let name = single_line("name", b.name, 1, 128)?;
     let description = description(b.description)?;
     let colour = single_line("colour", b.colour, 0, 16)?;
@@ -137,7 +125,7 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TagBody>) -> ApiResult
         )
         .await
     };
-    cx.update_one(change, || no_tag(id), |t| tag_json(&cx.base, &t))
+    cx.update_one(change, || TAGS.missing(id), |t| tag_json(&cx.base, &t))
         .await
 }
 
@@ -151,7 +139,7 @@ async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<
     tags::TABLE
         .find(c, tenant, id)
         .await?
-        .ok_or_else(|| no_tag(id))
+        .ok_or_else(|| TAGS.missing(id))
 }
 
 async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
@@ -159,7 +147,7 @@ async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Valu
         find_tag(c, tenant, id).await?;
         Ok::<_, ApiError>(tags::assigned_targets(c, tenant, id, q, page).await?)
     };
-    cx.list(READ, &page, TARGETS, fetch, |t| {
+    cx.list(READ_TARGET, &page, TARGETS, fetch, |t| {
         target_json(&t, &cx.base, &cx.caller)
     })
     .await
@@ -238,7 +226,7 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
 }
 
 async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
+    cx.require(READ_TARGET)?;
     let tenant = cx.tenant();
     let fetch = async |c: &mut PgConnection| {
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Resource};
+use super::common::{Ctx, READ_TARGET, Resource, put_checked};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -26,7 +26,9 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targetfilters", FILTERS.list().post(create))
         .route(
             "/rest/v1/targetfilters/{id}",
-            get(one).put(update).delete(remove),
+            get(one)
+                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
+                .delete(remove),
         )
 }
 
@@ -57,12 +59,7 @@ fn filter_json(base: &BaseUrl, f: &TargetFilterRow) -> Value {
 
 /// Path ids that are not numbers name no filter.
 fn parse_id(s: &str) -> ApiResult<i64> {
-    s.parse()
-        .map_err(|_| ApiError::NotFound(format!("target filter {s} not found")))
-}
-
-fn not_found(id: i64) -> ApiError {
-    ApiError::NotFound(format!("target filter {id} not found"))
+    s.parse().map_err(|_| FILTERS.missing(s))
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -86,15 +83,12 @@ fn check_query(query: &str) -> ApiResult<()> {
     Ok(())
 }
 
-const READ: &[Permission] = &[Permission::READ_TARGET];
-
-static FILTERS: Resource<TargetFilterRow> = Resource {
-    table: &target_filters::TABLE,
-    entity: Entity::TargetFilter,
-    read: READ,
-    render: filter_json,
-    missing: not_found,
-};
+static FILTERS: Resource<TargetFilterRow> = Resource::new(
+    &target_filters::TABLE,
+    Entity::TargetFilter,
+    READ_TARGET,
+    filter_json,
+);
 
 async fn one(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     cx.get_by_id(&FILTERS, parse_id(&id)?).await
@@ -120,18 +114,13 @@ async fn create(cx: Ctx, Body(b): Body<FilterBody>) -> ApiResult<(StatusCode, Js
             target_filters::TABLE
                 .find(c, tenant, id)
                 .await?
-                .ok_or_else(|| not_found(id))
+                .ok_or_else(|| FILTERS.missing(id))
         })
         .await?;
     Ok((StatusCode::CREATED, Json(filter_json(&cx.base, &f))))
 }
 
-async fn update(
-    cx: Ctx,
-    Path(id): Path<String>,
-    Body(b): Body<FilterBody>,
-) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Path(id): Path<String>, b: FilterBody) -> ApiResult<Json<Value>> {
     let id = parse_id(&id)?;
     if let Some(n) = &b.name {
         check_name(n)?;
@@ -147,8 +136,12 @@ async fn update(
         }
         target_filters::TABLE.find(c, tenant, id).await
     };
-    cx.update_one(change, || not_found(id), |f| filter_json(&cx.base, &f))
-        .await
+    cx.update_one(
+        change,
+        || FILTERS.missing(id),
+        |f| filter_json(&cx.base, &f),
+    )
+    .await
 }
 
 async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {

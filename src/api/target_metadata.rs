@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Listed, check_text, find_target};
+use super::common::{Ctx, Ids, Listed, READ_TARGET, check_text, find_target, put_checked};
 use super::{ApiError, ApiResult, ApiState, Body, Page};
 use crate::auth::Permission;
 use crate::store::filter::{Entity, Filter};
@@ -24,7 +24,9 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targets/{id}/metadata", get(list).post(create))
         .route(
             "/rest/v1/targets/{id}/metadata/{key}",
-            get(one).put(update).delete(remove),
+            get(one)
+                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
+                .delete(remove),
         )
 }
 
@@ -58,19 +60,14 @@ struct MetadataUpdate {
     value: Option<String>,
 }
 
-const METADATA: Listed = Listed {
-    entity: Entity::TargetMetadata,
-    sort: &md::SORT,
-};
-
-const READ: &[Permission] = &[Permission::READ_TARGET];
+const METADATA: Listed = Listed::new(Entity::TargetMetadata, &md::SORT);
 
 async fn list(cx: Ctx, Ids(controller_id): Ids<String>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
         Ok::<_, ApiError>(md::TABLE.list(c, tenant, t.id, q, page).await?)
     };
-    cx.list(READ, &page, METADATA, fetch, |m| metadata_json(&m))
+    cx.list(READ_TARGET, &page, METADATA, fetch, |m| metadata_json(&m))
         .await
 }
 
@@ -118,7 +115,7 @@ async fn create(
 }
 
 async fn one(cx: Ctx, Ids((controller_id, key)): Ids<(String, String)>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
+    cx.require(READ_TARGET)?;
     path_key(&controller_id, &key)?;
     let find = async |c: &mut PgConnection| {
         let t = find_target(c, cx.tenant(), &controller_id, RowLock::None).await?;
@@ -135,9 +132,8 @@ async fn one(cx: Ctx, Ids((controller_id, key)): Ids<(String, String)>) -> ApiRe
 async fn update(
     cx: Ctx,
     Ids((controller_id, key)): Ids<(String, String)>,
-    Body(body): Body<MetadataUpdate>,
+    body: MetadataUpdate,
 ) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
     path_key(&controller_id, &key)?;
     let value = body
         .value

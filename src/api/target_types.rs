@@ -11,7 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Resource, base_fields, check_text, description, single_line};
+use super::common::{
+    Ctx, Ids, READ_TARGET, Resource, base_fields, check_text, description, put_checked, single_line,
+};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
@@ -27,7 +29,10 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targettypes", TYPES.list().post(create))
         .route(
             "/rest/v1/targettypes/{id}",
-            TYPES.one().put(update).delete(remove),
+            TYPES
+                .one()
+                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
+                .delete(remove),
         )
         .route(
             "/rest/v1/targettypes/{id}/compatibledistributionsettypes",
@@ -69,10 +74,6 @@ fn ds_type_json(base: &BaseUrl, t: &SetTypeRow) -> Value {
     put_opt(&mut v, "colour", t.colour.as_deref());
     base_fields(&mut v, &t.audit);
     v
-}
-
-fn no_type(id: i64) -> ApiError {
-    ApiError::NotFound(format!("target type {id} not found"))
 }
 
 #[derive(Debug, Deserialize)]
@@ -133,15 +134,8 @@ async fn add_ds_types(
     Ok(())
 }
 
-const READ: &[Permission] = &[Permission::READ_TARGET];
-
-static TYPES: Resource<TargetTypeRow> = Resource {
-    table: &types::TABLE,
-    entity: Entity::TargetType,
-    read: READ,
-    render: type_json,
-    missing: no_type,
-};
+static TYPES: Resource<TargetTypeRow> =
+    Resource::new(&types::TABLE, Entity::TargetType, READ_TARGET, type_json);
 
 /// A target type to create, with the distribution set types it accepts.
 fn new_type(b: TypeCreate) -> ApiResult<(NewTargetType, Vec<i64>)> {
@@ -185,8 +179,7 @@ async fn create(
         .await
 }
 
-async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Ids(id): Ids<i64>, b: TypeUpdate) -> ApiResult<Json<Value>> {
     let u = TargetTypeUpdate {
         named: NamedUpdate {
             name: single_line("name", b.name, 1, 128)?,
@@ -196,7 +189,7 @@ async fn update(cx: Ctx, Ids(id): Ids<i64>, Body(b): Body<TypeUpdate>) -> ApiRes
     };
     let change =
         async |c: &mut PgConnection| types::update(c, cx.tenant(), id, &u, cx.caller.name()).await;
-    cx.update_one(change, || no_type(id), |t| type_json(&cx.base, &t))
+    cx.update_one(change, || TYPES.missing(id), |t| type_json(&cx.base, &t))
         .await
 }
 
@@ -211,7 +204,7 @@ async fn change_type(
     let tenant = cx.tenant();
     let lock = async |c: &mut PgConnection| match types::TABLE.lock(c, tenant, id).await? {
         Some(_) => Ok(()),
-        None => Err(no_type(id)),
+        None => Err(TYPES.missing(id)),
     };
     cx.relink(lock, async |tx, ()| change(tx).await, done).await
 }
@@ -235,13 +228,13 @@ async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
 }
 
 async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
+    cx.require(READ_TARGET)?;
     let tenant = cx.tenant();
     let fetch = async |c: &mut PgConnection| {
         types::TABLE
             .find(c, tenant, id)
             .await?
-            .ok_or_else(|| no_type(id))?;
+            .ok_or_else(|| TYPES.missing(id))?;
         Ok(types::compatible_ds_types(c, tenant, id).await?)
     };
     cx.array(fetch, |t| ds_type_json(&cx.base, t)).await

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Listed, find_target, no_target};
+use super::common::{Ctx, Listed, find_target, no_target, put_checked};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
@@ -25,7 +25,12 @@ use crate::store::{Named, NamedUpdate};
 pub fn router() -> Router<ApiState> {
     Router::new()
         .route("/rest/v1/targets", get(list).post(create))
-        .route("/rest/v1/targets/{id}", get(one).put(update).delete(remove))
+        .route(
+            "/rest/v1/targets/{id}",
+            get(one)
+                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
+                .delete(remove),
+        )
         .route("/rest/v1/targets/{id}/attributes", get(attributes))
         .route("/rest/v1/targets/{id}/actions", get(target_actions))
         .route(
@@ -119,16 +124,10 @@ fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
 }
 
 /// The targets of the tenant.
-const TARGETS: Listed = Listed {
-    entity: Entity::Target,
-    sort: &targets::SORT,
-};
+const TARGETS: Listed = Listed::new(Entity::Target, &targets::SORT);
 
 /// The tenant's actions.
-const ACTIONS: Listed = Listed {
-    entity: Entity::Action,
-    sort: &actions::SORT,
-};
+const ACTIONS: Listed = Listed::new(Entity::Action, &actions::SORT);
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
@@ -224,12 +223,7 @@ async fn create(
     Ok((StatusCode::CREATED, Json(Value::Array(out))))
 }
 
-async fn update(
-    cx: Ctx,
-    Path(id): Path<String>,
-    Body(b): Body<TargetBody>,
-) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
+async fn update(cx: Ctx, Path(id): Path<String>, b: TargetBody) -> ApiResult<Json<Value>> {
     let u = TargetUpdate {
         named: NamedUpdate {
             name: b.name,

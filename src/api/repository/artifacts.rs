@@ -11,7 +11,8 @@ use sqlx::PgConnection;
 
 use super::super::common::{Ctx, Ids, base_fields, required};
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
-use super::{READ, any_module, live_module, no_module};
+use super::modules::MODULE;
+use super::{READ, any_module, live_module};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::repository::artifacts::{self, ArtifactRow};
@@ -184,7 +185,7 @@ async fn create_artifact(
             }
             artifacts::insert(c, cx.tenant(), id, &new, cx.caller.name())
                 .await?
-                .ok_or_else(|| no_module(id))
+                .ok_or_else(|| MODULE.missing(id))
         })
         .await?;
     Ok((StatusCode::CREATED, Json(artifact_json(&cx.base, &a))).into_response())

@@ -9,9 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, check_text};
+use super::super::common::{Ctx, Ids, Listed, check_text, put_checked};
 use super::super::{ApiError, ApiResult, ApiState, Body, Page};
-use super::{READ, any_module, live_module, no_module};
+use super::modules::MODULE;
+use super::{READ, any_module, live_module};
 use crate::auth::Permission;
 use crate::store::filter::Entity;
 use crate::store::repository::metadata::{self, MetadataRow};
@@ -25,7 +26,10 @@ pub(super) fn router() -> Router<ApiState> {
         .route(
             "/rest/v1/softwaremodules/{id}/metadata/{key}",
             get(get_metadata)
-                .put(update_metadata)
+                .merge(put_checked(
+                    &[Permission::UPDATE_REPOSITORY],
+                    update_metadata,
+                ))
                 .delete(delete_metadata),
         )
 }
@@ -68,10 +72,7 @@ fn metadata_value(value: Option<String>) -> ApiResult<Option<String>> {
     Ok(value)
 }
 
-const METADATA: Listed = Listed {
-    entity: Entity::SoftwareModuleMetadata,
-    sort: &metadata::SORT,
-};
+const METADATA: Listed = Listed::new(Entity::SoftwareModuleMetadata, &metadata::SORT);
 
 async fn list_metadata(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {
     cx.list(
@@ -121,7 +122,7 @@ async fn create_metadata(
                     target_visible: item.target_visible.unwrap_or(false),
                 };
                 if !metadata::insert(tx, cx.tenant(), id, &entry).await? {
-                    return Err(no_module(id));
+                    return Err(MODULE.missing(id));
                 }
                 created.push(metadata_json(&entry));
             }
@@ -134,9 +135,8 @@ async fn create_metadata(
 async fn update_metadata(
     cx: Ctx,
     Ids((id, key)): Ids<(i64, String)>,
-    Body(body): Body<MetadataUpdate>,
+    body: MetadataUpdate,
 ) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_REPOSITORY])?;
     path_key(id, &key)?;
     let value = metadata_value(body.value)?;
     cx.update_one(

@@ -21,6 +21,8 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 
 use super::{ApiError, ApiResult, ApiState};
+use modules::MODULE;
+
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::repository::modules::{self as store_modules, ModuleRow};
@@ -37,15 +39,11 @@ pub fn router() -> Router<ApiState> {
 /// Reading the repository.
 const READ: &[Permission] = &[Permission::READ_REPOSITORY];
 
-fn no_module(id: i64) -> ApiError {
-    ApiError::NotFound(format!("software module {id} not found"))
-}
-
 /// A module of the tenant that may still change (not deleted), or 404.
 async fn live_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<ModuleRow> {
     match store_modules::TABLE.find(c, tenant, id).await? {
         Some(m) if !m.deleted => Ok(m),
-        _ => Err(no_module(id)),
+        _ => Err(MODULE.missing(id)),
     }
 }
 
@@ -54,7 +52,7 @@ async fn any_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResul
     store_modules::TABLE
         .find(c, tenant, id)
         .await?
-        .ok_or_else(|| no_module(id))
+        .ok_or_else(|| MODULE.missing(id))
 }
 
 /// `{"id": n}` in request bodies.

@@ -9,10 +9,10 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::common::{
-    Ctx, Ids, Listed, Resource, base_fields, description, required, single_line,
+    Ctx, Ids, Listed, Resource, base_fields, description, put_checked, required, single_line,
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
-use super::{READ, live_module, no_module};
+use super::{READ, live_module};
 use crate::auth::Permission;
 use crate::store::Named;
 use crate::store::filter::Entity;
@@ -27,7 +27,10 @@ pub(super) fn router() -> Router<ApiState> {
         )
         .route(
             "/rest/v1/softwaremodules/{id}",
-            MODULE.one().put(update_module).delete(delete_module),
+            MODULE
+                .one()
+                .merge(put_checked(&[Permission::UPDATE_REPOSITORY], update_module))
+                .delete(delete_module),
         )
 }
 
@@ -55,18 +58,10 @@ pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
 }
 
 /// The tenant's software modules.
-pub(super) const MODULES: Listed = Listed {
-    entity: Entity::SoftwareModule,
-    sort: &modules::SORT,
-};
+pub(super) const MODULES: Listed = Listed::new(Entity::SoftwareModule, &modules::SORT);
 
-static MODULE: Resource<ModuleRow> = Resource {
-    table: &modules::TABLE,
-    entity: Entity::SoftwareModule,
-    read: READ,
-    render: module_json,
-    missing: no_module,
-};
+pub(super) static MODULE: Resource<ModuleRow> =
+    Resource::new(&modules::TABLE, Entity::SoftwareModule, READ, module_json);
 
 #[derive(Debug, Deserialize)]
 struct ModuleCreate {
@@ -131,12 +126,7 @@ struct ModuleUpdate {
     vendor: Option<String>,
 }
 
-async fn update_module(
-    cx: Ctx,
-    Ids(id): Ids<i64>,
-    Body(body): Body<ModuleUpdate>,
-) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_REPOSITORY])?;
+async fn update_module(cx: Ctx, Ids(id): Ids<i64>, body: ModuleUpdate) -> ApiResult<Json<Value>> {
     let description = description(body.description)?;
     let vendor = single_line("vendor", body.vendor, 0, 256)?;
     cx.update_one(
@@ -153,7 +143,7 @@ async fn update_module(
             .await?;
             Ok::<_, ApiError>(modules::TABLE.find(c, cx.tenant(), id).await?)
         },
-        || no_module(id),
+        || MODULE.missing(id),
         |m| module_json(&cx.base, &m),
     )
     .await
@@ -162,12 +152,6 @@ async fn update_module(
 #[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, module_id = id))]
 async fn delete_module(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     let perms = &[Permission::DELETE_REPOSITORY];
-    cx.delete_or_mark(
-        perms,
-        &modules::TABLE,
-        id,
-        || no_module(id),
-        "software module",
-    )
-    .await
+    cx.delete_or_mark(perms, &modules::TABLE, Entity::SoftwareModule, id)
+        .await
 }

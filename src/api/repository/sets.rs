@@ -11,10 +11,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, base_fields, description, required};
+use super::super::common::{
+    Ctx, Ids, Listed, base_fields, description, not_found, put_checked, required,
+};
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
-use super::modules::{MODULES, module_json};
-use super::{IdRef, READ, id_list, no_module};
+use super::modules::{MODULE, MODULES, module_json};
+use super::{IdRef, READ, id_list};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
@@ -36,7 +38,9 @@ pub(super) fn router() -> Router<ApiState> {
         )
         .route(
             "/rest/v1/distributionsets/{id}",
-            get(get_set).put(update_set).delete(delete_set),
+            get(get_set)
+                .merge(put_checked(&[Permission::UPDATE_REPOSITORY], update_set))
+                .delete(delete_set),
         )
         .route(
             "/rest/v1/distributionsets/{id}/assignedSM",
@@ -49,7 +53,7 @@ pub(super) fn router() -> Router<ApiState> {
 }
 
 fn no_set(id: i64) -> ApiError {
-    ApiError::NotFound(format!("distribution set {id} not found"))
+    not_found(Entity::DistributionSet, id)
 }
 
 fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
@@ -122,10 +126,7 @@ fn check_modules(
     Ok(())
 }
 
-const SETS: Listed = Listed {
-    entity: Entity::DistributionSet,
-    sort: &sets::SORT,
-};
+const SETS: Listed = Listed::new(Entity::DistributionSet, &sets::SORT);
 
 /// Sets are rendered with their modules, read for the whole page at once.
 async fn list_sets(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
@@ -260,12 +261,7 @@ struct SetUpdate {
 }
 
 #[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id))]
-async fn update_set(
-    cx: Ctx,
-    Ids(id): Ids<i64>,
-    Body(body): Body<SetUpdate>,
-) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_REPOSITORY])?;
+async fn update_set(cx: Ctx, Ids(id): Ids<i64>, body: SetUpdate) -> ApiResult<Json<Value>> {
     let name = body
         .name
         .map(|n| required("name", Some(n), 1, 128))
@@ -303,7 +299,7 @@ async fn update_set(
 #[tracing::instrument(skip_all, fields(tenant = %cx.caller.tenant, ds_id = id))]
 async fn delete_set(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
     let perms = &[Permission::DELETE_REPOSITORY];
-    cx.delete_or_mark(perms, &sets::TABLE, id, || no_set(id), "distribution set")
+    cx.delete_or_mark(perms, &sets::TABLE, Entity::DistributionSet, id)
         .await
 }
 
@@ -359,7 +355,7 @@ async fn add_set_modules(
                 .iter()
                 .find(|a| !found.iter().any(|m| m.id == **a && !m.deleted))
             {
-                return Err(no_module(*missing));
+                return Err(MODULE.missing(*missing));
             }
             let current = sets::modules_of(tx, cx.tenant(), &[id]).await?;
             let mut all: Vec<&ModuleRow> = current.iter().map(|m| &m.module).collect();

@@ -5,7 +5,7 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, Resource, base_fields};
+use super::super::common::{Ctx, Ids, Listed, Resource, base_fields, not_found};
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Page, put_opt};
 use super::READ;
 use crate::domain::ids::TenantId;
@@ -70,22 +70,14 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
     v
 }
 
-const SET_TYPES: Listed = Listed {
-    entity: Entity::DistributionSetType,
-    sort: &types::SET_TYPE_SORT,
-};
+const SET_TYPES: Listed = Listed::new(Entity::DistributionSetType, &types::SET_TYPE_SORT);
 
-fn no_module_type(id: i64) -> ApiError {
-    ApiError::NotFound(format!("software module type {id} not found"))
-}
-
-static MODULE_TYPES: Resource<ModuleTypeRow> = Resource {
-    table: &types::MODULE_TYPES,
-    entity: Entity::SoftwareModuleType,
-    read: READ,
-    render: module_type_json,
-    missing: no_module_type,
-};
+static MODULE_TYPES: Resource<ModuleTypeRow> = Resource::new(
+    &types::MODULE_TYPES,
+    Entity::SoftwareModuleType,
+    READ,
+    module_type_json,
+);
 
 /// Set types are rendered with the module types they take, read for the whole page at once.
 async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
@@ -121,7 +113,7 @@ pub(super) async fn load_set_type(
     let t = types::SET_TYPES
         .find(c, tenant, id)
         .await?
-        .ok_or_else(|| ApiError::NotFound(format!("distribution set type {id} not found")))?;
+        .ok_or_else(|| not_found(Entity::DistributionSetType, id))?;
     let elements = types::set_type_elements(c, tenant, &[id]).await?;
     Ok((t, elements))
 }
