@@ -6,6 +6,7 @@
 //! adapter turns into a dead letter). It is pure; the engine persists what it returns.
 
 use super::Invalid;
+use super::names::named_enum;
 
 /// Server-generated history messages carry this prefix [hB].
 pub const SERVER_PREFIX: &str = "Update Server: ";
@@ -16,60 +17,26 @@ pub const MAX_MESSAGES_PER_ENTRY: usize = 50;
 /// A history message longer than this is split into chunks of this size.
 pub const MAX_MESSAGE_LEN: usize = 512;
 
-/// Action status, as stored and as the REST API shows it (lower-case there).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActionStatus {
-    Finished,
-    Error,
-    Warning,
-    Running,
-    Canceled,
-    Canceling,
-    Retrieved,
-    Download,
-    Scheduled,
-    CancelRejected,
-    Downloaded,
-    WaitForConfirmation,
+named_enum! {
+    /// Action status, as stored and as the REST API shows it (lower-case there).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum ActionStatus {
+        Finished = "FINISHED",
+        Error = "ERROR",
+        Warning = "WARNING",
+        Running = "RUNNING",
+        Canceled = "CANCELED",
+        Canceling = "CANCELING",
+        Retrieved = "RETRIEVED",
+        Download = "DOWNLOAD",
+        Scheduled = "SCHEDULED",
+        CancelRejected = "CANCEL_REJECTED",
+        Downloaded = "DOWNLOADED",
+        WaitForConfirmation = "WAIT_FOR_CONFIRMATION",
+    }
 }
 
 impl ActionStatus {
-    pub const ALL: [ActionStatus; 12] = [
-        Self::Finished,
-        Self::Error,
-        Self::Warning,
-        Self::Running,
-        Self::Canceled,
-        Self::Canceling,
-        Self::Retrieved,
-        Self::Download,
-        Self::Scheduled,
-        Self::CancelRejected,
-        Self::Downloaded,
-        Self::WaitForConfirmation,
-    ];
-
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Finished => "FINISHED",
-            Self::Error => "ERROR",
-            Self::Warning => "WARNING",
-            Self::Running => "RUNNING",
-            Self::Canceled => "CANCELED",
-            Self::Canceling => "CANCELING",
-            Self::Retrieved => "RETRIEVED",
-            Self::Download => "DOWNLOAD",
-            Self::Scheduled => "SCHEDULED",
-            Self::CancelRejected => "CANCEL_REJECTED",
-            Self::Downloaded => "DOWNLOADED",
-            Self::WaitForConfirmation => "WAIT_FOR_CONFIRMATION",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_db() == s)
-    }
-
     /// The lower-case name the REST API uses.
     pub fn api_name(self) -> String {
         self.as_db().to_ascii_lowercase()
@@ -105,61 +72,22 @@ pub enum Counter {
     Canceled,
 }
 
-/// How forcefully the device should install (rollouts.md §4.9).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum ActionType {
-    #[default]
-    Forced,
-    Soft,
-    TimeForced,
-    DownloadOnly,
-}
-
-impl ActionType {
-    pub const ALL: [ActionType; 4] = [
-        Self::Forced,
-        Self::Soft,
-        Self::TimeForced,
-        Self::DownloadOnly,
-    ];
-
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Forced => "FORCED",
-            Self::Soft => "SOFT",
-            Self::TimeForced => "TIMEFORCED",
-            Self::DownloadOnly => "DOWNLOAD_ONLY",
-        }
+named_enum! {
+    /// How forcefully the device should install (rollouts.md §4.9).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    pub enum ActionType {
+        #[default]
+        Forced = "FORCED",
+        Soft = "SOFT",
+        TimeForced = "TIMEFORCED",
+        DownloadOnly = "DOWNLOAD_ONLY",
     }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        Some(match s {
-            "FORCED" => Self::Forced,
-            "SOFT" => Self::Soft,
-            "TIMEFORCED" => Self::TimeForced,
-            "DOWNLOAD_ONLY" => Self::DownloadOnly,
-            _ => return None,
-        })
-    }
-
     /// REST name: `forced`, `soft`, `timeforced`, `downloadonly`.
-    pub fn api_name(self) -> &'static str {
-        match self {
-            Self::Forced => "forced",
-            Self::Soft => "soft",
-            Self::TimeForced => "timeforced",
-            Self::DownloadOnly => "downloadonly",
-        }
-    }
-
-    pub fn from_api(s: &str) -> Option<Self> {
-        Some(match s {
-            "forced" => Self::Forced,
-            "soft" => Self::Soft,
-            "timeforced" => Self::TimeForced,
-            "downloadonly" => Self::DownloadOnly,
-            _ => return None,
-        })
+    api_name / from_api {
+        Forced => "forced",
+        Soft => "soft",
+        TimeForced => "timeforced",
+        DownloadOnly => "downloadonly",
     }
 }
 

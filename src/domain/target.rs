@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::Invalid;
+use super::names::named_enum;
 
 pub const MAX_NAME: usize = 128;
 pub const MAX_ADDRESS: usize = 512;
@@ -11,36 +12,15 @@ pub const MAX_ATTRIBUTE_KEY: usize = 128;
 pub const MAX_ATTRIBUTE_VALUE: usize = 128;
 pub const MAX_ATTRIBUTES: usize = 100;
 
-/// Update status of a target (rollouts.md §1.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum UpdateStatus {
-    Unknown,
-    InSync,
-    Pending,
-    Error,
-    Registered,
-}
-
-impl UpdateStatus {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Unknown => "UNKNOWN",
-            Self::InSync => "IN_SYNC",
-            Self::Pending => "PENDING",
-            Self::Error => "ERROR",
-            Self::Registered => "REGISTERED",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        Some(match s {
-            "UNKNOWN" => Self::Unknown,
-            "IN_SYNC" => Self::InSync,
-            "PENDING" => Self::Pending,
-            "ERROR" => Self::Error,
-            "REGISTERED" => Self::Registered,
-            _ => return None,
-        })
+named_enum! {
+    /// Update status of a target (rollouts.md §1.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum UpdateStatus {
+        Unknown = "UNKNOWN",
+        InSync = "IN_SYNC",
+        Pending = "PENDING",
+        Error = "ERROR",
+        Registered = "REGISTERED",
     }
 }
 

@@ -6,6 +6,7 @@
 //! an expression that is not an integer never fires [hB].
 
 use super::Refusal;
+use crate::domain::names::{Named, named_enum};
 
 /// An integer expression of a condition, as given and as understood.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,28 +53,15 @@ impl SuccessCondition {
     }
 }
 
-/// The kind of a group's error condition. `Count` is our extension (service.md): more than N
-/// failed actions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorKind {
-    Threshold,
-    Count,
-}
-
-impl ErrorKind {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Threshold => "THRESHOLD",
-            Self::Count => "COUNT",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        match s {
-            "THRESHOLD" => Some(Self::Threshold),
-            "COUNT" => Some(Self::Count),
-            _ => None,
-        }
+named_enum! {
+    /// The kind of a group's error condition. `Count` is our extension (service.md): more than N
+    /// failed actions.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum ErrorKind {
+        /// What a request that names no kind means (§4.1).
+        #[default]
+        Threshold = "THRESHOLD",
+        Count = "COUNT",
     }
 }
 
@@ -100,45 +88,22 @@ impl ErrorCondition {
     }
 }
 
-/// What a group does when its success condition holds (§4.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SuccessAction {
-    #[default]
-    NextGroup,
-    Pause,
-}
-
-impl SuccessAction {
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::NextGroup => "NEXTGROUP",
-            Self::Pause => "PAUSE",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        match s {
-            "NEXTGROUP" => Some(Self::NextGroup),
-            "PAUSE" => Some(Self::Pause),
-            _ => None,
-        }
+named_enum! {
+    /// What a group does when its success condition holds (§4.4).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum SuccessAction {
+        #[default]
+        NextGroup = "NEXTGROUP",
+        Pause = "PAUSE",
     }
 }
 
-/// What a group does when its error condition holds: pause the rollout (the only one).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ErrorAction {
-    #[default]
-    Pause,
-}
-
-impl ErrorAction {
-    pub fn as_db(self) -> &'static str {
-        "PAUSE"
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        (s == "PAUSE").then_some(Self::Pause)
+named_enum! {
+    /// What a group does when its error condition holds: pause the rollout (the only one).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    pub enum ErrorAction {
+        #[default]
+        Pause = "PAUSE",
     }
 }
 
@@ -338,49 +303,55 @@ fn success_condition(s: &CondSpec) -> Result<SuccessCondition, Refusal> {
             "unknown success condition {kind:?} (THRESHOLD)"
         )));
     }
-    check_len("successCondition.expression", &s.expression, MAX_EXPRESSION)?;
     Ok(SuccessCondition {
-        threshold: Expr::new(s.expression.clone().unwrap_or_else(|| "100".into())),
+        threshold: threshold("successCondition", s)?,
     })
 }
 
 fn error_condition(s: &CondSpec) -> Result<ErrorCondition, Refusal> {
-    let kind = s.condition.as_deref().unwrap_or("THRESHOLD");
-    let kind = ErrorKind::from_db(kind).ok_or_else(|| {
-        Refusal::NotReadable(format!(
-            "unknown error condition {kind:?} (THRESHOLD, COUNT)"
-        ))
-    })?;
-    check_len("errorCondition.expression", &s.expression, MAX_EXPRESSION)?;
     Ok(ErrorCondition {
-        kind,
-        threshold: Expr::new(s.expression.clone().unwrap_or_else(|| "100".into())),
+        kind: kind_of("error condition", &s.condition)?,
+        threshold: threshold("errorCondition", s)?,
     })
 }
 
 fn success_action(a: &ActSpec) -> Result<WithExpr<SuccessAction>, Refusal> {
-    let kind = a.action.as_deref().unwrap_or("NEXTGROUP");
-    let action = SuccessAction::from_db(kind).ok_or_else(|| {
-        Refusal::NotReadable(format!(
-            "unknown success action {kind:?} (NEXTGROUP, PAUSE)"
-        ))
-    })?;
-    check_len("successAction.expression", &a.expression, MAX_EXPRESSION)?;
     Ok(WithExpr {
-        action,
-        expression: a.expression.clone(),
+        action: kind_of("success action", &a.action)?,
+        expression: expression("successAction", &a.expression)?,
     })
 }
 
 fn error_action(a: &ActSpec) -> Result<WithExpr<ErrorAction>, Refusal> {
-    let kind = a.action.as_deref().unwrap_or("PAUSE");
-    let action = ErrorAction::from_db(kind)
-        .ok_or_else(|| Refusal::NotReadable(format!("unknown error action {kind:?} (PAUSE)")))?;
-    check_len("errorAction.expression", &a.expression, MAX_EXPRESSION)?;
     Ok(WithExpr {
-        action,
-        expression: a.expression.clone(),
+        action: kind_of("error action", &a.action)?,
+        expression: expression("errorAction", &a.expression)?,
     })
+}
+
+/// The kind a request's condition or action names, its default when it names none; an unknown
+/// name makes the request unreadable, and the message lists the known ones.
+fn kind_of<K: Named + Default>(what: &str, given: &Option<String>) -> Result<K, Refusal> {
+    let Some(name) = given.as_deref() else {
+        return Ok(K::default());
+    };
+    K::from_name(name).ok_or_else(|| {
+        let known: Vec<&str> = K::all().iter().map(|k| k.name()).collect();
+        Refusal::NotReadable(format!("unknown {what} {name:?} ({})", known.join(", ")))
+    })
+}
+
+/// The expression of a request's condition or action (`member` in its JSON), at most
+/// [`MAX_EXPRESSION`] characters.
+fn expression(member: &str, given: &Option<String>) -> Result<Option<String>, Refusal> {
+    check_len(&format!("{member}.expression"), given, MAX_EXPRESSION)?;
+    Ok(given.clone())
+}
+
+/// A condition's threshold; one that names no expression means 100.
+fn threshold(member: &str, s: &CondSpec) -> Result<Expr, Refusal> {
+    let text = expression(member, &s.expression)?.unwrap_or_else(|| "100".into());
+    Ok(Expr::new(text))
 }
 
 #[cfg(test)]

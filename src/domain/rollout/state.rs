@@ -9,22 +9,25 @@ use std::fmt;
 use super::spec::{Conditions, Expr};
 use crate::domain::action::ActionType;
 use crate::domain::ids::{DsId, GroupId, RolloutId, TenantId};
+use crate::domain::names::named_enum;
 
-/// Rollout states by name (§2.1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum RolloutStatus {
-    Creating,
-    Ready,
-    Paused,
-    Starting,
-    Stopped,
-    Running,
-    Finished,
-    Deleting,
-    Deleted,
-    WaitingForApproval,
-    ApprovalDenied,
-    Stopping,
+named_enum! {
+    /// Rollout states by name (§2.1).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum RolloutStatus {
+        Creating = "CREATING",
+        Ready = "READY",
+        Paused = "PAUSED",
+        Starting = "STARTING",
+        Stopped = "STOPPED",
+        Running = "RUNNING",
+        Finished = "FINISHED",
+        Deleting = "DELETING",
+        Deleted = "DELETED",
+        WaitingForApproval = "WAITING_FOR_APPROVAL",
+        ApprovalDenied = "APPROVAL_DENIED",
+        Stopping = "STOPPING",
+    }
 }
 
 /// When the executor has work for a rollout in a given status: the one definition that both
@@ -43,42 +46,6 @@ pub enum WorkRule {
 }
 
 impl RolloutStatus {
-    pub const ALL: [RolloutStatus; 12] = [
-        Self::Creating,
-        Self::Ready,
-        Self::Paused,
-        Self::Starting,
-        Self::Stopped,
-        Self::Running,
-        Self::Finished,
-        Self::Deleting,
-        Self::Deleted,
-        Self::WaitingForApproval,
-        Self::ApprovalDenied,
-        Self::Stopping,
-    ];
-
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Creating => "CREATING",
-            Self::Ready => "READY",
-            Self::Paused => "PAUSED",
-            Self::Starting => "STARTING",
-            Self::Stopped => "STOPPED",
-            Self::Running => "RUNNING",
-            Self::Finished => "FINISHED",
-            Self::Deleting => "DELETING",
-            Self::Deleted => "DELETED",
-            Self::WaitingForApproval => "WAITING_FOR_APPROVAL",
-            Self::ApprovalDenied => "APPROVAL_DENIED",
-            Self::Stopping => "STOPPING",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_db() == s)
-    }
-
     /// REST spelling: lower case (§9.1).
     pub fn api_name(self) -> String {
         self.as_db().to_ascii_lowercase()
@@ -208,45 +175,23 @@ impl RolloutState {
     }
 }
 
-/// Deployment group states (§2.4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GroupState {
-    Creating,
-    Ready,
-    Scheduled,
-    Running,
-    Finished,
-    Error,
+named_enum! {
+    /// Deployment group states (§2.4).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+    pub enum GroupState {
+        Creating = "CREATING",
+        Ready = "READY",
+        Scheduled = "SCHEDULED",
+        Running = "RUNNING",
+        Finished = "FINISHED",
+        Error = "ERROR",
+    }
 }
 
 /// The stored name of [`GroupState`], as other modules and tests know it.
 pub type GroupStatus = GroupState;
 
 impl GroupState {
-    pub const ALL: [GroupState; 6] = [
-        Self::Creating,
-        Self::Ready,
-        Self::Scheduled,
-        Self::Running,
-        Self::Finished,
-        Self::Error,
-    ];
-
-    pub fn as_db(self) -> &'static str {
-        match self {
-            Self::Creating => "CREATING",
-            Self::Ready => "READY",
-            Self::Scheduled => "SCHEDULED",
-            Self::Running => "RUNNING",
-            Self::Finished => "FINISHED",
-            Self::Error => "ERROR",
-        }
-    }
-
-    pub fn from_db(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|v| v.as_db() == s)
-    }
-
     pub fn api_name(self) -> String {
         self.as_db().to_ascii_lowercase()
     }
