@@ -45,18 +45,9 @@ pub enum Incoming<'a> {
     Ignored,
 }
 
-/// Why a message was not understood; it is counted and dropped, never answered.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum Unusable {
-    #[error("missing header: {0}")]
-    MissingHeader(&'static str),
-    #[error("unknown type: {0:?}")]
-    UnknownType(String),
-    #[error("unknown topic: {0:?}")]
-    UnknownTopic(String),
-    #[error("invalid JSON: {0}")]
-    Json(String),
-}
+/// Why a message was not understood (the service's own reasons, with the same texts); the
+/// simulator counts and drops it, never answers it.
+pub use crate::dmf::envelope::DecodeError;
 
 /// Only the member a device echoes; serde skips the rest without building it.
 #[derive(Deserialize)]
@@ -65,8 +56,8 @@ struct ActionIdOnly {
     action_id: i64,
 }
 
-fn json<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, Unusable> {
-    serde_json::from_slice(body).map_err(|e| Unusable::Json(e.to_string()))
+fn json<'de, T: Deserialize<'de>>(body: &'de [u8]) -> Result<T, DecodeError> {
+    serde_json::from_slice(body).map_err(|e| DecodeError::Json(e.to_string()))
 }
 
 fn job_of(topic: &str) -> Option<Job> {
@@ -84,18 +75,18 @@ pub fn decode<'a>(
     topic: Option<&'a str>,
     thing_id: Option<&'a str>,
     body: &[u8],
-) -> Result<Incoming<'a>, Unusable> {
-    let thing = || thing_id.ok_or(Unusable::MissingHeader("thingId"));
+) -> Result<Incoming<'a>, DecodeError> {
+    let thing = || thing_id.ok_or(DecodeError::MissingHeader("thingId"));
     match msg_type {
         Some(msg_type::EVENT) => {}
         Some(msg_type::THING_DELETED) => {
             return Ok(Incoming::Deleted { thing_id: thing()? });
         }
         Some(msg_type::PING_RESPONSE) => return Ok(Incoming::Ignored),
-        Some(other) => return Err(Unusable::UnknownType(other.to_owned())),
-        None => return Err(Unusable::MissingHeader("type")),
+        Some(other) => return Err(DecodeError::UnknownType(other.to_owned())),
+        None => return Err(DecodeError::MissingHeader("type")),
     }
-    let topic = topic.ok_or(Unusable::MissingHeader("topic"))?;
+    let topic = topic.ok_or(DecodeError::MissingHeader("topic"))?;
     if let Some(job) = job_of(topic) {
         let ActionIdOnly { action_id } = json(body)?;
         return Ok(Incoming::Deployment {
@@ -155,7 +146,7 @@ pub fn decode<'a>(
             }
         }
         topic::REQUEST_ATTRIBUTES_UPDATE => Incoming::RequestAttributes { thing_id: thing()? },
-        other => return Err(Unusable::UnknownTopic(other.to_owned())),
+        other => return Err(DecodeError::UnknownTopic(other.to_owned())),
     })
 }
 
@@ -301,19 +292,19 @@ mod tests {
     fn unusable_messages_are_named() {
         assert_eq!(
             decode(None, None, None, b""),
-            Err(Unusable::MissingHeader("type"))
+            Err(DecodeError::MissingHeader("type"))
         );
         assert_eq!(
             decode(Some("EVENT"), Some("NOPE"), Some("d"), b"{}"),
-            Err(Unusable::UnknownTopic("NOPE".into()))
+            Err(DecodeError::UnknownTopic("NOPE".into()))
         );
         assert!(matches!(
             decode(Some("EVENT"), Some("DOWNLOAD"), Some("d"), b"{}"),
-            Err(Unusable::Json(_))
+            Err(DecodeError::Json(_))
         ));
         assert_eq!(
             decode(Some("EVENT"), Some("DOWNLOAD"), None, br#"{"actionId":1}"#),
-            Err(Unusable::MissingHeader("thingId"))
+            Err(DecodeError::MissingHeader("thingId"))
         );
         assert_eq!(
             decode(Some("PING_RESPONSE"), None, None, b"123"),
