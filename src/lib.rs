@@ -5,7 +5,8 @@
 //!
 //! * [`domain`] — pure rules and state machines; no I/O, no clock. The rollout machine
 //!   (`domain::rollout::machine::step`) decides every rollout transition and returns commands.
-//! * [`dmf`] — the wire protocol: serde types mirroring `amqp-schemas/`, the envelope codec.
+//! * [`dmf`] — the wire protocol: serde types mirroring `amqp-schemas/`, the envelope codec
+//!   (ids are plain numbers there; the engine reads them into `domain::ids`).
 //! * [`store`] — owns every SQL statement; functions take `&mut PgConnection` so the engine
 //!   composes them in one transaction; rows stay private and convert to domain types.
 //!   [`store::Db`] lets the API run store functions without holding the pool.
