@@ -22,8 +22,6 @@ use crate::{amqp, store};
 
 /// How often planner statistics of the hot tables are checked (see store::statistics).
 const STATISTICS_EVERY: Duration = Duration::from_secs(5);
-/// How long after a bulk write the statistics refresh looks (the write's step commits first).
-const GROWTH_SETTLE: Duration = Duration::from_millis(100);
 
 /// Why `serve` could not start.
 #[derive(Debug, thiserror::Error)]
@@ -164,10 +162,8 @@ impl Application {
                 async move || {
                     tokio::select! {
                         _ = tick.tick() => {}
-                        _ = grown.notified() => {
-                            // Noted when written: give the writing transaction time to commit.
-                            tokio::time::sleep(GROWTH_SETTLE).await;
-                        }
+                        // Woken after the commit of a bulk write.
+                        _ = grown.notified() => {}
                     }
                 },
                 async move || engine.refresh_statistics().await,

@@ -22,7 +22,7 @@ use tokio::sync::{Mutex, Notify};
 
 use crate::dmf::envelope::{Inbound, Outbound};
 use crate::domain::Invalid;
-use crate::domain::ids::{ActionId, GroupId, TenantId, TenantName};
+use crate::domain::ids::{ActionId, GroupId, RolloutId, TenantId, TenantName};
 use crate::store::outbox::{self, Pending};
 use crate::store::statistics::Table;
 use crate::store::{self, StoreError, tenants};
@@ -171,6 +171,9 @@ pub struct Engine {
     window_sweep: timers::WindowSweep,
     /// Rows this process added to the hot tables since the last statistics refresh.
     grown: std::sync::Mutex<HashMap<Table, i64>>,
+    /// Rows a rollout's open transaction added, moved to `grown` when it commits: an ANALYZE
+    /// beside the writing transaction would not count them (and take the table for empty).
+    growing: std::sync::Mutex<HashMap<RolloutId, Vec<(Table, i64)>>>,
     /// Wakes the statistics refresh once `grown` is worth a look.
     statistics_wake: Arc<Notify>,
     /// Per group, an action id below which no SCHEDULED action is expected: activation pages
@@ -200,6 +203,7 @@ impl Engine {
                 .unwrap_or_default(),
             window_sweep: Default::default(),
             grown: Default::default(),
+            growing: Default::default(),
             statistics_wake: Arc::new(Notify::new()),
             activation_hint: Default::default(),
         }
@@ -409,18 +413,38 @@ impl Engine {
         Ok(verdicts)
     }
 
-    /// Note rows just written to a hot table; a bulk write wakes the statistics refresh.
-    pub(crate) fn note_growth(&self, table: Table, rows: i64) {
+    /// Note rows a step of `rollout` just wrote to a hot table, not yet committed.
+    pub(crate) fn note_growth(&self, rollout: RolloutId, table: Table, rows: i64) {
         if rows <= 0 {
             return;
         }
-        let total = {
-            let mut grown = self.grown.lock().unwrap_or_else(|e| e.into_inner());
-            let n = grown.entry(table).or_default();
-            *n += rows;
-            *n
+        let mut growing = self.growing.lock().unwrap_or_else(|e| e.into_inner());
+        growing.entry(rollout).or_default().push((table, rows));
+    }
+
+    /// After `rollout`'s transaction committed: its rows count, and a bulk write wakes the
+    /// statistics refresh. (Rows of a transaction that rolled back count with its next commit;
+    /// an early ANALYZE costs little.)
+    pub(crate) fn growth_committed(&self, rollout: RolloutId) {
+        let Some(rows) = self
+            .growing
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&rollout)
+        else {
+            return;
         };
-        if total >= store::statistics::CHANGED_MIN {
+        let bulk = {
+            let mut grown = self.grown.lock().unwrap_or_else(|e| e.into_inner());
+            let mut bulk = false;
+            for (table, n) in rows {
+                let total = grown.entry(table).or_default();
+                *total += n;
+                bulk |= *total >= store::statistics::CHANGED_MIN;
+            }
+            bulk
+        };
+        if bulk {
             self.statistics_wake.notify_one();
         }
     }

@@ -118,7 +118,7 @@ impl Engine {
             after = f.scanned_to;
             window = (window * 2).min(1000000);
         };
-        self.note_growth(Table::RolloutTargetGroup, added);
+        self.note_growth(r.id, Table::RolloutTargetGroup, added);
         Ok((have + added, exhausted || added == to_add))
     }
 
@@ -143,7 +143,7 @@ impl Engine {
                 self.settings.max_actions_per_target,
             )
             .await?;
-            self.note_growth(Table::Action, s.created);
+            self.note_growth(r.id, Table::Action, s.created);
             if s.members < limits::SCHEDULE_CHUNK {
                 return Ok(true);
             }

@@ -164,6 +164,7 @@ impl Engine {
             .await?;
         let messages = out.len();
         self.commit_with_outbox(tx, out).await?;
+        self.growth_committed(id);
         o.after_commit(self);
         let step = if o.progressed && !o.gone {
             Step::More

@@ -31,6 +31,7 @@ impl Engine {
             .operation_in(&mut tx, tenant, id, op, remark, user, &mut out)
             .await?;
         self.commit_with_outbox(tx, out).await?;
+        self.growth_committed(id);
         o.after_commit(self);
         self.rollout_wake.notify_one();
         Ok(())
