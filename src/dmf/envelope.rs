@@ -119,18 +119,19 @@ fn required<'a>(raw: &'a RawMessage, name: &'static str) -> Result<&'a str, Deco
     }
 }
 
-fn json_content_type(raw: &RawMessage) -> Result<(), DecodeError> {
+/// Parse a required JSON body, after checking the content type says JSON. Serde rejects
+/// trailing garbage, unknown enum values and missing required members; the error text (one
+/// line) is the dead-letter reason.
+fn json_body<T: DeserializeOwned>(raw: &RawMessage) -> Result<T, DecodeError> {
     match raw.content_type.as_deref() {
-        Some(ct) if ct.to_ascii_lowercase().contains("json") => Ok(()),
-        other => Err(DecodeError::ContentType(
-            other.unwrap_or("application/octet-stream").to_owned(),
-        )),
+        Some(ct) if ct.to_ascii_lowercase().contains("json") => {}
+        other => {
+            return Err(DecodeError::ContentType(
+                other.unwrap_or("application/octet-stream").to_owned(),
+            ));
+        }
     }
-}
-
-/// Parse a required JSON body. Serde rejects trailing garbage, unknown enum values and missing
-/// required members; the error text (one line) is the dead-letter reason.
-fn json_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, DecodeError> {
+    let body = raw.body.as_slice();
     if body.is_empty() {
         return Err(DecodeError::EmptyBody);
     }
@@ -176,8 +177,7 @@ pub fn decode(raw: &RawMessage, max_body: usize) -> Result<Inbound, DecodeError>
             let body = if is_no_body(&raw.body) {
                 None
             } else {
-                json_content_type(raw)?;
-                Some(json_body(&raw.body)?)
+                Some(json_body(raw)?)
             };
             Inbound::ThingCreated {
                 tenant,
@@ -198,37 +198,27 @@ pub fn decode(raw: &RawMessage, max_body: usize) -> Result<Inbound, DecodeError>
         _ => {
             let topic = required(raw, header::TOPIC)?;
             match topic {
-                topic::UPDATE_ACTION_STATUS => {
-                    json_content_type(raw)?;
-                    Inbound::UpdateActionStatus {
-                        tenant,
-                        thing_id: raw
-                            .headers
-                            .get(header::THING_ID)
-                            .filter(|t| !t.is_empty())
-                            .cloned(),
-                        correlation_id: raw.correlation_id.clone().filter(|c| !c.is_empty()),
-                        body: json_body(&raw.body)?,
-                    }
-                }
-                topic::UPDATE_ATTRIBUTES => {
-                    let thing_id = thing_id()?;
-                    json_content_type(raw)?;
-                    Inbound::UpdateAttributes {
-                        tenant,
-                        thing_id,
-                        body: json_body(&raw.body)?,
-                    }
-                }
-                topic::UPDATE_AUTO_CONFIRM => {
-                    let thing_id = thing_id()?;
-                    json_content_type(raw)?;
-                    Inbound::UpdateAutoConfirm {
-                        tenant,
-                        thing_id,
-                        body: json_body(&raw.body)?,
-                    }
-                }
+                topic::UPDATE_ACTION_STATUS => Inbound::UpdateActionStatus {
+                    tenant,
+                    thing_id: raw
+                        .headers
+                        .get(header::THING_ID)
+                        .filter(|t| !t.is_empty())
+                        .cloned(),
+                    correlation_id: raw.correlation_id.clone().filter(|c| !c.is_empty()),
+                    body: json_body(raw)?,
+                },
+                topic::UPDATE_ATTRIBUTES => Inbound::UpdateAttributes {
+                    tenant,
+                    // Fields evaluate in order: a missing thingId is reported before the body.
+                    thing_id: thing_id()?,
+                    body: json_body(raw)?,
+                },
+                topic::UPDATE_AUTO_CONFIRM => Inbound::UpdateAutoConfirm {
+                    tenant,
+                    thing_id: thing_id()?,
+                    body: json_body(raw)?,
+                },
                 topic::DOWNLOAD_AND_INSTALL
                 | topic::DOWNLOAD
                 | topic::CONFIRM
