@@ -19,7 +19,6 @@ pub const MAX_MESSAGE_LEN: usize = 512;
 
 named_enum! {
     /// Action status, as stored and as the REST API shows it (lower-case there).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum ActionStatus {
         Finished = "FINISHED",
         Error = "ERROR",
@@ -37,11 +36,6 @@ named_enum! {
 }
 
 impl ActionStatus {
-    /// The lower-case name the REST API uses.
-    pub fn api_name(self) -> String {
-        self.as_db().to_ascii_lowercase()
-    }
-
     pub fn is_cancel(self) -> bool {
         matches!(self, Self::Canceling | Self::Canceled)
     }
@@ -74,7 +68,7 @@ pub enum Counter {
 
 named_enum! {
     /// How forcefully the device should install (rollouts.md §4.9).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+    #[derive(Default)]
     pub enum ActionType {
         #[default]
         Forced = "FORCED",

@@ -7,7 +7,7 @@
 pub mod action;
 pub mod ids;
 pub mod maintenance;
-mod names;
+pub mod names;
 pub mod rollout;
 pub mod rsql;
 pub mod target;

@@ -3,12 +3,12 @@
 //! spelling, so that each name is written once and both directions of a mapping, and the list
 //! of variants (`ALL`), always agree.
 
-/// Declares an enum with `ALL` (every variant, in declaration order) and, per table, a
-/// `to(self) -> &'static str` and a `from(&str) -> Option<Self>`:
+/// Declares a plain value enum (`Debug, Clone, Copy, PartialEq, Eq, Hash`; further attributes
+/// such as `#[derive(Default)]` go before `pub enum`) with `ALL` (every variant, in declaration
+/// order) and, per table, a `to(self) -> &'static str` and a `from(&str) -> Option<Self>`:
 ///
 /// ```ignore
 /// named_enum! {
-///     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 ///     pub enum Kind {
 ///         Threshold = "THRESHOLD",
 ///         Count = "COUNT",
@@ -31,6 +31,7 @@ macro_rules! named_enum {
         $( $(#[$tmeta:meta])* $to:ident / $from:ident { $( $tv:ident => $ts:literal ),+ $(,)? } )*
     ) => {
         $(#[$meta])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         $vis enum $name {
             $( $(#[$vmeta])* $variant ),+
         }
@@ -83,4 +84,9 @@ pub trait Named: Sized + Copy + 'static {
     fn all() -> &'static [Self];
     fn name(self) -> &'static str;
     fn from_name(s: &str) -> Option<Self>;
+
+    /// The REST spelling where it is the stored name in lower case (statuses, §9.1).
+    fn api_name(self) -> String {
+        self.name().to_ascii_lowercase()
+    }
 }

@@ -14,7 +14,6 @@ pub const MAX_ATTRIBUTES: usize = 100;
 
 named_enum! {
     /// Update status of a target (rollouts.md §1.1).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum UpdateStatus {
         Unknown = "UNKNOWN",
         InSync = "IN_SYNC",

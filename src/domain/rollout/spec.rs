@@ -56,7 +56,7 @@ impl SuccessCondition {
 named_enum! {
     /// The kind of a group's error condition. `Count` is our extension (service.md): more than N
     /// failed actions.
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    #[derive(Default)]
     pub enum ErrorKind {
         /// What a request that names no kind means (§4.1).
         #[default]
@@ -90,7 +90,7 @@ impl ErrorCondition {
 
 named_enum! {
     /// What a group does when its success condition holds (§4.4).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    #[derive(Default)]
     pub enum SuccessAction {
         #[default]
         NextGroup = "NEXTGROUP",
@@ -100,7 +100,7 @@ named_enum! {
 
 named_enum! {
     /// What a group does when its error condition holds: pause the rollout (the only one).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+    #[derive(Default)]
     pub enum ErrorAction {
         #[default]
         Pause = "PAUSE",

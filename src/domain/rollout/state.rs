@@ -13,7 +13,6 @@ use crate::domain::names::named_enum;
 
 named_enum! {
     /// Rollout states by name (§2.1).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum RolloutStatus {
         Creating = "CREATING",
         Ready = "READY",
@@ -46,11 +45,6 @@ pub enum WorkRule {
 }
 
 impl RolloutStatus {
-    /// REST spelling: lower case (§9.1).
-    pub fn api_name(self) -> String {
-        self.as_db().to_ascii_lowercase()
-    }
-
     /// hawkBit's stored code, which is what sorting by `status` orders by (§1.9, §12 #23).
     pub fn code(self) -> i32 {
         match self {
@@ -177,7 +171,6 @@ impl RolloutState {
 
 named_enum! {
     /// Deployment group states (§2.4).
-    #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
     pub enum GroupState {
         Creating = "CREATING",
         Ready = "READY",
@@ -192,10 +185,6 @@ named_enum! {
 pub type GroupStatus = GroupState;
 
 impl GroupState {
-    pub fn api_name(self) -> String {
-        self.as_db().to_ascii_lowercase()
-    }
-
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Finished | Self::Error)
     }
