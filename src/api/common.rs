@@ -6,6 +6,7 @@
 
 use axum::Json;
 use axum::extract::{FromRequestParts, Path};
+use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{MethodRouter, get, put};
@@ -153,24 +154,29 @@ where
     }
 }
 
-/// `PUT` of one entity through a plain `async fn(Ctx, P, B)`: axum extracts the caller (401),
-/// the path `P` and the JSON body `B` (hawkBit's 400 when unreadable) in that order, then the
-/// caller must have `perms` (403) before the handler runs. Every update endpoint starts so;
-/// merge it into the path's other methods (`MODULE.one().merge(put_checked(..))`).
-pub(super) fn put_checked<P, B, F, Fut>(
+/// The methods of one entity's path: `get` reads it, `PUT` goes through a plain
+/// `async fn(Ctx, P, B)` `change` — axum extracts the caller (401), the path `P` and the JSON
+/// body `B` (hawkBit's 400 when unreadable) in that order, then the caller must have `perms`
+/// (403) before it runs — and `DELETE` is `remove`.
+pub(super) fn get_put_delete<P, B, F, Fut, D, T>(
+    get: MethodRouter<ApiState>,
     perms: &'static [Permission],
     change: F,
+    remove: D,
 ) -> MethodRouter<ApiState>
 where
     P: FromRequestParts<ApiState> + Send + 'static,
     B: DeserializeOwned + Send + 'static,
     F: Fn(Ctx, P, B) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = ApiResult<Json<Value>>> + Send,
+    D: Handler<T, ApiState>,
+    T: 'static,
 {
-    put(move |cx: Ctx, path: P, Body(body): Body<B>| async move {
+    let put = put(move |cx: Ctx, path: P, Body(body): Body<B>| async move {
         cx.require(perms)?;
         change(cx, path, body).await
-    })
+    });
+    get.merge(put).delete(remove)
 }
 
 impl Ctx {
@@ -336,11 +342,9 @@ impl Ctx {
         render: impl FnOnce(T) -> Value,
     ) -> ApiResult<Json<Value>>
     where
-        E: From<StoreError>,
         ApiError: From<E>,
     {
-        let found = self.db().run(find).await?;
-        Ok(Json(render(found.ok_or_else(missing)?)))
+        self.one(false, find, missing, render).await
     }
 
     /// Removing one entity (a metadata entry, an artifact): `delete` on one connection says
@@ -378,14 +382,30 @@ impl Ctx {
         render: impl FnOnce(T) -> Value,
     ) -> ApiResult<Json<Value>>
     where
-        E: From<StoreError>,
         ApiError: From<E>,
     {
-        let changed = self
-            .db()
-            .tx(async |tx| change(tx).await?.ok_or_else(missing))
-            .await?;
-        Ok(Json(render(changed)))
+        self.one(true, change, missing, render).await
+    }
+
+    /// [`Self::get_one`] and [`Self::update_one`]: `f` on one connection, or in one
+    /// transaction when it `writes` (so a 404 commits nothing).
+    async fn one<T, E>(
+        &self,
+        writes: bool,
+        f: impl AsyncFnOnce(&mut PgConnection) -> Result<Option<T>, E>,
+        missing: impl FnOnce() -> ApiError,
+        render: impl FnOnce(T) -> Value,
+    ) -> ApiResult<Json<Value>>
+    where
+        ApiError: From<E>,
+    {
+        let found = async |c: &mut PgConnection| f(c).await?.ok_or_else(missing);
+        let found = if writes {
+            self.db().tx(found).await?
+        } else {
+            self.db().run(found).await?
+        };
+        Ok(Json(render(found)))
     }
 
     /// Adding or removing members of an owner (a type's set types, a set's modules, a tag's

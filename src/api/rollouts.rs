@@ -8,11 +8,12 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::{Ctx, put_checked};
+use super::common::{Ctx, get_put_delete};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::domain::ids::{GroupId, RolloutId};
+use crate::domain::names::Named as _;
 use crate::domain::rollout::spec::WithExpr;
 use crate::domain::rollout::{Group, Operation, Progress, Rollout};
 use crate::engine::config_keys;
@@ -26,9 +27,7 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/rollouts", get(list).post(create))
         .route(
             "/rest/v1/rollouts/{id}",
-            get(one)
-                .merge(put_checked(&[Permission::UPDATE_ROLLOUT], update))
-                .delete(remove),
+            get_put_delete(get(one), &[Permission::UPDATE_ROLLOUT], update, remove),
         )
         .route("/rest/v1/rollouts/{id}/{op}", post(post_operation))
         .route("/rest/v1/rollouts/{id}/deploygroups", get(groups))

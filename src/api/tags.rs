@@ -12,7 +12,7 @@ use sqlx::PgConnection;
 
 use super::common::{
     Ctx, Ids, Listed, READ_TARGET, Resource, base_fields, check_text, description, find_target,
-    put_checked, single_line,
+    get_put_delete, single_line,
 };
 use super::targets::target_json;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
@@ -29,9 +29,7 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targettags", TAGS.list().post(create))
         .route(
             "/rest/v1/targettags/{id}",
-            TAGS.one()
-                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
-                .delete(remove),
+            get_put_delete(TAGS.one(), &[Permission::UPDATE_TARGET], update, remove),
         )
         .route(
             "/rest/v1/targettags/{id}/assigned",

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, READ_TARGET, Resource, put_checked};
+use super::common::{Ctx, READ_TARGET, Resource, get_put_delete};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -26,9 +26,7 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targetfilters", FILTERS.list().post(create))
         .route(
             "/rest/v1/targetfilters/{id}",
-            get(one)
-                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
-                .delete(remove),
+            get_put_delete(get(one), &[Permission::UPDATE_TARGET], update, remove),
         )
 }
 

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Listed, READ_TARGET, check_text, find_target, put_checked};
+use super::common::{Ctx, Ids, Listed, READ_TARGET, check_text, find_target, get_put_delete};
 use super::{ApiError, ApiResult, ApiState, Body, Page};
 use crate::auth::Permission;
 use crate::store::filter::{Entity, Filter};
@@ -24,9 +24,7 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targets/{id}/metadata", get(list).post(create))
         .route(
             "/rest/v1/targets/{id}/metadata/{key}",
-            get(one)
-                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
-                .delete(remove),
+            get_put_delete(get(one), &[Permission::UPDATE_TARGET], update, remove),
         )
 }
 

@@ -12,7 +12,8 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    Ctx, Ids, READ_TARGET, Resource, base_fields, check_text, description, put_checked, single_line,
+    Ctx, Ids, READ_TARGET, Resource, base_fields, check_text, description, get_put_delete,
+    single_line,
 };
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use crate::auth::Permission;
@@ -29,10 +30,7 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targettypes", TYPES.list().post(create))
         .route(
             "/rest/v1/targettypes/{id}",
-            TYPES
-                .one()
-                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
-                .delete(remove),
+            get_put_delete(TYPES.one(), &[Permission::UPDATE_TARGET], update, remove),
         )
         .route(
             "/rest/v1/targettypes/{id}/compatibledistributionsettypes",

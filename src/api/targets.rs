@@ -8,11 +8,12 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Listed, find_target, no_target, put_checked};
+use super::common::{Ctx, Listed, find_target, get_put_delete, no_target};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
 use crate::domain::ids::{ActionId, ControllerId, DsId, TargetId};
+use crate::domain::names::Named as _;
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
 use crate::store::actions::{self, ActionView};
@@ -27,9 +28,7 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targets", get(list).post(create))
         .route(
             "/rest/v1/targets/{id}",
-            get(one)
-                .merge(put_checked(&[Permission::UPDATE_TARGET], update))
-                .delete(remove),
+            get_put_delete(get(one), &[Permission::UPDATE_TARGET], update, remove),
         )
         .route("/rest/v1/targets/{id}/attributes", get(attributes))
         .route("/rest/v1/targets/{id}/actions", get(target_actions))

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, check_text, put_checked};
+use super::super::common::{Ctx, Ids, Listed, check_text, get_put_delete};
 use super::super::{ApiError, ApiResult, ApiState, Body, Page};
 use super::modules::MODULE;
 use super::{READ, any_module, live_module};
@@ -25,12 +25,12 @@ pub(super) fn router() -> Router<ApiState> {
         )
         .route(
             "/rest/v1/softwaremodules/{id}/metadata/{key}",
-            get(get_metadata)
-                .merge(put_checked(
-                    &[Permission::UPDATE_REPOSITORY],
-                    update_metadata,
-                ))
-                .delete(delete_metadata),
+            get_put_delete(
+                get(get_metadata),
+                &[Permission::UPDATE_REPOSITORY],
+                update_metadata,
+                delete_metadata,
+            ),
         )
 }
 

@@ -9,7 +9,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::super::common::{
-    Ctx, Ids, Listed, Resource, base_fields, description, put_checked, required, single_line,
+    Ctx, Ids, Listed, Resource, base_fields, description, get_put_delete, required, single_line,
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
 use super::{READ, live_module};
@@ -27,10 +27,12 @@ pub(super) fn router() -> Router<ApiState> {
         )
         .route(
             "/rest/v1/softwaremodules/{id}",
-            MODULE
-                .one()
-                .merge(put_checked(&[Permission::UPDATE_REPOSITORY], update_module))
-                .delete(delete_module),
+            get_put_delete(
+                MODULE.one(),
+                &[Permission::UPDATE_REPOSITORY],
+                update_module,
+                delete_module,
+            ),
         )
 }
 

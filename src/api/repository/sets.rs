@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::super::common::{
-    Ctx, Ids, Listed, base_fields, description, not_found, put_checked, required,
+    Ctx, Ids, Listed, base_fields, description, get_put_delete, not_found, required,
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use super::modules::{MODULE, MODULES, module_json};
@@ -38,9 +38,12 @@ pub(super) fn router() -> Router<ApiState> {
         )
         .route(
             "/rest/v1/distributionsets/{id}",
-            get(get_set)
-                .merge(put_checked(&[Permission::UPDATE_REPOSITORY], update_set))
-                .delete(delete_set),
+            get_put_delete(
+                get(get_set),
+                &[Permission::UPDATE_REPOSITORY],
+                update_set,
+                delete_set,
+            ),
         )
         .route(
             "/rest/v1/distributionsets/{id}/assignedSM",
