@@ -85,7 +85,7 @@ impl Application {
         let engine = Arc::new(Engine::new(
             pool,
             EngineSettings {
-                vhost: amqp::vhost_of(&args.amqp.amqp_url),
+                vhost: amqp::vhost_of(&args.amqp.broker.amqp_url),
                 implicit_tenants: args.implicit_tenants,
                 approval_webhook: args.approval_webhook.clone(),
                 public_url: args

@@ -62,8 +62,9 @@ pub struct DatabaseArgs {
     pub database_pool: u32,
 }
 
+/// Where the broker is: the service and the simulator connect alike.
 #[derive(Debug, Clone, Args)]
-pub struct AmqpArgs {
+pub struct BrokerArgs {
     /// RabbitMQ URL, including the vhost (`%2f` is `/`).
     #[arg(
         long,
@@ -71,6 +72,12 @@ pub struct AmqpArgs {
         default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
     )]
     pub amqp_url: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AmqpArgs {
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Queue the service consumes (hawkBit's name by default).
     #[arg(long, env = "DMF_RECEIVER_QUEUE", default_value = "dmf_receiver")]
     pub receiver_queue: String,
@@ -245,13 +252,8 @@ pub struct BenchArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct SimulateArgs {
-    /// RabbitMQ URL, including the vhost (`%2f` is `/`).
-    #[arg(
-        long,
-        env = "DMF_AMQP_URL",
-        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
-    )]
-    pub amqp_url: String,
+    #[command(flatten)]
+    pub broker: BrokerArgs,
     /// Tenant header of every message.
     #[arg(long, env = "DMF_SIM_TENANT", default_value = "DEFAULT")]
     pub tenant: String,
@@ -331,7 +333,8 @@ impl SimulateArgs {
         if self.prefetch == 0 || self.confirm_window == 0 {
             return Err("DMF_SIM_PREFETCH and DMF_SIM_CONFIRM_WINDOW must be at least 1".into());
         }
-        self.amqp_url
+        self.broker
+            .amqp_url
             .parse::<lapin::uri::AMQPUri>()
             .map_err(|e| format!("DMF_AMQP_URL is not an AMQP URL: {e}"))?;
         Ok(())

@@ -195,7 +195,7 @@ fn local_base(addr: SocketAddr, port: u16) -> String {
 
 fn simulator_args(args: &DemoArgs) -> SimulateArgs {
     SimulateArgs {
-        amqp_url: args.serve.amqp.amqp_url.clone(),
+        broker: args.serve.amqp.broker.clone(),
         tenant: "DEFAULT".into(),
         devices: args.devices,
         prefix: PREFIX.into(),

@@ -84,7 +84,8 @@ async fn session(
     health: &Arc<Health>,
     token: &CancellationToken,
 ) -> Result<(), TransportError> {
-    let conn = Arc::new(Connection::connect(&cfg.amqp_url, ConnectionProperties::default()).await?);
+    let conn =
+        Arc::new(Connection::connect(&cfg.broker.amqp_url, ConnectionProperties::default()).await?);
     let setup = conn.create_channel().await?;
     topology::declare(&setup, cfg).await?;
     let _ = setup.close(200, "topology declared".into()).await;

@@ -190,7 +190,8 @@ pub async fn session(
     token: &CancellationToken,
     registered: &mut bool,
 ) -> Result<(), SessionError> {
-    let conn = Connection::connect(&sim.args.amqp_url, ConnectionProperties::default()).await?;
+    let conn =
+        Connection::connect(&sim.args.broker.amqp_url, ConnectionProperties::default()).await?;
     let result = converse(sim, token, registered, &conn).await;
     // Also after a channel-level failure (e.g. `dmf.exchange` not declared yet, or a reply
     // queue declared elsewhere with other arguments), where the connection is still open.
