@@ -29,72 +29,56 @@ use devices::{Accepted, CancelAnswer, Devices, Timing};
 use fleet::{Bodies, Naming, Ratios};
 use wire::Incoming;
 
-/// Live counters, readable while the simulator runs (tests, the demo and the benchmark watch
-/// them). Reports count when the broker confirmed them.
-#[derive(Debug, Default)]
-pub struct Counters {
-    /// THING_CREATED messages confirmed by the broker.
-    pub registered: AtomicU64,
-    /// Deployment requests taken on (stuck devices included, re-sends not).
-    pub deployments: AtomicU64,
-    /// Deployments a stuck device took and will never answer.
-    pub stuck: AtomicU64,
-    /// Cancel requests answered or to be answered.
-    pub cancels: AtomicU64,
-    /// Status reports confirmed by the broker (every status).
-    pub reports: AtomicU64,
-    pub finished: AtomicU64,
-    /// ERROR reports.
-    pub errors: AtomicU64,
-    pub canceled: AtomicU64,
-    pub cancel_rejected: AtomicU64,
-    /// UPDATE_ATTRIBUTES answers confirmed.
-    pub attributes: AtomicU64,
-    /// Messages ignored: not understood, or for a device this fleet does not own.
-    pub ignored: AtomicU64,
-    /// Publishes the broker refused (nack).
-    pub nacked: AtomicU64,
-    /// Connections lost and re-established.
-    pub reconnects: AtomicU64,
-}
-
-/// A snapshot of [`Counters`], returned when the simulator stops.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct SimStats {
-    pub registered: u64,
-    pub deployments: u64,
-    pub stuck: u64,
-    pub cancels: u64,
-    pub reports: u64,
-    pub finished: u64,
-    pub errors: u64,
-    pub canceled: u64,
-    pub cancel_rejected: u64,
-    pub attributes: u64,
-    pub ignored: u64,
-    pub nacked: u64,
-    pub reconnects: u64,
-}
-
-impl Counters {
-    pub fn snapshot(&self) -> SimStats {
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        SimStats {
-            registered: g(&self.registered),
-            deployments: g(&self.deployments),
-            stuck: g(&self.stuck),
-            cancels: g(&self.cancels),
-            reports: g(&self.reports),
-            finished: g(&self.finished),
-            errors: g(&self.errors),
-            canceled: g(&self.canceled),
-            cancel_rejected: g(&self.cancel_rejected),
-            attributes: g(&self.attributes),
-            ignored: g(&self.ignored),
-            nacked: g(&self.nacked),
-            reconnects: g(&self.reconnects),
+/// Declares [`Counters`] and its snapshot [`SimStats`] from one list of counter names.
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident, )+) => {
+        /// Live counters, readable while the simulator runs (tests, the demo and the benchmark
+        /// watch them). Reports count when the broker confirmed them.
+        #[derive(Debug, Default)]
+        pub struct Counters {
+            $( $(#[$doc])* pub $name: AtomicU64, )+
         }
-    }
+
+        /// A snapshot of [`Counters`], returned when the simulator stops.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        pub struct SimStats {
+            $( $(#[$doc])* pub $name: u64, )+
+        }
+
+        impl Counters {
+            pub fn snapshot(&self) -> SimStats {
+                SimStats {
+                    $( $name: self.$name.load(Ordering::Relaxed), )+
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// THING_CREATED messages confirmed by the broker.
+    registered,
+    /// Deployment requests taken on (stuck devices included, re-sends not).
+    deployments,
+    /// Deployments a stuck device took and will never answer.
+    stuck,
+    /// Cancel requests answered or to be answered.
+    cancels,
+    /// Status reports confirmed by the broker (every status).
+    reports,
+    finished,
+    /// ERROR reports.
+    errors,
+    canceled,
+    cancel_rejected,
+    /// UPDATE_ATTRIBUTES answers confirmed.
+    attributes,
+    /// Messages ignored: not understood, or for a device this fleet does not own.
+    ignored,
+    /// Publishes the broker refused (nack).
+    nacked,
+    /// Connections lost and re-established.
+    reconnects,
 }
 
 fn bump(a: &AtomicU64) {
