@@ -389,50 +389,39 @@ async fn phases(
         fmt_num(status_path.fill),
         fmt_num(pg_update)
     ));
-    figures.push(Figure {
-        key: "raw_amqp_consume_ack",
-        label: "raw RabbitMQ consume+ack".into(),
-        value: raw_consume,
-        unit: "msg/s",
-        ceiling: None,
-        goal: None,
-        detail: json!({"measured": "status reports (persistent, durable queue) consumed and acked while the fleet's publishers send them, first publish → last ack: the ingestion figure's shape with a consumer that does nothing",
+    figures.push(
+Figure::new("raw_amqp_consume_ack", "raw RabbitMQ consume+ack", raw_consume, "msg/s")
+.detail(json!({"measured": "status reports (persistent, durable queue) consumed and acked while the fleet's publishers send them, first publish → last ack: the ingestion figure's shape with a consumer that does nothing",
             "messages": ceiling_messages, "prefetch": ceilings::PREFETCH,
             "multi_ack_every": ceilings::BATCH,
             "consume_from_filled_queue_msg_per_s": round(status_path.consume_prefilled, 1),
             "publish_alone_msg_per_s": round(status_path.fill, 1),
-            "publishing": format!("{} channels with publisher confirms, window {} each, as the fleet publishes", fleet::CHANNELS, fleet::WINDOW)}),
-    });
-    figures.push(Figure {
-        key: "raw_amqp_publish_confirm",
-        label: "raw RabbitMQ publish+confirm".into(),
-        value: raw_deploy,
-        unit: "msg/s",
-        ceiling: None,
-        goal: None,
-        detail: json!({"measured": "a captured deployment message republished through a non-durable fanout exchange to a consumed queue (the service → connector path), one channel",
+            "publishing": format!("{} channels with publisher confirms, window {} each, as the fleet publishes", fleet::CHANNELS, fleet::WINDOW)})),
+);
+    figures.push(
+Figure::new("raw_amqp_publish_confirm", "raw RabbitMQ publish+confirm", raw_deploy, "msg/s")
+.detail(json!({"measured": "a captured deployment message republished through a non-durable fanout exchange to a consumed queue (the service → connector path), one channel",
             "messages": sizes.deploy_ceiling_messages, "message_bytes": sample_bytes,
-            "window": fleet::WINDOW}),
-    });
-    figures.push(Figure {
-        key: "raw_pg_batched_update",
-        label: "raw PostgreSQL batched update".into(),
-        value: pg_update,
-        unit: "rows/s",
-        ceiling: None,
-        goal: None,
-        detail: json!({"statement": "UPDATE … FROM unnest($ids, $statuses)", "batch": ceilings::BATCH,
+            "window": fleet::WINDOW})),
+);
+    figures.push(
+        Figure::new(
+            "raw_pg_batched_update",
+            "raw PostgreSQL batched update",
+            pg_update,
+            "rows/s",
+        )
+        .detail(
+            json!({"statement": "UPDATE … FROM unnest($ids, $statuses)", "batch": ceilings::BATCH,
             "one_commit_per_batch": true, "rows": sizes.devices.max(ceilings::BATCH as u64),
             "updates": reports.min(400000)}),
-    });
-    figures.push(Figure {
-        key: "status_ingestion",
-        label: "status ingestion".into(),
-        value: ingestion,
-        unit: "reports/s",
-        ceiling: Some(("raw consume+ack".into(), raw_consume)),
-        goal: Some((Goal::RatioAtLeast(0.5), "≥ 0.50 × ceiling".into())),
-        detail: json!({
+        ),
+    );
+    figures.push(
+Figure::new("status_ingestion", "status ingestion", ingestion, "reports/s")
+.against("raw consume+ack", raw_consume)
+.goal(Goal::RatioAtLeast(0.5), "≥ 0.50 × ceiling")
+.detail(json!({
             "measured": "reports / (first report published → every action FINISHED in the API)",
             "reports": reports, "devices": sizes.devices, "reports_per_device": REPORTS.len(),
             "seconds": round(ingest_s, 3),
@@ -440,23 +429,20 @@ async fn phases(
             "publisher_bound": publisher_bound,
             "publishing": format!("{} channels with publisher confirms, window {} each", fleet::CHANNELS, fleet::WINDOW),
             "versus_raw_pg_update": round(ingestion / pg_update, 3),
-        }),
-    });
-    figures.push(Figure {
-        key: "dispatch",
-        label: "dispatch".into(),
-        value: dispatch,
-        unit: "msg/s",
-        ceiling: Some(("raw publish+confirm".into(), raw_deploy)),
-        goal: Some((Goal::RatioAtLeast(0.7), "≥ 0.70 × ceiling".into())),
-        detail: json!({
+        })),
+);
+    figures.push(
+Figure::new("dispatch", "dispatch", dispatch, "msg/s")
+.against("raw publish+confirm", raw_deploy)
+.goal(Goal::RatioAtLeast(0.7), "≥ 0.70 × ceiling")
+.detail(json!({
             "measured": "deployments / (POST start → last deployment at the connector)",
             "deployments": sizes.devices, "groups": sizes.groups,
             "seconds": round(dispatch_s, 3),
             "first_deployment_ms": round(ms(first - t_start), 1),
             "steady_msg_per_s": round((sizes.devices.saturating_sub(1)) as f64 / (last - first).as_secs_f64().max(1e-9), 1),
-        }),
-    });
+        })),
+);
     svc.check_alive()?;
 
     // Cascade: a rollout of many small groups (threshold 100 %, NEXTGROUP) while a background
@@ -568,36 +554,18 @@ async fn phases(
             "rate": if sizes.background_rate.is_some() { "--background-rate" } else { "a quarter of the measured status ingestion" }},
         "ceiling": "two broker hops without the service (bench → durable queue → echo → non-durable queue → bench), idle",
     });
-    figures.push(Figure {
-        key: "cascade_p50",
-        label: "cascade latency p50".into(),
-        value: p50,
-        unit: "ms",
-        ceiling: Some(("two broker hops p50".into(), h50)),
-        goal: Some((
-            Goal::AtMost {
-                limit: 5.0,
-                applies: true,
-            },
-            "≤ 5 ms".into(),
-        )),
-        detail: cascade_detail.clone(),
-    });
-    figures.push(Figure {
-        key: "cascade_p99",
-        label: "cascade latency p99".into(),
-        value: p99,
-        unit: "ms",
-        ceiling: Some(("two broker hops p99".into(), h99)),
-        goal: Some((
-            Goal::AtMost {
-                limit: 25.0,
-                applies: true,
-            },
-            "≤ 25 ms".into(),
-        )),
-        detail: json!({"see": "cascade_p50", "samples": samples.len()}),
-    });
+    figures.push(
+        Figure::new("cascade_p50", "cascade latency p50", p50, "ms")
+            .against("two broker hops p50", h50)
+            .goal(Goal::at_most(5.0), "≤ 5 ms")
+            .detail(cascade_detail.clone()),
+    );
+    figures.push(
+        Figure::new("cascade_p99", "cascade latency p99", p99, "ms")
+            .against("two broker hops p99", h99)
+            .goal(Goal::at_most(25.0), "≤ 25 ms")
+            .detail(json!({"see": "cascade_p50", "samples": samples.len()})),
+    );
     svc.check_alive()?;
 
     // Creation: plain targets inserted with SQL, then a rollout over all of them, split into
@@ -646,32 +614,31 @@ async fn phases(
         fmt_num(sizes.creation_targets as f64)
     ));
     let at_million = sizes.creation_targets >= 1_000_000;
-    figures.push(Figure {
-        key: "rollout_creation",
-        label: format!(
-            "rollout creation, {} targets",
-            fmt_num(sizes.creation_targets as f64)
-        ),
-        value: creation_s,
-        unit: "s",
-        ceiling: Some(("raw PG insert of the memberships".into(), pg_pairs_s)),
-        goal: Some((
-            Goal::AtMost {
-                limit: 10.0,
-                applies: at_million,
-            },
+    figures.push(
+        Figure::new(
+            "rollout_creation",
+            format!(
+                "rollout creation, {} targets",
+                fmt_num(sizes.creation_targets as f64)
+            ),
+            creation_s,
+            "s",
+        )
+        .against("raw PG insert of the memberships", pg_pairs_s)
+        .goal(
+            Goal::at_most(10.0).applies_if(at_million),
             if at_million {
-                "≤ 10 s".into()
+                "≤ 10 s"
             } else {
-                "≤ 10 s at 1,000,000".into()
+                "≤ 10 s at 1,000,000"
             },
-        )),
-        detail: json!({
+        )
+        .detail(json!({
             "measured": "POST /rollouts → GET shows READY (created and split)",
             "targets": sizes.creation_targets, "groups": creation_groups,
             "post_answered_s": round(post_s, 3), "targets_inserted_by_sql_s": round(insert_s, 3),
-        }),
-    });
+        })),
+    );
     svc.check_alive()?;
 
     let (peak_kib, per_phase) = rss.finish(svc.pid);
@@ -680,22 +647,20 @@ async fn phases(
         .map(|(p, kib)| (p.clone(), json!(round(*kib as f64 / MIB, 1))))
         .collect();
     let creation_mib = rss.phase_max("creation").map(|k| round(k as f64 / MIB, 1));
-    figures.push(Figure {
-        key: "service_peak_rss",
-        label: "service peak RSS".into(),
-        value: peak_kib as f64 / MIB,
-        unit: "MiB",
-        ceiling: Some(("idle service after start".into(), idle_rss_kib as f64 / MIB)),
-        goal: Some((
-            Goal::AtMost {
-                limit: 64.0,
-                applies: true,
-            },
-            "≤ 64 MiB".into(),
-        )),
-        detail: json!({"measured": "VmHWM of the service process over the whole run",
+    figures.push(
+        Figure::new(
+            "service_peak_rss",
+            "service peak RSS",
+            peak_kib as f64 / MIB,
+            "MiB",
+        )
+        .against("idle service after start", idle_rss_kib as f64 / MIB)
+        .goal(Goal::at_most(64.0), "≤ 64 MiB")
+        .detail(
+            json!({"measured": "VmHWM of the service process over the whole run",
             "max_vmrss_mib_by_phase": phase_json, "creation_phase_mib": creation_mib}),
-    });
+        ),
+    );
 
     let context = json!({
         "tool": "dmf-broker bench",

@@ -15,6 +15,23 @@ pub enum Goal {
     AtMost { limit: f64, applies: bool },
 }
 
+impl Goal {
+    pub const fn at_most(limit: f64) -> Self {
+        Self::AtMost {
+            limit,
+            applies: true,
+        }
+    }
+
+    /// The same goal, judged only when `applies` (the run had the size it is stated for).
+    pub const fn applies_if(self, applies: bool) -> Self {
+        match self {
+            Self::AtMost { limit, .. } => Self::AtMost { limit, applies },
+            ratio => ratio,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Figure {
     pub key: &'static str,
@@ -29,6 +46,45 @@ pub struct Figure {
 }
 
 impl Figure {
+    /// A figure on its own (a raw reference, say); [`Self::against`], [`Self::goal`] and
+    /// [`Self::detail`] add the rest.
+    pub fn new(
+        key: &'static str,
+        label: impl Into<String>,
+        value: f64,
+        unit: &'static str,
+    ) -> Self {
+        Self {
+            key,
+            label: label.into(),
+            value,
+            unit,
+            ceiling: None,
+            goal: None,
+            detail: Value::Null,
+        }
+    }
+
+    /// Compared with `ceiling`, a raw reference measured in the same run (same unit).
+    pub fn against(self, what: &str, ceiling: f64) -> Self {
+        Self {
+            ceiling: Some((what.into(), ceiling)),
+            ..self
+        }
+    }
+
+    pub fn goal(self, goal: Goal, text: &str) -> Self {
+        Self {
+            goal: Some((goal, text.into())),
+            ..self
+        }
+    }
+
+    /// What exactly was measured, and the numbers around it.
+    pub fn detail(self, detail: Value) -> Self {
+        Self { detail, ..self }
+    }
+
     pub fn ratio(&self) -> Option<f64> {
         self.ceiling
             .as_ref()
@@ -173,15 +229,9 @@ mod tests {
 
     #[test]
     fn goals_judge_ratio_or_limit() {
-        let mut f = Figure {
-            key: "k",
-            label: "x".into(),
-            value: 60.0,
-            unit: "msg/s",
-            ceiling: Some(("raw".into(), 100.0)),
-            goal: Some((Goal::RatioAtLeast(0.5), "≥ 0.50".into())),
-            detail: Value::Null,
-        };
+        let mut f = Figure::new("k", "x", 60.0, "msg/s")
+            .against("raw", 100.0)
+            .goal(Goal::RatioAtLeast(0.5), "≥ 0.50");
         assert_eq!(f.met(), Some(true));
         f.value = 40.0;
         assert_eq!(f.met(), Some(false));
