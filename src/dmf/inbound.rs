@@ -10,25 +10,27 @@ use super::lenient;
 pub use crate::domain::action::ReportStatus;
 
 /// THING_CREATED body (`thing-created.schema.json`). Every member is optional.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ThingCreated {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub name: Option<String>,
     /// Name of a target type; `""` removes the type of an existing target.
-    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[serde(default, rename = "type")]
     pub target_type: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub attribute_update: Option<AttributeUpdate>,
 }
 
 /// UPDATE_ATTRIBUTES body (`update-attributes.schema.json`), also embedded in THING_CREATED.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AttributeUpdate {
     /// Key → value; a `null` value removes the key in MERGE mode.
     #[serde(default)]
     pub attributes: BTreeMap<String, Option<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub mode: Option<AttributeMode>,
 }
 
@@ -41,6 +43,7 @@ pub enum AttributeMode {
 }
 
 /// UPDATE_ACTION_STATUS body (`update-action-status.schema.json`).
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ActionUpdateStatus {
@@ -54,34 +57,23 @@ pub struct ActionUpdateStatus {
         skip_serializing_if = "Vec::is_empty"
     )]
     pub message: Vec<String>,
-    #[serde(
-        default,
-        deserialize_with = "lenient::i32_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient::i32_opt")]
     pub code: Option<i32>,
     /// Accepted and ignored, as hawkBit does.
-    #[serde(
-        default,
-        deserialize_with = "lenient::i64_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient::i64_opt")]
     pub software_module_id: Option<i64>,
     /// Device time; accepted and ignored (history uses server time).
-    #[serde(
-        default,
-        deserialize_with = "lenient::i64_opt",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "lenient::i64_opt")]
     pub timestamp: Option<i64>,
 }
 
 /// UPDATE_AUTO_CONFIRM body (`update-auto-confirm.schema.json`). `enabled` is required.
+#[serde_with::skip_serializing_none]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AutoConfirm {
     pub enabled: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub initiator: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     pub remark: Option<String>,
 }
