@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -94,6 +95,7 @@ impl Application {
                     .unwrap_or_else(|| format!("http://{}", args.http_addr)),
                 enrol_idle_ms: args.dynamic_idle_ms,
                 max_actions_per_target: args.max_actions_per_target,
+                max_targets_per_auto_assignment: args.max_targets_per_auto_assignment,
             },
         ));
         engine
@@ -182,6 +184,47 @@ impl Application {
                 },
                 async move || engine.push_opened_windows().await,
                 "maintenance window sweep failed",
+            )
+        });
+        // Auto-assignments: due ones start, passes go through the fleet chunk by chunk (at
+        // once while work is left, else on a wake or every second).
+        tracker.spawn({
+            let wake = engine.auto_assign_wake();
+            let more = Arc::new(AtomicBool::new(true));
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let (engine, left) = (engine.clone(), more.clone());
+            repeat(
+                token.child_token(),
+                async move || {
+                    if !more.swap(false, Ordering::Relaxed) {
+                        tokio::select! {
+                            _ = tick.tick() => {}
+                            _ = wake.notified() => {}
+                        }
+                    }
+                },
+                async move || {
+                    let more = engine.run_auto_assign_work().await?;
+                    left.store(more, Ordering::Relaxed);
+                    Ok::<_, crate::engine::EngineError>(())
+                },
+                "auto-assignment worker failed",
+            )
+        });
+        // The safety pass of running auto-assignments over the fleet.
+        tracker.spawn({
+            let every = Duration::from_secs(self.args.auto_assign_sweep_secs.max(1));
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let engine = engine.clone();
+            repeat(
+                token.child_token(),
+                async move || {
+                    tick.tick().await;
+                },
+                async move || engine.start_auto_assign_safety_passes().await,
+                "auto-assignment safety pass failed",
             )
         });
         let router = api::router(ApiState {

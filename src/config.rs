@@ -152,6 +152,18 @@ pub struct ServeArgs {
     /// targets that reached it.
     #[arg(long, env = "DMF_MAX_ACTIONS_PER_TARGET", default_value_t = 2000)]
     pub max_actions_per_target: i64,
+    /// Targets an auto-assignment may match when it is created (hawkBit's
+    /// `maxTargetsPerAutoAssignment`; 0 = no limit). Targets that match later are not counted.
+    #[arg(
+        long,
+        env = "DMF_MAX_TARGETS_PER_AUTO_ASSIGNMENT",
+        default_value_t = 20000
+    )]
+    pub max_targets_per_auto_assignment: i64,
+    /// Seconds between safety passes of the running auto-assignments over the fleet (events
+    /// assign at once; the pass catches a change no event reported).
+    #[arg(long, env = "DMF_AUTO_ASSIGN_SWEEP_SECS", default_value_t = 300)]
+    pub auto_assign_sweep_secs: u64,
     /// Further tenants besides DEFAULT and the users file's (comma-separated).
     #[arg(long, env = "DMF_TENANTS", value_delimiter = ',')]
     pub tenants: Vec<String>,

@@ -5,6 +5,7 @@
 //!
 //! Handlers parse the request, call `engine` or `store`, and map the result. No SQL here.
 
+pub mod auto_assignments;
 mod common;
 pub mod health;
 pub mod invalidation;
@@ -51,6 +52,7 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .merge(auto_assignments::router())
         .merge(health::router())
         .merge(invalidation::router())
         .merge(repository::router())
@@ -89,6 +91,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     IllegalState(String),
+    /// An auto-assignment operation its status does not allow (409).
+    #[error("{0}")]
+    AutoAssignmentIllegalState(String),
+    /// TIMEFORCED for an auto-assignment (400).
+    #[error("{0}")]
+    InvalidAutoAssignActionType(String),
     #[error("{0}")]
     MethodNotAllowed(String),
     #[error("{0}")]
@@ -165,6 +173,16 @@ impl ApiError {
                 StatusCode::BAD_REQUEST,
                 "org.eclipse.hawkbit.repository.exception.EntityNotFoundException",
                 "hawkbit.server.error.rollout.illegalState",
+            ),
+            AutoAssignmentIllegalState(_) => (
+                StatusCode::CONFLICT,
+                "org.eclipse.hawkbit.repository.exception.AutoAssignmentIllegalStateException",
+                "hawkbit.server.error.auto.assignment.illegalState",
+            ),
+            InvalidAutoAssignActionType(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.InvalidAutoAssignActionTypeException",
+                "hawkbit.server.error.repo.invalidAutoAssignActionType",
             ),
             MethodNotAllowed(_) => (
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -290,6 +308,8 @@ impl From<EngineError> for ApiError {
                 Refusal::IllegalState(m) => ApiError::IllegalState(m),
             },
             EngineError::Query(q) => q.into(),
+            EngineError::AutoAssignState(m) => ApiError::AutoAssignmentIllegalState(m.to_string()),
+            EngineError::AutoAssignActionType(m) => ApiError::InvalidAutoAssignActionType(m),
         }
     }
 }

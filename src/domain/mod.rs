@@ -5,6 +5,7 @@
 //! or axum. Everything is unit- and property-tested next to the code.
 
 pub mod action;
+pub mod auto_assignment;
 pub mod ids;
 pub mod maintenance;
 pub mod names;

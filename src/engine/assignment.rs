@@ -2,7 +2,7 @@
 //! targets (rollouts.md §7, dmf-protocol.md §5.3), cancelling an action, deleting a target, and
 //! tenant configuration with its cross-key rules.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 use sqlx::PgConnection;
@@ -36,6 +36,17 @@ pub struct AssignTarget {
     pub weight: Option<i64>,
     pub confirmation_required: Option<bool>,
     pub window: Option<WindowSpec>,
+}
+
+/// One assignment of a set: to whom it belongs, who made it and the history entry its actions
+/// start with.
+pub(super) struct NewAssignment<'a> {
+    pub tenant: TenantId,
+    pub ds: DsId,
+    /// Installed already: the actions are FINISHED and nothing is sent.
+    pub offline: bool,
+    pub user: &'a str,
+    pub message: &'a str,
 }
 
 /// What an assignment did.
@@ -127,25 +138,60 @@ impl Engine {
                 fresh.push(row);
             }
         }
-        let fresh_ids: Vec<i64> = fresh.iter().map(|r| r.id).collect();
+        let fresh: Vec<(&targets::TargetRow, &AssignTarget)> = fresh
+            .into_iter()
+            .map(|row| (row, &by_target[&row.controller_id]))
+            .collect();
+        let message = format!("{SERVER_PREFIX}Assignment initiated by user '{user}'");
         let mut out = Vec::new();
-        if !multi && !offline && !fresh_ids.is_empty() {
-            self.supersede(
-                &mut tx,
-                &fresh_ids,
-                &[],
-                flag(&cfg, config_keys::AUTOCLOSE),
-                &mut out,
-            )
+        let set = NewAssignment {
+            tenant,
+            ds: ds_id,
+            offline,
+            user,
+            message: &message,
+        };
+        outcome.action_ids = self
+            .create_actions(&mut tx, &cfg, &set, &fresh, &mut out)
             .await?;
+        outcome.assigned = outcome.action_ids.len();
+        self.commit_with_outbox(tx, out).await?;
+        tracing::info!(
+            ds_id = ds_id.0,
+            assigned = outcome.assigned,
+            already = outcome.already_assigned,
+            "assignment"
+        );
+        Ok(outcome)
+    }
+
+    /// The actions of one assignment of `set.ds` to locked targets, each with its request:
+    /// older open actions retired (single mode), each new action RUNNING, waiting for
+    /// confirmation or (offline) FINISHED, its history entry `set.message`, the targets pointed
+    /// at the set, and `out` given the deployments to send. Returns the new actions' ids.
+    pub(super) async fn create_actions(
+        &self,
+        tx: &mut PgConnection,
+        cfg: &BTreeMap<String, Value>,
+        set: &NewAssignment<'_>,
+        fresh: &[(&targets::TargetRow, &AssignTarget)],
+        out: &mut Vec<Pending>,
+    ) -> Result<Vec<ActionId>, EngineError> {
+        if fresh.is_empty() {
+            return Ok(Vec::new());
         }
-        let flow = flag(&cfg, config_keys::CONFIRMATION_FLOW);
+        let multi = flag(cfg, config_keys::MULTI_ASSIGNMENTS);
+        let fresh_ids: Vec<i64> = fresh.iter().map(|(r, _)| r.id).collect();
+        if !multi && !set.offline {
+            let autoclose = flag(cfg, config_keys::AUTOCLOSE);
+            self.supersede(tx, &fresh_ids, &[], autoclose, out).await?;
+        }
+        let flow = flag(cfg, config_keys::CONFIRMATION_FLOW);
         let mut new = actions::NewActions::default();
-        for row in &fresh {
-            let r = &by_target[&row.controller_id];
+        for (row, r) in fresh {
             let waits =
                 flow && r.confirmation_required.unwrap_or(true) && row.auto_confirm_at.is_none();
-            let (status, active) = if offline {
+            let (status, active) = if set.offline {
                 (ActionStatus::Finished, false)
             } else if waits {
                 (ActionStatus::WaitForConfirmation, true)
@@ -165,31 +211,22 @@ impl Engine {
             new.mw_timezone
                 .push(r.window.as_ref().map(|w| w.timezone.clone()));
         }
-        let created = actions::insert(&mut tx, tenant, ds_id, &new, user).await?;
+        let created = actions::insert(tx, set.tenant, set.ds, &new, set.user).await?;
         let mut history = actions::NewHistory::default();
         for ((id, _), status) in created.iter().zip(&new.status) {
-            let msg = format!("{SERVER_PREFIX}Assignment initiated by user '{user}'");
-            history.push(*id, status, None, &[msg]);
+            history.push(*id, status, None, &[set.message.to_owned()]);
         }
-        actions::insert_history(&mut tx, &history).await?;
-        actions::assign_targets(&mut tx, &fresh_ids, ds_id, offline).await?;
-        outcome.assigned = created.len();
-        outcome.action_ids = created.iter().map(|(id, _)| *id).collect();
-        if !offline && !created.is_empty() {
-            if flag(&cfg, config_keys::BATCH_ASSIGNMENTS) {
-                out.push(Pending::Batch(outcome.action_ids.clone()));
+        actions::insert_history(tx, &history).await?;
+        actions::assign_targets(tx, &fresh_ids, set.ds, set.offline).await?;
+        let ids: Vec<ActionId> = created.iter().map(|(id, _)| *id).collect();
+        if !set.offline {
+            if flag(cfg, config_keys::BATCH_ASSIGNMENTS) {
+                out.push(Pending::Batch(ids.clone()));
             } else {
-                out.extend(outcome.action_ids.iter().map(|id| Pending::Action(*id)));
+                out.extend(ids.iter().map(|id| Pending::Action(*id)));
             }
         }
-        self.commit_with_outbox(tx, out).await?;
-        tracing::info!(
-            ds_id = ds_id.0,
-            assigned = outcome.assigned,
-            already = outcome.already_assigned,
-            "assignment"
-        );
-        Ok(outcome)
+        Ok(ids)
     }
 
     /// Retire the open actions of targets that get a new assignment (single mode): cancel them

@@ -13,7 +13,7 @@ use crate::domain::action::{
     ActionState, ActionStatus, ActionType, Report, ReportContext, SERVER_PREFIX, TargetEffect,
     apply_report, is_progress,
 };
-use crate::domain::ids::{ActionId, ControllerId, DsId, RolloutId, TargetId};
+use crate::domain::ids::{ActionId, ControllerId, DsId, RolloutId, TargetId, TenantId};
 use crate::domain::maintenance::MaintenanceWindow;
 use crate::domain::target::{self, AttributeMode, UpdateStatus};
 use crate::store::outbox::Pending;
@@ -49,12 +49,14 @@ macro_rules! reject {
 }
 
 impl Engine {
-    /// Apply one message other than a status report. `out` collects outbox rows.
+    /// Apply one message other than a status report. `out` collects outbox rows, `touched`
+    /// the targets it registered or changed (for auto-assignment).
     pub(super) async fn apply_one(
         &self,
         conn: &mut PgConnection,
         msg: &Inbound,
         out: &mut Vec<Pending>,
+        touched: &mut Vec<(TenantId, i64)>,
     ) -> Result<Verdict> {
         if let Inbound::Ping {
             tenant,
@@ -121,6 +123,7 @@ impl Engine {
                 {
                     return Ok(Verdict::Reject(reason));
                 }
+                touched.push((tenant_id, reg.id));
                 if reg.inserted {
                     tracing::debug!(tenant = %tenant, thing_id = %cid, "target registered");
                 } else {
@@ -155,7 +158,10 @@ impl Engine {
                     .update_attributes(conn, TargetId(row.id), &row.attributes.0, body)
                     .await?
                 {
-                    Ok(()) => Ok(Verdict::Done),
+                    Ok(()) => {
+                        touched.push((tenant_id, row.id));
+                        Ok(Verdict::Done)
+                    }
                     Err(reason) => Ok(Verdict::Reject(reason)),
                 }
             }

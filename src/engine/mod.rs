@@ -8,6 +8,7 @@
 //! Never here: lapin or axum types, SQL text.
 
 pub mod assignment;
+pub mod auto_assignment;
 pub mod dispatch;
 mod inbound;
 pub mod invalidation;
@@ -44,6 +45,7 @@ pub mod config_keys {
     pub const AUTOCLOSE: &str = "repository.actions.autoclose.enabled";
     pub const ROLLOUT_APPROVAL: &str = "rollout.approval.enabled";
     pub const IMPLICIT_LOCK: &str = "implicit.lock.enabled";
+    pub const AUTO_ASSIGNMENT_APPROVAL: &str = "auto.assignment.approval.enabled";
     /// Every key with its default value.
     pub const DEFAULTS: &[(&str, bool)] = &[
         (MULTI_ASSIGNMENTS, false),
@@ -52,6 +54,7 @@ pub mod config_keys {
         (AUTOCLOSE, false),
         (ROLLOUT_APPROVAL, false),
         (IMPLICIT_LOCK, true),
+        (AUTO_ASSIGNMENT_APPROVAL, false),
     ];
 
     /// The default of a key; `None` for a key the service does not know.
@@ -95,6 +98,12 @@ pub enum EngineError {
     /// A bad target filter query.
     #[error(transparent)]
     Query(crate::domain::rsql::RsqlError),
+    /// An auto-assignment operation its status does not allow.
+    #[error(transparent)]
+    AutoAssignState(#[from] crate::domain::auto_assignment::IllegalState),
+    /// TIMEFORCED (or no known type) for an auto-assignment.
+    #[error("{0}")]
+    AutoAssignActionType(String),
 }
 
 impl From<sqlx::Error> for EngineError {
@@ -138,6 +147,8 @@ pub struct EngineSettings {
     /// `maxActionsPerTarget` (rollouts.md §3.6): a rollout leaves out targets that have this
     /// many actions.
     pub max_actions_per_target: i64,
+    /// `maxTargetsPerAutoAssignment` at creation (0 = no limit).
+    pub max_targets_per_auto_assignment: i64,
 }
 
 /// Groups whose activation hint is remembered (a group needs one only while it activates).
@@ -165,6 +176,8 @@ pub struct Engine {
     rollout_wake_at: std::sync::atomic::AtomicI64,
     /// Wakes the approval notice deliverer after a commit that wrote a notice.
     approval_wake: Arc<Notify>,
+    /// Wakes the auto-assignment worker (one created, started or resumed).
+    auto_assign_wake: Arc<Notify>,
     /// Client of outgoing webhooks.
     http: reqwest::Client,
     /// State of the maintenance-window push sweep ([`timers`]).
@@ -197,6 +210,7 @@ impl Engine {
             rollout_kick: Default::default(),
             rollout_wake_at: std::sync::atomic::AtomicI64::new(i64::MAX),
             approval_wake: Arc::new(Notify::new()),
+            auto_assign_wake: Arc::new(Notify::new()),
             http: reqwest::Client::builder()
                 .timeout(std::time::Duration::from_secs(10))
                 .build()
@@ -365,6 +379,9 @@ impl Engine {
         }
 
         let mut outbox = Vec::new();
+        // Targets that registered or changed: the auto-assignments they now match assign them
+        // in this transaction.
+        let mut touched = Vec::new();
         let mut i = 0;
         while i < batch.len() {
             if skip[i] {
@@ -385,13 +402,15 @@ impl Engine {
             } else {
                 let mut sp = sqlx::Connection::begin(&mut *tx).await?;
                 let mut pending = Vec::new();
+                let mut changed = Vec::new();
                 match self
-                    .apply_one(&mut sp, &batch[i].message, &mut pending)
+                    .apply_one(&mut sp, &batch[i].message, &mut pending, &mut changed)
                     .await?
                 {
                     Verdict::Done => {
                         sp.commit().await?;
                         outbox.append(&mut pending);
+                        touched.append(&mut changed);
                     }
                     reject => {
                         sp.rollback().await?;
@@ -401,6 +420,8 @@ impl Engine {
                 i += 1;
             }
         }
+        self.auto_assign_targets(&mut tx, &touched, &mut outbox)
+            .await?;
         let digests: Vec<Vec<u8>> = batch.iter().map(|m| m.digest.clone()).collect();
         store::inbox::record(&mut tx, &digests).await?;
         self.commit_with_outbox(tx, outbox).await?;

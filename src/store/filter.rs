@@ -34,6 +34,7 @@ pub enum Entity {
     TargetTag,
     /// Metadata entries of a target.
     TargetMetadata,
+    AutoAssignment,
 }
 
 /// A parsed query, validated for one entity, ready to be pushed into SQL.
@@ -167,6 +168,15 @@ const ACTION_STATUSES: &[&str] = &[
     "WAIT_FOR_CONFIRMATION",
 ];
 
+const AUTO_ASSIGN_STATUSES: &[&str] = &[
+    "WAITING_FOR_APPROVAL",
+    "APPROVAL_DENIED",
+    "READY",
+    "PAUSED",
+    "RUNNING",
+];
+const ACTION_TYPES: &[&str] = &["FORCED", "SOFT", "TIMEFORCED", "DOWNLOAD_ONLY"];
+
 const DS: &str = "distribution_set fq";
 const DS_WITH_TYPE: &str =
     "distribution_set fq JOIN distribution_set_type fqt ON fqt.id = fq.type_id";
@@ -276,6 +286,22 @@ fn target_filter_field(name: &str) -> Option<FieldDef> {
         "autoassigndistributionset.id" => col("{a}.auto_assign_ds_id", INT),
         "autoassigndistributionset.name" => ds("fq.name"),
         "autoassigndistributionset.version" => ds("fq.version"),
+        _ => return base(name),
+    })
+}
+
+/// Auto-assignment fields (hawkBit master's `AutoAssignmentFields`).
+fn auto_assignment_field(name: &str) -> Option<FieldDef> {
+    let ds = |c| rel(DS, "fq.id = {a}.ds_id", c, TEXT);
+    Some(match name {
+        "id" => col("{a}.id", INT),
+        "name" => col("{a}.name", TEXT),
+        "status" => col("{a}.status", Kind::Upper(AUTO_ASSIGN_STATUSES)),
+        "actiontype" => col("{a}.action_type", Kind::Upper(ACTION_TYPES)),
+        "approvaldecidedby" => col("{a}.approval_decided_by", TEXT),
+        "distributionset.id" => col("{a}.ds_id", INT),
+        "distributionset" | "distributionset.name" => ds("fq.name"),
+        "distributionset.version" => ds("fq.version"),
         _ => return base(name),
     })
 }
@@ -426,6 +452,7 @@ fn resolve(entity: Entity, field: &str) -> Result<Field, RsqlError> {
         Entity::TargetType => type_or_tag_field(&lower, true),
         Entity::TargetTag => type_or_tag_field(&lower, false),
         Entity::TargetMetadata => target_metadata_field(&lower),
+        Entity::AutoAssignment => auto_assignment_field(&lower),
     };
     if let Some(d) = def {
         return Ok(Field {

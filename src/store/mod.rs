@@ -6,6 +6,7 @@
 
 pub mod actions;
 pub mod approvals;
+pub mod auto_assignments;
 pub mod bench;
 pub mod filter;
 mod ids;

@@ -61,6 +61,8 @@ impl_binds!(A, B, C, D, E, F, G);
 impl_binds!(A, B, C, D, E, F, G, H);
 impl_binds!(A, B, C, D, E, F, G, H, I);
 impl_binds!(A, B, C, D, E, F, G, H, I, J);
+impl_binds!(A, B, C, D, E, F, G, H, I, J, K);
+impl_binds!(A, B, C, D, E, F, G, H, I, J, K, L);
 
 /// Run a statement; how many rows it inserted, changed or deleted.
 pub async fn execute<'q>(conn: &mut PgConnection, sql: &str, binds: impl Binds<'q>) -> Result<u64> {

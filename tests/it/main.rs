@@ -1,6 +1,7 @@
 //! The one integration-test binary: the whole service against real PostgreSQL and RabbitMQ.
 
 mod auth;
+mod auto_assignments;
 mod bench;
 mod dmf;
 mod flows;

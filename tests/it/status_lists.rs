@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use dmf_broker::domain::action::{ActionStatus, ActionType, Counter};
+use dmf_broker::domain::auto_assignment::{AutoAssignStatus, allowed_action_type, assigns};
 use dmf_broker::domain::rollout::{GroupStatus, RolloutStatus};
 use dmf_broker::domain::target::UpdateStatus;
 use sqlx::PgPool;
@@ -99,6 +100,22 @@ async fn every_enumerating_check_constraint_matches_its_rust_enum() {
         auto,
         "target_filter_query.auto_assign_action_type"
     );
+    assert_eq!(
+        take("auto_assignment", "action_type"),
+        names(
+            ActionType::ALL
+                .into_iter()
+                .filter(|t| allowed_action_type(*t))
+                .map(ActionType::as_db)
+        ),
+        "auto_assignment.action_type"
+    );
+    let auto_statuses = names(AutoAssignStatus::ALL.map(AutoAssignStatus::as_db));
+    assert_eq!(
+        take("auto_assignment", "status"),
+        auto_statuses,
+        "auto_assignment.status"
+    );
     // Outbox row kinds have no Rust enum: store::outbox matches on these strings.
     assert_eq!(
         take("outbox", "kind"),
@@ -124,6 +141,25 @@ async fn every_enumerating_check_constraint_matches_its_rust_enum() {
         .collect();
     assert!(!listed.is_empty(), "{index}");
     assert!(listed.is_subset(&rollouts), "{index}: {listed:?}");
+    // So does the one of assigning auto-assignments: exactly the statuses that may assign.
+    let (index,): (String,) =
+        sqlx::query_as("SELECT pg_get_indexdef('auto_assignment_active'::regclass)")
+            .fetch_one(&pool)
+            .await
+            .expect("auto_assignment_active");
+    let listed: BTreeSet<String> = index
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    let may_assign = names(
+        AutoAssignStatus::ALL
+            .into_iter()
+            .filter(|s| assigns(*s, None, 0))
+            .map(AutoAssignStatus::as_db),
+    );
+    assert_eq!(listed, may_assign, "{index}");
     pool.close().await;
 }
 

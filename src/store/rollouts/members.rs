@@ -65,7 +65,7 @@ impl<'a> Eligible<'a> {
 
 /// Push ` AND` the DS-type compatibility rule over `target t` (§3.2): a target without a type
 /// takes any set, a typed one only sets of a type its type accepts.
-fn push_compatible(qb: &mut QueryBuilder<'_, Postgres>, ds_type_id: i64) {
+pub(in crate::store) fn push_compatible(qb: &mut QueryBuilder<'_, Postgres>, ds_type_id: i64) {
     qb.push(
         " AND (t.target_type_id IS NULL OR EXISTS (SELECT 1 FROM target_type_ds_type c
            WHERE c.target_type_id = t.target_type_id AND c.ds_type_id = ",
