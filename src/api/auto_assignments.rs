@@ -5,16 +5,17 @@
 
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::routing::post;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    Ctx, Ids, Resource, base_fields, description, get_put_delete, required, single_line,
+    Ctx, Ids, Listed, Resource, base_fields, description, get_put_delete, not_found, required,
+    single_line,
 };
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::domain::auto_assignment::{AutoAssignStatus, Event, MAX_REMARK};
@@ -23,7 +24,7 @@ use crate::engine::auto_assignment::CreateAutoAssignment;
 use crate::engine::config_keys::{self, flag};
 use crate::store::auto_assignments::{self as store, AutoAssignmentRow};
 use crate::store::filter::Entity;
-use crate::store::{Named, tenants};
+use crate::store::{Named, repository, tenants};
 
 const READ: &[Permission] = &[Permission::READ_TARGET, Permission::READ_REPOSITORY];
 const WRITE: &[Permission] = &[Permission::UPDATE_TARGET, Permission::READ_REPOSITORY];
@@ -40,6 +41,14 @@ pub fn router() -> Router<ApiState> {
             get_put_delete(AUTO_ASSIGNMENTS.one(), WRITE, update, remove),
         )
         .route("/rest/v1/autoassignments/{id}/{op}", post(operate))
+        .route(
+            "/rest/v1/distributionsets/{id}/autoAssignments",
+            get(of_set),
+        )
+        .route(
+            "/rest/v1/distributionsets/{id}/statistics/autoassignments",
+            get(set_statistics),
+        )
 }
 
 static AUTO_ASSIGNMENTS: Resource<AutoAssignmentRow> = Resource::new(
@@ -218,4 +227,43 @@ async fn operate(
         .operate_auto_assignment(cx.tenant(), id, event, remark, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+const OF_SET: Listed = Listed::new(Entity::AutoAssignment, &store::SORT);
+
+/// 404 unless the tenant has the set (deleted ones included: their auto-assignments went).
+async fn any_set(c: &mut PgConnection, cx: &Ctx, ds: i64) -> ApiResult<()> {
+    repository::set_facts(c, cx.tenant().0, ds)
+        .await?
+        .map(drop)
+        .ok_or_else(|| not_found(Entity::DistributionSet, ds))
+}
+
+/// `GET /distributionsets/{id}/autoAssignments`: a page of the set's auto-assignments.
+async fn of_set(cx: Ctx, Ids(ds): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {
+    let perms = &[Permission::READ_REPOSITORY, Permission::READ_TARGET];
+    cx.list(
+        perms,
+        &params,
+        OF_SET,
+        async |c, tenant, q, page| {
+            any_set(c, &cx, ds).await?;
+            Ok::<_, ApiError>(store::of_set(c, tenant, DsId(ds), q, page).await?)
+        },
+        |a| auto_assignment_json(&cx.base, &a),
+    )
+    .await
+}
+
+/// `GET /distributionsets/{id}/statistics/autoassignments`: `{"totalAutoAssignments": n}`.
+async fn set_statistics(cx: Ctx, Ids(ds): Ids<i64>) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::READ_REPOSITORY])?;
+    let n = cx
+        .db()
+        .run(async |c| {
+            any_set(c, &cx, ds).await?;
+            Ok::<_, ApiError>(store::count_of_set(c, cx.tenant(), DsId(ds)).await?)
+        })
+        .await?;
+    Ok(Json(json!({ "totalAutoAssignments": n })))
 }

@@ -5,8 +5,8 @@
 
 use sqlx::{PgConnection, Postgres, QueryBuilder};
 
-use super::filter::Filter;
-use super::page::{Base, SortFields};
+use super::filter::{Filter, push_and};
+use super::page::{Base, Listing, PageRequest, SortFields, fetch};
 use super::rollouts::members::push_compatible;
 use super::table::Table;
 use super::targets::{self, TargetRow};
@@ -313,4 +313,33 @@ pub async fn count_matching(
         .push_bind(ds)
         .push(")");
     Ok(qb.build_query_scalar().fetch_one(conn).await?)
+}
+
+const OF_SET: Listing = Listing {
+    columns: COLUMNS,
+    from: "auto_assignment aa JOIN distribution_set ds ON ds.id = aa.ds_id",
+    count_from: "auto_assignment aa",
+    sort: &SORT,
+};
+
+/// A page of the auto-assignments of a set matching `q`, and their total.
+pub async fn of_set(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: DsId,
+    q: Option<&Filter>,
+    page: &PageRequest,
+) -> Result<(Vec<AutoAssignmentRow>, i64)> {
+    fetch(conn, &OF_SET, page, |qb| {
+        qb.push("aa.tenant_id = ").push_bind(tenant);
+        qb.push(" AND aa.ds_id = ").push_bind(ds);
+        push_and(qb, q, "aa");
+    })
+    .await
+}
+
+/// How many auto-assignments a set has.
+pub async fn count_of_set(conn: &mut PgConnection, tenant: TenantId, ds: DsId) -> Result<i64> {
+    let sql = "SELECT count(*) FROM auto_assignment WHERE tenant_id = $1 AND ds_id = $2";
+    sql::scalar(conn, sql, (tenant, ds)).await
 }

@@ -324,3 +324,56 @@ async fn the_work_query_agrees_with_the_domain() {
     drop(conn);
     pool.close().await;
 }
+
+#[tokio::test]
+async fn a_set_lists_counts_and_loses_its_auto_assignments_on_invalidation() {
+    let app = spawn_app().await;
+    let ds = app.create_set("side").await;
+    let other = app.create_set("other").await;
+    for name in ["one", "two"] {
+        create(&app, body(name, "controllerId==side-*", ds)).await;
+    }
+    create(&app, body("three", "controllerId==side-*", other)).await;
+    let (s, l) = app
+        .api_get(&format!(
+            "/distributionsets/{ds}/autoAssignments?sort=name:DESC"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert_eq!(l["total"], 2, "{l}");
+    assert_eq!(l["content"][0]["name"], "two", "{l}");
+    let (s, st) = app
+        .api_get(&format!(
+            "/distributionsets/{ds}/statistics/autoassignments"
+        ))
+        .await;
+    assert_eq!(
+        (s, st),
+        (StatusCode::OK, json!({"totalAutoAssignments": 2}))
+    );
+    let (s, e) = app
+        .api_get("/distributionsets/999999/autoAssignments")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+
+    let (s, v) = app
+        .api_post(
+            &format!("/distributionsets/{ds}/invalidate"),
+            json!({"actionCancelationType": "none"}),
+        )
+        .await;
+    assert!(s.is_success(), "{s} {v}");
+    let (_, st) = app
+        .api_get(&format!(
+            "/distributionsets/{ds}/statistics/autoassignments"
+        ))
+        .await;
+    assert_eq!(st["totalAutoAssignments"], 0, "{st}");
+    let (_, l) = app.api_get("/autoassignments").await;
+    assert_eq!(l["total"], 1, "{l}");
+    // An invalidated set cannot get a new one.
+    let (s, e) = app
+        .api_post("/autoassignments", body("late", "controllerId==x", ds))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
+}
