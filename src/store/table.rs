@@ -219,19 +219,6 @@ impl<R> Table<R> {
         Ok(sql::execute(conn, &sql, (tenant.0, id)).await? > 0)
     }
 
-    /// Record a change of a row (or of what belongs to it): modified now by `user`, one more
-    /// revision.
-    pub(super) async fn touch(
-        &self,
-        conn: &mut PgConnection,
-        tenant: TenantId,
-        id: i64,
-        user: &str,
-    ) -> Result<()> {
-        self.stamp(conn, tenant, id, user, "").await?;
-        Ok(())
-    }
-
     /// Delete a row in a savepoint; when a foreign key still points at it, mark it deleted
     /// instead (a soft-delete table).
     pub async fn delete_or_mark(
@@ -257,8 +244,7 @@ impl<R> Table<R> {
                 if db.code().as_deref() == Some("23503") =>
             {
                 sp.rollback().await?;
-                self.stamp(conn, tenant, id, user, "deleted = true,")
-                    .await?
+                stamp(conn, self.name, tenant, id, user, "deleted = true,").await?
             }
             Err(e) => return Err(e),
         };
@@ -268,23 +254,22 @@ impl<R> Table<R> {
             Deletion::NotFound
         })
     }
+}
 
-    /// Set `changes` (SQL assignments, each followed by a comma) and the modification stamp;
-    /// whether the row exists.
-    async fn stamp(
-        &self,
-        conn: &mut PgConnection,
-        tenant: TenantId,
-        id: i64,
-        user: &str,
-        changes: &str,
-    ) -> Result<bool> {
-        let sql = format!(
-            "UPDATE {} SET {changes} last_modified_at = epoch_ms(), last_modified_by = $3,
-                    opt_lock_revision = opt_lock_revision + 1
-             WHERE tenant_id = $1 AND id = $2",
-            self.name
-        );
-        Ok(sql::execute(conn, &sql, (tenant.0, id, user)).await? > 0)
-    }
+/// Set `changes` (SQL assignments, each followed by a comma) of a row of the tenant's `table`
+/// and the modification stamp; whether the row exists.
+pub(super) async fn stamp(
+    conn: &mut PgConnection,
+    table: &str,
+    tenant: TenantId,
+    id: i64,
+    user: &str,
+    changes: &str,
+) -> Result<bool> {
+    let sql = format!(
+        "UPDATE {table} SET {changes} last_modified_at = epoch_ms(), last_modified_by = $3,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE tenant_id = $1 AND id = $2"
+    );
+    Ok(sql::execute(conn, &sql, (tenant.0, id, user)).await? > 0)
 }

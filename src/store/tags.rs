@@ -3,10 +3,11 @@
 use sqlx::PgConnection;
 
 use super::filter::{Filter, push_and};
+use super::link::Link;
 use super::page::{Base, Listing, PageRequest, SortFields, fetch};
 use super::sql;
 use super::table::Table;
-use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
+use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TABLE as TARGETS, TargetRow};
 use super::{Audit, Named};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
@@ -31,6 +32,16 @@ pub const SORT: SortFields =
 
 /// The tenant's target tags.
 pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
+
+/// Which of the tenant's targets carry which tags. Tagging changes neither side's audit
+/// columns.
+const ASSIGNMENTS: Link = Link::new(
+    "target_tag_assignment",
+    &TABLE,
+    "tag_id",
+    &TARGETS,
+    "target_id",
+);
 
 fn duplicate(e: StoreError, name: &str) -> StoreError {
     e.conflict_as(|| format!("a target tag named {name:?} already exists"))
@@ -111,12 +122,7 @@ pub async fn assign(
     tag_id: i64,
     target_ids: &[i64],
 ) -> Result<()> {
-    let sql = "INSERT INTO target_tag_assignment (tag_id, target_id)
-               SELECT g.id, t.id FROM target_tag g JOIN target t ON t.tenant_id = g.tenant_id
-               WHERE g.tenant_id = $1 AND g.id = $2 AND t.id = ANY($3)
-               ON CONFLICT DO NOTHING";
-    sql::execute(conn, sql, (tenant.0, tag_id, target_ids)).await?;
-    Ok(())
+    ASSIGNMENTS.link(conn, tenant, tag_id, target_ids).await
 }
 
 /// Remove a tag from a target. False if the target did not carry it.
@@ -126,9 +132,7 @@ pub async fn unassign(
     tag_id: i64,
     target_id: i64,
 ) -> Result<bool> {
-    let sql = "DELETE FROM target_tag_assignment a USING target_tag g
-               WHERE g.id = a.tag_id AND g.tenant_id = $1 AND a.tag_id = $2 AND a.target_id = $3";
-    Ok(sql::execute(conn, sql, (tenant.0, tag_id, target_id)).await? > 0)
+    ASSIGNMENTS.unlink(conn, tenant, tag_id, target_id).await
 }
 
 /// The tags a target carries, by id.

@@ -4,8 +4,9 @@
 
 use sqlx::PgConnection;
 
+use super::link::Link;
 use super::page::{Base, SortFields};
-use super::repository::types::SetTypeRow;
+use super::repository::types::{SET_TYPES, SetTypeRow};
 use super::table::Table;
 use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
@@ -36,6 +37,15 @@ pub const SORT: SortFields = SortFields::of(
 
 /// The tenant's target types.
 pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS, &SORT);
+
+/// The distribution set types the tenant's target types accept.
+const ACCEPTED: Link = Link::new(
+    "target_type_ds_type",
+    &TABLE,
+    "target_type_id",
+    &SET_TYPES,
+    "ds_type_id",
+);
 
 /// A target type to create; `key` and `name` are both set (one defaults to the other).
 #[derive(Debug, Clone)]
@@ -152,8 +162,8 @@ pub async fn count_ds_types(
     sql::scalar(conn, sql, (tenant.0, type_id)).await
 }
 
-/// Add accepted distribution set types (already present ones are kept). The caller checked
-/// that they exist in the tenant.
+/// Add accepted distribution set types (already present ones are kept); ones that are not the
+/// tenant's are left out (the caller reports them).
 pub async fn add_ds_types(
     conn: &mut PgConnection,
     tenant: TenantId,
@@ -161,12 +171,7 @@ pub async fn add_ds_types(
     ds_type_ids: &[i64],
     user: &str,
 ) -> Result<()> {
-    let sql = "INSERT INTO target_type_ds_type (target_type_id, ds_type_id)
-               SELECT tt.id, d FROM target_type tt, unnest($3::bigint[]) AS d
-               WHERE tt.tenant_id = $1 AND tt.id = $2
-               ON CONFLICT DO NOTHING";
-    sql::execute(&mut *conn, sql, (tenant.0, type_id, ds_type_ids)).await?;
-    TABLE.touch(conn, tenant, type_id, user).await
+    ACCEPTED.add(conn, tenant, type_id, ds_type_ids, user).await
 }
 
 /// Stop accepting a distribution set type. False if it was not accepted.
@@ -177,12 +182,7 @@ pub async fn remove_ds_type(
     ds_type_id: i64,
     user: &str,
 ) -> Result<bool> {
-    let sql = "DELETE FROM target_type_ds_type c USING target_type tt
-               WHERE tt.id = c.target_type_id AND tt.tenant_id = $1 AND c.target_type_id = $2
-                 AND c.ds_type_id = $3";
-    let removed = sql::execute(&mut *conn, sql, (tenant.0, type_id, ds_type_id)).await? > 0;
-    if removed {
-        TABLE.touch(conn, tenant, type_id, user).await?;
-    }
-    Ok(removed)
+    ACCEPTED
+        .remove(conn, tenant, type_id, ds_type_id, user)
+        .await
 }

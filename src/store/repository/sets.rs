@@ -3,9 +3,10 @@
 
 use sqlx::PgConnection;
 
-use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
+use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT, TABLE as MODULES};
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Filter, push_and};
+use crate::store::link::Link;
 use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
 use crate::store::table::Table;
 use crate::store::{Audit, Named, NamedUpdate};
@@ -58,6 +59,15 @@ pub const SORT: SortFields = SortFields::of(
 pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS, &SORT)
     .joined("JOIN distribution_set_type dt ON dt.id = d.type_id")
     .soft_deleted();
+
+/// The modules of the tenant's sets.
+const MEMBERSHIP: Link = Link::new(
+    "distribution_set_module",
+    &TABLE,
+    "ds_id",
+    &MODULES,
+    "sm_id",
+);
 
 /// A module as a member of a set.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -159,13 +169,7 @@ pub async fn add_modules(
     sm_ids: &[i64],
     user: &str,
 ) -> Result<()> {
-    let sql = "INSERT INTO distribution_set_module (ds_id, sm_id)
-               SELECT d.id, m.id FROM distribution_set d
-               JOIN software_module m ON m.tenant_id = d.tenant_id AND m.id = ANY($3)
-               WHERE d.tenant_id = $1 AND d.id = $2
-               ON CONFLICT DO NOTHING";
-    sql::execute(&mut *conn, sql, (tenant.0, ds_id, sm_ids)).await?;
-    TABLE.touch(conn, tenant, ds_id, user).await
+    MEMBERSHIP.add(conn, tenant, ds_id, sm_ids, user).await
 }
 
 /// Remove a module from a set of the tenant. False if it was not a member.
@@ -176,13 +180,7 @@ pub async fn remove_module(
     sm_id: i64,
     user: &str,
 ) -> Result<bool> {
-    let sql = "DELETE FROM distribution_set_module dm USING distribution_set d
-               WHERE d.id = dm.ds_id AND d.tenant_id = $1 AND dm.ds_id = $2 AND dm.sm_id = $3";
-    let removed = sql::execute(&mut *conn, sql, (tenant.0, ds_id, sm_id)).await? > 0;
-    if removed {
-        TABLE.touch(conn, tenant, ds_id, user).await?;
-    }
-    Ok(removed)
+    MEMBERSHIP.remove(conn, tenant, ds_id, sm_id, user).await
 }
 
 /// Fields a Management API update of a set may change (`None` = unchanged).

@@ -1,0 +1,128 @@
+//! Association tables of two tenant-owned tables (a set's modules, the set types a target
+//! type accepts, a tag's targets): the statements every such M:N link shares. A link row holds
+//! the owner's id in `{owner_key}` and the member's in `{member_key}`; both rows must belong to
+//! the tenant.
+
+use sqlx::PgConnection;
+
+use super::table::{Table, stamp};
+use super::{Result, sql};
+use crate::domain::ids::TenantId;
+
+/// A link table, aliased `l`, from the rows of an owner table to those of a member table.
+#[derive(Debug)]
+pub struct Link {
+    /// The link table.
+    table: &'static str,
+    /// The owner's table and alias, and the column of `l` that holds the owner's id.
+    owner_table: &'static str,
+    owner: &'static str,
+    owner_key: &'static str,
+    /// The member's table and alias, and the column of `l` that holds the member's id.
+    member_table: &'static str,
+    member: &'static str,
+    member_key: &'static str,
+}
+
+impl Link {
+    /// The link table `table` from the rows of `owner` (id in `owner_key`) to the rows of
+    /// `member` (id in `member_key`).
+    pub(super) const fn new<O, M>(
+        table: &'static str,
+        owner: &Table<O>,
+        owner_key: &'static str,
+        member: &Table<M>,
+        member_key: &'static str,
+    ) -> Self {
+        let (owner_table, owner) = owner.name_and_alias();
+        let (member_table, member) = member.name_and_alias();
+        Self {
+            table,
+            owner_table,
+            owner,
+            owner_key,
+            member_table,
+            member,
+            member_key,
+        }
+    }
+
+    /// Link members (by id) to an owner; members already linked stay linked once, ids that
+    /// are not the tenant's are left out, and an owner of another tenant links nothing.
+    pub(super) async fn link(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        member_ids: &[i64],
+    ) -> Result<()> {
+        let sql = format!(
+            "INSERT INTO {} ({}, {})
+             SELECT {owner}.id, {member}.id FROM {} {owner}
+             JOIN {} {member} ON {member}.tenant_id = {owner}.tenant_id AND {member}.id = ANY($3)
+             WHERE {owner}.tenant_id = $1 AND {owner}.id = $2
+             ON CONFLICT DO NOTHING",
+            self.table,
+            self.owner_key,
+            self.member_key,
+            self.owner_table,
+            self.member_table,
+            owner = self.owner,
+            member = self.member,
+        );
+        sql::execute(conn, &sql, (tenant.0, owner_id, member_ids)).await?;
+        Ok(())
+    }
+
+    /// Unlink a member from an owner of the tenant. False if it was not linked.
+    pub(super) async fn unlink(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        member_id: i64,
+    ) -> Result<bool> {
+        let sql = format!(
+            "DELETE FROM {} l USING {} {owner}
+             WHERE {owner}.id = l.{key} AND {owner}.tenant_id = $1 AND l.{key} = $2
+               AND l.{} = $3",
+            self.table,
+            self.owner_table,
+            self.member_key,
+            owner = self.owner,
+            key = self.owner_key,
+        );
+        Ok(sql::execute(conn, &sql, (tenant.0, owner_id, member_id)).await? > 0)
+    }
+
+    /// [`Self::link`] as a change of the owner: it is stamped modified by `user`.
+    pub(super) async fn add(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        member_ids: &[i64],
+        user: &str,
+    ) -> Result<()> {
+        self.link(conn, tenant, owner_id, member_ids).await?;
+        stamp(conn, self.owner_table, tenant, owner_id, user, "").await?;
+        Ok(())
+    }
+
+    /// [`Self::unlink`] as a change of the owner: stamped modified by `user` when a member
+    /// went. False if it was not linked.
+    pub(super) async fn remove(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        member_id: i64,
+        user: &str,
+    ) -> Result<bool> {
+        let removed = self.unlink(conn, tenant, owner_id, member_id).await?;
+        if removed {
+            stamp(conn, self.owner_table, tenant, owner_id, user, "").await?;
+        }
+        Ok(removed)
+    }
+}
