@@ -200,7 +200,7 @@ async fn assign(
                 )));
             }
             let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
-            tags::assign(tx, tenant, id, &ids).await?;
+            tags::ASSIGNMENTS.link(tx, tenant, id, &ids).await?;
             Ok(ordered)
         })
         .await?;
@@ -214,7 +214,7 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
     let remove = async |c: &mut PgConnection, _| {
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
         // Removing a tag the target does not carry changes nothing, as in hawkBit.
-        tags::unassign(c, tenant, id, t.id).await?;
+        tags::ASSIGNMENTS.unlink(c, tenant, id, t.id).await?;
         Ok(())
     };
     cx.relink(

@@ -49,7 +49,7 @@ impl Link {
 
     /// Link members (by id) to an owner; members already linked stay linked once, ids that
     /// are not the tenant's are left out, and an owner of another tenant links nothing.
-    pub(super) async fn link(
+    pub async fn link(
         &self,
         conn: &mut PgConnection,
         tenant: TenantId,
@@ -75,7 +75,7 @@ impl Link {
     }
 
     /// Unlink a member from an owner of the tenant. False if it was not linked.
-    pub(super) async fn unlink(
+    pub async fn unlink(
         &self,
         conn: &mut PgConnection,
         tenant: TenantId,
@@ -96,7 +96,7 @@ impl Link {
     }
 
     /// [`Self::link`] as a change of the owner: it is stamped modified by `user`.
-    pub(super) async fn add(
+    pub async fn add(
         &self,
         conn: &mut PgConnection,
         tenant: TenantId,
@@ -111,7 +111,7 @@ impl Link {
 
     /// [`Self::unlink`] as a change of the owner: stamped modified by `user` when a member
     /// went. False if it was not linked.
-    pub(super) async fn remove(
+    pub async fn remove(
         &self,
         conn: &mut PgConnection,
         tenant: TenantId,

@@ -12,7 +12,7 @@ mod ids;
 pub mod inbox;
 pub mod invalidation;
 pub mod key_value;
-mod link;
+pub mod link;
 pub mod outbox;
 pub mod page;
 pub mod repository;

@@ -35,7 +35,7 @@ pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
 
 /// Which of the tenant's targets carry which tags. Tagging changes neither side's audit
 /// columns.
-const ASSIGNMENTS: Link = Link::new(
+pub const ASSIGNMENTS: Link = Link::new(
     "target_tag_assignment",
     &TABLE,
     "tag_id",
@@ -113,26 +113,6 @@ pub async fn assigned_targets(
         push_and(qb, q, "t");
     })
     .await
-}
-
-/// Tag targets (by id; already tagged ones stay tagged). Both must belong to the tenant.
-pub async fn assign(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    tag_id: i64,
-    target_ids: &[i64],
-) -> Result<()> {
-    ASSIGNMENTS.link(conn, tenant, tag_id, target_ids).await
-}
-
-/// Remove a tag from a target. False if the target did not carry it.
-pub async fn unassign(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    tag_id: i64,
-    target_id: i64,
-) -> Result<bool> {
-    ASSIGNMENTS.unlink(conn, tenant, tag_id, target_id).await
 }
 
 /// The tags a target carries, by id.

@@ -38,8 +38,10 @@ pub const SORT: SortFields = SortFields::of(
 /// The tenant's target types.
 pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS, &SORT);
 
-/// The distribution set types the tenant's target types accept.
-const ACCEPTED: Link = Link::new(
+/// The distribution set types the tenant's target types accept. Adding or removing one is a
+/// change of the target type; set types that are not the tenant's are left out (the caller
+/// reports them).
+pub const DS_TYPES: Link = Link::new(
     "target_type_ds_type",
     &TABLE,
     "target_type_id",
@@ -160,29 +162,4 @@ pub async fn count_ds_types(
                JOIN target_type tt ON tt.id = c.target_type_id
                WHERE tt.tenant_id = $1 AND c.target_type_id = $2";
     sql::scalar(conn, sql, (tenant.0, type_id)).await
-}
-
-/// Add accepted distribution set types (already present ones are kept); ones that are not the
-/// tenant's are left out (the caller reports them).
-pub async fn add_ds_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-    ds_type_ids: &[i64],
-    user: &str,
-) -> Result<()> {
-    ACCEPTED.add(conn, tenant, type_id, ds_type_ids, user).await
-}
-
-/// Stop accepting a distribution set type. False if it was not accepted.
-pub async fn remove_ds_type(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-    ds_type_id: i64,
-    user: &str,
-) -> Result<bool> {
-    ACCEPTED
-        .remove(conn, tenant, type_id, ds_type_id, user)
-        .await
 }

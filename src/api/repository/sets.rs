@@ -230,7 +230,9 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                 };
                 let id = sets::insert(tx, cx.tenant(), &new, cx.caller.name()).await?;
                 if !module_ids.is_empty() {
-                    sets::add_modules(tx, cx.tenant(), id, &module_ids, cx.caller.name()).await?;
+                    sets::MODULES
+                        .add(tx, cx.tenant(), id, &module_ids, cx.caller.name())
+                        .await?;
                 }
                 ids.push(id);
             }
@@ -366,7 +368,9 @@ async fn add_set_modules(
             }
             let elements = set_type_elements(tx, cx.tenant(), &[set.type_id]).await?;
             check_modules(&set.type_key, &elements, &all)?;
-            sets::add_modules(tx, cx.tenant(), id, &added, cx.caller.name()).await?;
+            sets::MODULES
+                .add(tx, cx.tenant(), id, &added, cx.caller.name())
+                .await?;
             Ok(())
         },
         StatusCode::OK,
@@ -380,7 +384,10 @@ async fn remove_set_module(cx: Ctx, Ids((id, sm_id)): Ids<(i64, i64)>) -> ApiRes
     cx.relink(
         async |tx| changeable_set(tx, cx.tenant(), id).await,
         async |tx, _| {
-            if !sets::remove_module(tx, cx.tenant(), id, sm_id, cx.caller.name()).await? {
+            if !sets::MODULES
+                .remove(tx, cx.tenant(), id, sm_id, cx.caller.name())
+                .await?
+            {
                 return Err(ApiError::NotFound(format!(
                     "software module {sm_id} is not part of distribution set {id}"
                 )));

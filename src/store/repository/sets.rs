@@ -3,7 +3,7 @@
 
 use sqlx::PgConnection;
 
-use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT, TABLE as MODULES};
+use super::modules::{self, MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
 use crate::domain::ids::TenantId;
 use crate::store::filter::{Filter, push_and};
 use crate::store::link::Link;
@@ -60,12 +60,12 @@ pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS
     .joined("JOIN distribution_set_type dt ON dt.id = d.type_id")
     .soft_deleted();
 
-/// The modules of the tenant's sets.
-const MEMBERSHIP: Link = Link::new(
+/// The modules of the tenant's sets. Adding or removing one is a change of the set.
+pub const MODULES: Link = Link::new(
     "distribution_set_module",
     &TABLE,
     "ds_id",
-    &MODULES,
+    &modules::TABLE,
     "sm_id",
 );
 
@@ -159,28 +159,6 @@ pub async fn insert(
             )
         })
     })
-}
-
-/// Add modules to a set of the tenant (members already present are kept once).
-pub async fn add_modules(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds_id: i64,
-    sm_ids: &[i64],
-    user: &str,
-) -> Result<()> {
-    MEMBERSHIP.add(conn, tenant, ds_id, sm_ids, user).await
-}
-
-/// Remove a module from a set of the tenant. False if it was not a member.
-pub async fn remove_module(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds_id: i64,
-    sm_id: i64,
-    user: &str,
-) -> Result<bool> {
-    MEMBERSHIP.remove(conn, tenant, ds_id, sm_id, user).await
 }
 
 /// Fields a Management API update of a set may change (`None` = unchanged).
