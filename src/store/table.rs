@@ -109,8 +109,20 @@ where
             .await
     }
 
+    /// One row that is not deleted by its `key` (types: a key is unique among the live rows).
+    pub async fn find_live_key(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<R>> {
+        let live_key = format!("{a}.key = $2 AND NOT {a}.deleted", a = self.alias);
+        self.find_where(conn, tenant, &live_key, key, RowLock::None)
+            .await
+    }
+
     /// One row by `condition`, a boolean SQL expression over the aliases in which `$2` is
-    /// `value` (`"ty.key = $2 AND NOT ty.deleted"`).
+    /// `value` (`"t.controller_id = $2"`).
     pub(super) async fn find_where<'q, V>(
         &self,
         conn: &mut PgConnection,

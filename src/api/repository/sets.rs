@@ -23,7 +23,7 @@ use crate::store::filter::Entity;
 use crate::store::repository::modules::{self, ModuleRow};
 use crate::store::repository::sets::{self, SetRow};
 use crate::store::repository::types::{
-    SetTypeElementRow, SetTypeRow, find_set_type_by_key, set_type_elements,
+    SET_TYPES, SetTypeElementRow, SetTypeRow, set_type_elements,
 };
 use crate::store::{Named, NamedUpdate};
 
@@ -197,7 +197,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                     None => DEFAULT_SET_TYPE.to_owned(),
                 };
                 if !types.contains_key(&key) {
-                    let t = find_set_type_by_key(tx, cx.tenant(), &key)
+                    let t = SET_TYPES
+                        .find_live_key(tx, cx.tenant(), &key)
                         .await?
                         .ok_or_else(|| {
                             ApiError::BadRequest(format!(
