@@ -145,7 +145,7 @@ async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<
 async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
         find_tag(c, tenant, id).await?;
-        Ok::<_, ApiError>(tags::assigned_targets(c, tenant, id, q, page).await?)
+        Ok::<_, ApiError>(tags::ASSIGNMENTS.members(c, tenant, id, q, page).await?)
     };
     cx.list(READ_TARGET, &page, TARGETS, fetch, |t| {
         target_json(&t, &cx.base, &cx.caller)

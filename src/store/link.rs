@@ -4,45 +4,49 @@
 //! the tenant.
 
 use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
 
+use super::filter::{Filter, push_and};
+use super::page::{Listing, PageRequest, fetch};
 use super::table::{Table, stamp};
 use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
-/// A link table, aliased `l`, from the rows of an owner table to those of a member table.
+/// A link table, aliased `l`, from the rows of an owner table to those of a member table,
+/// which read as `M`.
 #[derive(Debug)]
-pub struct Link {
+pub struct Link<M: 'static> {
     /// The link table.
     table: &'static str,
     /// The owner's table and alias, and the column of `l` that holds the owner's id.
     owner_table: &'static str,
     owner: &'static str,
     owner_key: &'static str,
-    /// The member's table and alias, and the column of `l` that holds the member's id.
-    member_table: &'static str,
+    /// The member's table (its rows are listed like it lists them) and alias, and the column
+    /// of `l` that holds the member's id.
+    member_table: &'static Table<M>,
     member: &'static str,
     member_key: &'static str,
 }
 
-impl Link {
+impl<M> Link<M> {
     /// The link table `table` from the rows of `owner` (id in `owner_key`) to the rows of
     /// `member` (id in `member_key`).
-    pub(super) const fn new<O, M>(
+    pub(super) const fn new<O>(
         table: &'static str,
         owner: &Table<O>,
         owner_key: &'static str,
-        member: &Table<M>,
+        member: &'static Table<M>,
         member_key: &'static str,
     ) -> Self {
         let (owner_table, owner) = owner.name_and_alias();
-        let (member_table, member) = member.name_and_alias();
         Self {
             table,
             owner_table,
             owner,
             owner_key,
-            member_table,
-            member,
+            member_table: member,
+            member: member.name_and_alias().1,
             member_key,
         }
     }
@@ -66,7 +70,7 @@ impl Link {
             self.owner_key,
             self.member_key,
             self.owner_table,
-            self.member_table,
+            self.member_table.name_and_alias().0,
             owner = self.owner,
             member = self.member,
         );
@@ -124,5 +128,45 @@ impl Link {
             stamp(conn, self.owner_table, tenant, owner_id, user, "").await?;
         }
         Ok(removed)
+    }
+}
+
+impl<M> Link<M>
+where
+    M: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    /// A page of an owner's members matching `q` (a filter of the member's entity) and their
+    /// total, listed like the member's table (deleted members included: a set keeps them).
+    pub async fn members(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        q: Option<&Filter>,
+        page: &PageRequest,
+    ) -> Result<(Vec<M>, i64)> {
+        let owners = format!(
+            "{} l JOIN {} {owner} ON {owner}.id = l.{}",
+            self.table,
+            self.owner_table,
+            self.owner_key,
+            owner = self.owner,
+        );
+        let on = format!("{}.id = l.{}", self.member, self.member_key);
+        let (from, count_from) = self.member_table.joined_to(&owners, &on);
+        let listing = Listing {
+            columns: self.member_table.columns(),
+            from: &from,
+            count_from: &count_from,
+            sort: self.member_table.sort(),
+        };
+        fetch(conn, &listing, page, |qb| {
+            qb.push(format!("{}.tenant_id = ", self.owner))
+                .push_bind(tenant.0);
+            qb.push(format!(" AND l.{} = ", self.owner_key))
+                .push_bind(owner_id);
+            push_and(qb, q, self.member);
+        })
+        .await
     }
 }

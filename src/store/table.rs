@@ -220,6 +220,18 @@ impl<R> Table<R> {
         (self.name, self.alias)
     }
 
+    /// This table joined to `from` on `on` (its rows as members of a link): the `FROM` of a
+    /// list of them, and of its count (without the joins that only add columns).
+    pub(super) fn joined_to(&self, from: &str, on: &str) -> (String, String) {
+        let count_from = format!("{from} JOIN {} {} ON {on}", self.name, self.alias);
+        (format!("{count_from} {}", self.joins), count_from)
+    }
+
+    /// The select list of `R`.
+    pub(super) const fn columns(&self) -> &'static str {
+        self.columns
+    }
+
     /// The fields lists of this table sort by.
     pub fn sort(&self) -> &'static SortFields {
         self.sort

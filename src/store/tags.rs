@@ -2,12 +2,11 @@
 
 use sqlx::PgConnection;
 
-use super::filter::{Filter, push_and};
 use super::link::Link;
-use super::page::{Base, Listing, PageRequest, SortFields, fetch};
+use super::page::{Base, SortFields};
 use super::sql;
 use super::table::Table;
-use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TABLE as TARGETS, TargetRow};
+use super::targets::{TABLE as TARGETS, TargetRow};
 use super::{Audit, Named};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
@@ -35,7 +34,7 @@ pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
 
 /// Which of the tenant's targets carry which tags. Tagging changes neither side's audit
 /// columns.
-pub const ASSIGNMENTS: Link = Link::new(
+pub const ASSIGNMENTS: Link<TargetRow> = Link::new(
     "target_tag_assignment",
     &TABLE,
     "tag_id",
@@ -88,31 +87,6 @@ pub async fn update(
     sql::fetch_optional(conn, &sql, binds)
         .await
         .map_err(|e| duplicate(e, name.unwrap_or_default()))
-}
-
-const TAGGED_TARGETS: Listing = Listing {
-    columns: TARGET_COLUMNS,
-    from: "target t JOIN target_tag_assignment a ON a.target_id = t.id
-          LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-    count_from: "target t JOIN target_tag_assignment a ON a.target_id = t.id",
-    sort: &TARGET_SORT,
-};
-
-/// A page of the targets carrying a tag and matching `q` (an
-/// [`Entity::Target`](super::filter::Entity) filter) and their total, sorted like targets.
-pub async fn assigned_targets(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    tag_id: i64,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<TargetRow>, i64)> {
-    fetch(conn, &TAGGED_TARGETS, page, |qb| {
-        qb.push("t.tenant_id = ").push_bind(tenant.0);
-        qb.push(" AND a.tag_id = ").push_bind(tag_id);
-        push_and(qb, q, "t");
-    })
-    .await
 }
 
 /// The tags a target carries, by id.

@@ -316,7 +316,7 @@ async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult
                 .find(c, tenant, id)
                 .await?
                 .ok_or_else(|| no_set(id))?;
-            Ok::<_, ApiError>(sets::list_modules(c, tenant, id, q, page).await?)
+            Ok::<_, ApiError>(sets::MODULES.members(c, tenant, id, q, page).await?)
         },
         |m| module_json(&cx.base, &m),
     )

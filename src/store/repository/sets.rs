@@ -3,11 +3,10 @@
 
 use sqlx::PgConnection;
 
-use super::modules::{self, MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
+use super::modules::{self, MODULE_COLUMNS, ModuleRow};
 use crate::domain::ids::TenantId;
-use crate::store::filter::{Filter, push_and};
 use crate::store::link::Link;
-use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
+use crate::store::page::{Base, SortFields};
 use crate::store::table::Table;
 use crate::store::{Audit, Named, NamedUpdate};
 use crate::store::{Result, sql};
@@ -61,7 +60,7 @@ pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS
     .soft_deleted();
 
 /// The modules of the tenant's sets. Adding or removing one is a change of the set.
-pub const MODULES: Link = Link::new(
+pub const MODULES: Link<ModuleRow> = Link::new(
     "distribution_set_module",
     &TABLE,
     "ds_id",
@@ -91,34 +90,6 @@ pub async fn modules_of(
          WHERE d.tenant_id = $1 AND dm.ds_id = ANY($2) ORDER BY dm.ds_id, m.id"
     );
     sql::fetch_all(conn, &sql, (tenant.0, ds_ids)).await
-}
-
-const MEMBERS: Listing = Listing {
-    columns: MODULE_COLUMNS,
-    from: "distribution_set_module dm
-          JOIN distribution_set d ON d.id = dm.ds_id
-          JOIN software_module m ON m.id = dm.sm_id
-          JOIN software_module_type ty ON ty.id = m.type_id",
-    count_from: "distribution_set_module dm
-                JOIN distribution_set d ON d.id = dm.ds_id
-                JOIN software_module m ON m.id = dm.sm_id",
-    sort: &MODULE_SORT,
-};
-
-/// A page of the modules of one set matching `q`, and their total, sorted like modules.
-pub async fn list_modules(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds_id: i64,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<ModuleRow>, i64)> {
-    fetch(conn, &MEMBERS, page, |qb| {
-        qb.push("d.tenant_id = ").push_bind(tenant.0);
-        qb.push(" AND dm.ds_id = ").push_bind(ds_id);
-        push_and(qb, q, "m");
-    })
-    .await
 }
 
 /// A distribution set to create.
