@@ -99,6 +99,47 @@ impl<M> Link<M> {
         Ok(sql::execute(conn, &sql, (tenant.0, owner_id, member_id)).await? > 0)
     }
 
+    /// How many members an owner of the tenant has.
+    pub async fn count(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+    ) -> Result<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {}",
+            self.owners(),
+            self.owner_cond()
+        );
+        sql::scalar(conn, &sql, (tenant.0, owner_id)).await
+    }
+
+    /// The link rows joined to their owners.
+    fn owners(&self) -> String {
+        format!(
+            "{} l JOIN {} {owner} ON {owner}.id = l.{}",
+            self.table,
+            self.owner_table,
+            self.owner_key,
+            owner = self.owner,
+        )
+    }
+
+    /// The link rows joined to their owners and members: the `FROM` of a list of members, and
+    /// of its count.
+    fn members_from(&self) -> (String, String) {
+        let on = format!("{}.id = l.{}", self.member, self.member_key);
+        self.member_table.joined_to(&self.owners(), &on)
+    }
+
+    /// `$1` is the owner's tenant and `$2` its id.
+    fn owner_cond(&self) -> String {
+        format!(
+            "{}.tenant_id = $1 AND l.{} = $2",
+            self.owner, self.owner_key
+        )
+    }
+
     /// [`Self::link`] as a change of the owner: it is stamped modified by `user`.
     pub async fn add(
         &self,
@@ -135,6 +176,23 @@ impl<M> Link<M>
 where
     M: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
 {
+    /// Every member of an owner of the tenant, in id order.
+    pub async fn all_members(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+    ) -> Result<Vec<M>> {
+        let (from, _) = self.members_from();
+        let sql = format!(
+            "SELECT {} FROM {from} WHERE {} ORDER BY {}.id",
+            self.member_table.columns(),
+            self.owner_cond(),
+            self.member
+        );
+        sql::fetch_all(conn, &sql, (tenant.0, owner_id)).await
+    }
+
     /// A page of an owner's members matching `q` (a filter of the member's entity) and their
     /// total, listed like the member's table (deleted members included: a set keeps them).
     pub async fn members(
@@ -145,15 +203,7 @@ where
         q: Option<&Filter>,
         page: &PageRequest,
     ) -> Result<(Vec<M>, i64)> {
-        let owners = format!(
-            "{} l JOIN {} {owner} ON {owner}.id = l.{}",
-            self.table,
-            self.owner_table,
-            self.owner_key,
-            owner = self.owner,
-        );
-        let on = format!("{}.id = l.{}", self.member, self.member_key);
-        let (from, count_from) = self.member_table.joined_to(&owners, &on);
+        let (from, count_from) = self.members_from();
         let listing = Listing {
             columns: self.member_table.columns(),
             from: &from,

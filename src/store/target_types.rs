@@ -136,30 +136,3 @@ pub async fn missing_ds_types(
                ORDER BY i";
     sql::scalar_all(conn, sql, (tenant.0, ids)).await
 }
-
-/// The distribution set types a target type accepts, by id.
-pub async fn compatible_ds_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-) -> Result<Vec<SetTypeRow>> {
-    let sql = "SELECT dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted, dt.created_at,
-                      dt.created_by, dt.last_modified_at, dt.last_modified_by
-               FROM target_type_ds_type c
-               JOIN target_type tt ON tt.id = c.target_type_id
-               JOIN distribution_set_type dt ON dt.id = c.ds_type_id
-               WHERE tt.tenant_id = $1 AND c.target_type_id = $2 ORDER BY dt.id";
-    sql::fetch_all(conn, sql, (tenant.0, type_id)).await
-}
-
-/// How many distribution set types a target type accepts.
-pub async fn count_ds_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-) -> Result<i64> {
-    let sql = "SELECT count(*) FROM target_type_ds_type c
-               JOIN target_type tt ON tt.id = c.target_type_id
-               WHERE tt.tenant_id = $1 AND c.target_type_id = $2";
-    sql::scalar(conn, sql, (tenant.0, type_id)).await
-}
