@@ -230,7 +230,7 @@ async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<J
     let tenant = cx.tenant();
     let fetch = async |c: &mut PgConnection| {
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
-        Ok(tags::tags_of_target(c, tenant, t.id).await?)
+        Ok(tags::ASSIGNMENTS.owners_of(c, tenant, t.id).await?)
     };
     cx.array(fetch, |g| tag_json(&cx.base, g)).await
 }

@@ -12,41 +12,46 @@ use super::table::{Table, stamp};
 use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
-/// A link table, aliased `l`, from the rows of an owner table to those of a member table,
-/// which read as `M`.
+/// A link table, aliased `l`, from the rows of an owner table, which read as `O`, to those of a
+/// member table, which read as `M`.
 #[derive(Debug)]
-pub struct Link<M: 'static> {
+pub struct Link<O: 'static, M: 'static> {
     /// The link table.
     table: &'static str,
+    /// The owners' and the members' tables: rows of either are read as their table reads them.
+    owners: &'static Table<O>,
+    members: &'static Table<M>,
     /// The owner's table and alias, and the column of `l` that holds the owner's id.
     owner_table: &'static str,
     owner: &'static str,
     owner_key: &'static str,
-    /// The member's table (its rows are listed like it lists them) and alias, and the column
-    /// of `l` that holds the member's id.
-    member_table: &'static Table<M>,
+    /// The member's table and alias, and the column of `l` that holds the member's id.
+    member_table: &'static str,
     member: &'static str,
     member_key: &'static str,
 }
 
-impl<M> Link<M> {
-    /// The link table `table` from the rows of `owner` (id in `owner_key`) to the rows of
-    /// `member` (id in `member_key`).
-    pub(super) const fn new<O>(
+impl<O, M> Link<O, M> {
+    /// The link table `table` from the rows of `owners` (id in `owner_key`) to the rows of
+    /// `members` (id in `member_key`).
+    pub(super) const fn new(
         table: &'static str,
-        owner: &Table<O>,
+        owners: &'static Table<O>,
         owner_key: &'static str,
-        member: &'static Table<M>,
+        members: &'static Table<M>,
         member_key: &'static str,
     ) -> Self {
-        let (owner_table, owner) = owner.name_and_alias();
+        let (owner_table, owner) = owners.name_and_alias();
+        let (member_table, member) = members.name_and_alias();
         Self {
             table,
+            owners,
+            members,
             owner_table,
             owner,
             owner_key,
-            member_table: member,
-            member: member.name_and_alias().1,
+            member_table,
+            member,
             member_key,
         }
     }
@@ -70,7 +75,7 @@ impl<M> Link<M> {
             self.owner_key,
             self.member_key,
             self.owner_table,
-            self.member_table.name_and_alias().0,
+            self.member_table,
             owner = self.owner,
             member = self.member,
         );
@@ -108,14 +113,14 @@ impl<M> Link<M> {
     ) -> Result<i64> {
         let sql = format!(
             "SELECT count(*) FROM {} WHERE {}",
-            self.owners(),
+            self.with_owners(),
             self.owner_cond()
         );
         sql::scalar(conn, &sql, (tenant.0, owner_id)).await
     }
 
     /// The link rows joined to their owners.
-    fn owners(&self) -> String {
+    fn with_owners(&self) -> String {
         format!(
             "{} l JOIN {} {owner} ON {owner}.id = l.{}",
             self.table,
@@ -129,7 +134,7 @@ impl<M> Link<M> {
     /// of its count.
     fn members_from(&self) -> (String, String) {
         let on = format!("{}.id = l.{}", self.member, self.member_key);
-        self.member_table.joined_to(&self.owners(), &on)
+        self.members.joined_to(&self.with_owners(), &on)
     }
 
     /// `$1` is the owner's tenant and `$2` its id.
@@ -172,7 +177,31 @@ impl<M> Link<M> {
     }
 }
 
-impl<M> Link<M>
+impl<O, M> Link<O, M>
+where
+    O: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+{
+    /// Every owner of the tenant a member is linked to, in id order (a target's tags).
+    pub async fn owners_of(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        member_id: i64,
+    ) -> Result<Vec<O>> {
+        let on = format!("{}.id = l.{}", self.owner, self.owner_key);
+        let (from, _) = self.owners.joined_to(&format!("{} l", self.table), &on);
+        let sql = format!(
+            "SELECT {} FROM {from} WHERE {}.tenant_id = $1 AND l.{} = $2 ORDER BY {}.id",
+            self.owners.columns(),
+            self.owner,
+            self.member_key,
+            self.owner
+        );
+        sql::fetch_all(conn, &sql, (tenant.0, member_id)).await
+    }
+}
+
+impl<O, M> Link<O, M>
 where
     M: for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
 {
@@ -186,7 +215,7 @@ where
         let (from, _) = self.members_from();
         let sql = format!(
             "SELECT {} FROM {from} WHERE {} ORDER BY {}.id",
-            self.member_table.columns(),
+            self.members.columns(),
             self.owner_cond(),
             self.member
         );
@@ -205,10 +234,10 @@ where
     ) -> Result<(Vec<M>, i64)> {
         let (from, count_from) = self.members_from();
         let listing = Listing {
-            columns: self.member_table.columns(),
+            columns: self.members.columns(),
             from: &from,
             count_from: &count_from,
-            sort: self.member_table.sort(),
+            sort: self.members.sort(),
         };
         fetch(conn, &listing, page, |qb| {
             qb.push(format!("{}.tenant_id = ", self.owner))

@@ -34,7 +34,7 @@ pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
 
 /// Which of the tenant's targets carry which tags. Tagging changes neither side's audit
 /// columns.
-pub const ASSIGNMENTS: Link<TargetRow> = Link::new(
+pub const ASSIGNMENTS: Link<TagRow, TargetRow> = Link::new(
     "target_tag_assignment",
     &TABLE,
     "tag_id",
@@ -87,17 +87,4 @@ pub async fn update(
     sql::fetch_optional(conn, &sql, binds)
         .await
         .map_err(|e| duplicate(e, name.unwrap_or_default()))
-}
-
-/// The tags a target carries, by id.
-pub async fn tags_of_target(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    target_id: i64,
-) -> Result<Vec<TagRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM target_tag g JOIN target_tag_assignment a ON a.tag_id = g.id
-         WHERE g.tenant_id = $1 AND a.target_id = $2 ORDER BY g.id"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, target_id)).await
 }

@@ -41,7 +41,7 @@ pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS,
 /// The distribution set types the tenant's target types accept. Adding or removing one is a
 /// change of the target type; set types that are not the tenant's are left out (the caller
 /// reports them).
-pub const DS_TYPES: Link<SetTypeRow> = Link::new(
+pub const DS_TYPES: Link<TargetTypeRow, SetTypeRow> = Link::new(
     "target_type_ds_type",
     &TABLE,
     "target_type_id",

@@ -60,7 +60,7 @@ pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS
     .soft_deleted();
 
 /// The modules of the tenant's sets. Adding or removing one is a change of the set.
-pub const MODULES: Link<ModuleRow> = Link::new(
+pub const MODULES: Link<SetRow, ModuleRow> = Link::new(
     "distribution_set_module",
     &TABLE,
     "ds_id",
