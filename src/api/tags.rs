@@ -143,7 +143,7 @@ async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<
 async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
     let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
         find_tag(c, tenant, id).await?;
-        Ok::<_, ApiError>(tags::assigned_targets(c, tenant, id, q, page).await?)
+        Ok::<_, ApiError>(tags::ASSIGNMENTS.members(c, tenant, id, q, page).await?)
     };
     cx.list(READ_TARGET, &page, TARGETS, fetch, |t| {
         target_json(&t, &cx.base, &cx.caller)
@@ -198,7 +198,7 @@ async fn assign(
                 )));
             }
             let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
-            tags::assign(tx, tenant, id, &ids).await?;
+            tags::ASSIGNMENTS.link(tx, tenant, id, &ids).await?;
             Ok(ordered)
         })
         .await?;
@@ -212,7 +212,7 @@ async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiR
     let remove = async |c: &mut PgConnection, _| {
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
         // Removing a tag the target does not carry changes nothing, as in hawkBit.
-        tags::unassign(c, tenant, id, t.id).await?;
+        tags::ASSIGNMENTS.unlink(c, tenant, id, t.id).await?;
         Ok(())
     };
     cx.relink(
@@ -228,7 +228,7 @@ async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<J
     let tenant = cx.tenant();
     let fetch = async |c: &mut PgConnection| {
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
-        Ok(tags::tags_of_target(c, tenant, t.id).await?)
+        Ok(tags::ASSIGNMENTS.owners_of(c, tenant, t.id).await?)
     };
     cx.array(fetch, |g| tag_json(&cx.base, g)).await
 }

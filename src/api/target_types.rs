@@ -121,8 +121,10 @@ async fn add_ds_types(
             "distribution set type(s) {missing:?} not found"
         )));
     }
-    types::add_ds_types(tx, cx.tenant(), id, ds_type_ids, cx.caller.name()).await?;
-    let count = types::count_ds_types(tx, cx.tenant(), id).await?;
+    types::DS_TYPES
+        .add(tx, cx.tenant(), id, ds_type_ids, cx.caller.name())
+        .await?;
+    let count = types::DS_TYPES.count(tx, cx.tenant(), id).await?;
     if count > MAX_DS_TYPES_PER_TARGET_TYPE {
         // The transaction is dropped, not committed: nothing was added.
         return Err(ApiError::TooManyEntries(format!(
@@ -233,7 +235,7 @@ async fn compatible(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<Json<Value>> {
             .find(c, tenant, id)
             .await?
             .ok_or_else(|| TYPES.missing(id))?;
-        Ok(types::compatible_ds_types(c, tenant, id).await?)
+        Ok(types::DS_TYPES.all_members(c, tenant, id).await?)
     };
     cx.array(fetch, |t| ds_type_json(&cx.base, t)).await
 }
@@ -257,7 +259,9 @@ async fn remove_compatible(
     cx.require(&[Permission::UPDATE_TARGET])?;
     let tenant = cx.tenant();
     let remove = async |tx: &mut PgConnection| {
-        if !types::remove_ds_type(tx, tenant, id, ds_type_id, cx.caller.name()).await?
+        if !types::DS_TYPES
+            .remove(tx, tenant, id, ds_type_id, cx.caller.name())
+            .await?
             && !types::missing_ds_types(tx, tenant, &[ds_type_id])
                 .await?
                 .is_empty()

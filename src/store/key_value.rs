@@ -1,7 +1,7 @@
 //! Key/value metadata of an owner entity (targets, software modules): the statements both
 //! metadata tables share. A metadata table has the owner's id in `{owner_key}`, a `key` unique
-//! per owner, and is reached through the owner's tenant; what else a row holds (a module's
-//! `target_visible`) is for its module's own insert and update.
+//! per owner, the entry's other columns (a value, a module's `target_visible`), and is reached
+//! through the owner's tenant.
 
 use std::marker::PhantomData;
 
@@ -10,6 +10,7 @@ use sqlx::postgres::PgRow;
 
 use super::filter::{Filter, push_and};
 use super::page::{Listing, PageRequest, SortFields, fetch};
+use super::sql::Binds;
 use super::table::Table;
 use super::{Result, sql};
 use crate::domain::ids::TenantId;
@@ -24,20 +25,20 @@ pub struct MetadataTable<R> {
     owner: &'static str,
     /// The column of `md` that holds the owner's id.
     owner_key: &'static str,
-    /// The select list of `R` over `md`.
-    columns: &'static str,
+    /// The columns of an entry, `key` first, as `R` reads them.
+    columns: &'static [&'static str],
     sort: &'static SortFields,
     row: PhantomData<fn() -> R>,
 }
 
 impl<R> MetadataTable<R> {
     /// The metadata table `table` of the rows of `owner`, whose id it holds in `owner_key`;
-    /// entries read as `R` from `columns` (over `md`) and list in the order of `sort`.
+    /// entries read as `R` from `columns` (`key` first) and list in the order of `sort`.
     pub(super) const fn new<O>(
         table: &'static str,
         owner: &Table<O>,
         owner_key: &'static str,
-        columns: &'static str,
+        columns: &'static [&'static str],
         sort: &'static SortFields,
     ) -> Self {
         let (owner_table, owner) = owner.name_and_alias();
@@ -66,9 +67,9 @@ where
         q: Option<&Filter>,
         page: &PageRequest,
     ) -> Result<(Vec<R>, i64)> {
-        let from = self.from();
+        let (from, columns) = (self.from(), self.select_list());
         let listing = Listing {
-            columns: self.columns,
+            columns: &columns,
             from: &from,
             count_from: &from,
             sort: self.sort,
@@ -108,11 +109,63 @@ where
     ) -> Result<Option<R>> {
         let sql = format!(
             "SELECT {} FROM {} WHERE {} AND md.key = $3",
-            self.columns,
+            self.select_list(),
             self.from(),
             self.owner_cond()
         );
         sql::fetch_optional(conn, &sql, (tenant.0, owner_id, key)).await
+    }
+
+    /// Add an entry to an owner of the tenant. `binds` are the tenant, the owner's id and a
+    /// value for each column; a key the owner already has is a conflict said as `duplicate`.
+    /// False if the owner is not the tenant's.
+    pub(super) async fn insert<'q>(
+        &self,
+        conn: &mut PgConnection,
+        binds: impl Binds<'q>,
+        duplicate: impl FnOnce() -> String,
+    ) -> Result<bool> {
+        let values: Vec<String> = (3..3 + self.columns.len())
+            .map(|i| format!("${i}"))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {} ({}, {}) SELECT {owner}.id, {} FROM {} {owner}
+             WHERE {owner}.tenant_id = $1 AND {owner}.id = $2",
+            self.table,
+            self.owner_key,
+            self.columns.join(", "),
+            values.join(", "),
+            self.owner_table,
+            owner = self.owner,
+        );
+        let inserted = sql::execute(conn, &sql, binds)
+            .await
+            .map_err(|e| e.conflict_as(duplicate))?;
+        Ok(inserted > 0)
+    }
+
+    /// Change an entry; `None` if there is no such entry. `binds` are the tenant, the owner's
+    /// id, the key and a value for each other column (`None` = unchanged).
+    pub(super) async fn update<'q>(
+        &self,
+        conn: &mut PgConnection,
+        binds: impl Binds<'q>,
+    ) -> Result<Option<R>> {
+        let changes: Vec<String> = (self.columns.iter().skip(1).zip(4..))
+            .map(|(c, i)| format!("{c} = COALESCE(${i}, md.{c})"))
+            .collect();
+        let sql = format!(
+            "UPDATE {} md SET {} FROM {} {owner}
+             WHERE {owner}.id = md.{} AND {} AND md.key = $3 RETURNING {}",
+            self.table,
+            changes.join(", "),
+            self.owner_table,
+            self.owner_key,
+            self.owner_cond(),
+            self.select_list(),
+            owner = self.owner,
+        );
+        sql::fetch_optional(conn, &sql, binds).await
     }
 
     /// Remove an entry. False if there was none.
@@ -132,6 +185,12 @@ where
             owner = self.owner,
         );
         Ok(sql::execute(conn, &sql, (tenant.0, owner_id, key)).await? > 0)
+    }
+
+    /// The columns of an entry over `md`.
+    fn select_list(&self) -> String {
+        let columns: Vec<String> = self.columns.iter().map(|c| format!("md.{c}")).collect();
+        columns.join(", ")
     }
 
     /// The entries joined to their owners.

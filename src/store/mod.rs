@@ -13,6 +13,7 @@ mod ids;
 pub mod inbox;
 pub mod invalidation;
 pub mod key_value;
+pub mod link;
 pub mod outbox;
 pub mod page;
 pub mod repository;

@@ -109,8 +109,20 @@ where
             .await
     }
 
+    /// One row that is not deleted by its `key` (types: a key is unique among the live rows).
+    pub async fn find_live_key(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        key: &str,
+    ) -> Result<Option<R>> {
+        let live_key = format!("{a}.key = $2 AND NOT {a}.deleted", a = self.alias);
+        self.find_where(conn, tenant, &live_key, key, RowLock::None)
+            .await
+    }
+
     /// One row by `condition`, a boolean SQL expression over the aliases in which `$2` is
-    /// `value` (`"ty.key = $2 AND NOT ty.deleted"`).
+    /// `value` (`"t.controller_id = $2"`).
     pub(super) async fn find_where<'q, V>(
         &self,
         conn: &mut PgConnection,
@@ -208,6 +220,18 @@ impl<R> Table<R> {
         (self.name, self.alias)
     }
 
+    /// This table joined to `from` on `on` (its rows as members of a link): the `FROM` of a
+    /// list of them, and of its count (without the joins that only add columns).
+    pub(super) fn joined_to(&self, from: &str, on: &str) -> (String, String) {
+        let count_from = format!("{from} JOIN {} {} ON {on}", self.name, self.alias);
+        (format!("{count_from} {}", self.joins), count_from)
+    }
+
+    /// The select list of `R`.
+    pub(super) const fn columns(&self) -> &'static str {
+        self.columns
+    }
+
     /// The fields lists of this table sort by.
     pub fn sort(&self) -> &'static SortFields {
         self.sort
@@ -217,19 +241,6 @@ impl<R> Table<R> {
     pub async fn delete(&self, conn: &mut PgConnection, tenant: TenantId, id: i64) -> Result<bool> {
         let sql = format!("DELETE FROM {} WHERE tenant_id = $1 AND id = $2", self.name);
         Ok(sql::execute(conn, &sql, (tenant.0, id)).await? > 0)
-    }
-
-    /// Record a change of a row (or of what belongs to it): modified now by `user`, one more
-    /// revision.
-    pub(super) async fn touch(
-        &self,
-        conn: &mut PgConnection,
-        tenant: TenantId,
-        id: i64,
-        user: &str,
-    ) -> Result<()> {
-        self.stamp(conn, tenant, id, user, "").await?;
-        Ok(())
     }
 
     /// Delete a row in a savepoint; when a foreign key still points at it, mark it deleted
@@ -257,8 +268,7 @@ impl<R> Table<R> {
                 if db.code().as_deref() == Some("23503") =>
             {
                 sp.rollback().await?;
-                self.stamp(conn, tenant, id, user, "deleted = true,")
-                    .await?
+                stamp(conn, self.name, tenant, id, user, "deleted = true,").await?
             }
             Err(e) => return Err(e),
         };
@@ -268,23 +278,22 @@ impl<R> Table<R> {
             Deletion::NotFound
         })
     }
+}
 
-    /// Set `changes` (SQL assignments, each followed by a comma) and the modification stamp;
-    /// whether the row exists.
-    async fn stamp(
-        &self,
-        conn: &mut PgConnection,
-        tenant: TenantId,
-        id: i64,
-        user: &str,
-        changes: &str,
-    ) -> Result<bool> {
-        let sql = format!(
-            "UPDATE {} SET {changes} last_modified_at = epoch_ms(), last_modified_by = $3,
-                    opt_lock_revision = opt_lock_revision + 1
-             WHERE tenant_id = $1 AND id = $2",
-            self.name
-        );
-        Ok(sql::execute(conn, &sql, (tenant.0, id, user)).await? > 0)
-    }
+/// Set `changes` (SQL assignments, each followed by a comma) of a row of the tenant's `table`
+/// and the modification stamp; whether the row exists.
+pub(super) async fn stamp(
+    conn: &mut PgConnection,
+    table: &str,
+    tenant: TenantId,
+    id: i64,
+    user: &str,
+    changes: &str,
+) -> Result<bool> {
+    let sql = format!(
+        "UPDATE {table} SET {changes} last_modified_at = epoch_ms(), last_modified_by = $3,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE tenant_id = $1 AND id = $2"
+    );
+    Ok(sql::execute(conn, &sql, (tenant.0, id, user)).await? > 0)
 }

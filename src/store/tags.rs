@@ -2,11 +2,11 @@
 
 use sqlx::PgConnection;
 
-use super::filter::{Filter, push_and};
-use super::page::{Base, Listing, PageRequest, SortFields, fetch};
+use super::link::Link;
+use super::page::{Base, SortFields};
 use super::sql;
 use super::table::Table;
-use super::targets::{COLUMNS as TARGET_COLUMNS, SORT as TARGET_SORT, TargetRow};
+use super::targets::{TABLE as TARGETS, TargetRow};
 use super::{Audit, Named};
 use super::{Result, StoreError};
 use crate::domain::ids::TenantId;
@@ -31,6 +31,16 @@ pub const SORT: SortFields =
 
 /// The tenant's target tags.
 pub const TABLE: Table<TagRow> = Table::new("target_tag", "g", COLUMNS, &SORT);
+
+/// Which of the tenant's targets carry which tags. Tagging changes neither side's audit
+/// columns.
+pub const ASSIGNMENTS: Link<TagRow, TargetRow> = Link::new(
+    "target_tag_assignment",
+    &TABLE,
+    "tag_id",
+    &TARGETS,
+    "target_id",
+);
 
 fn duplicate(e: StoreError, name: &str) -> StoreError {
     e.conflict_as(|| format!("a target tag named {name:?} already exists"))
@@ -77,69 +87,4 @@ pub async fn update(
     sql::fetch_optional(conn, &sql, binds)
         .await
         .map_err(|e| duplicate(e, name.unwrap_or_default()))
-}
-
-const TAGGED_TARGETS: Listing = Listing {
-    columns: TARGET_COLUMNS,
-    from: "target t JOIN target_tag_assignment a ON a.target_id = t.id
-          LEFT JOIN target_type tt ON tt.id = t.target_type_id",
-    count_from: "target t JOIN target_tag_assignment a ON a.target_id = t.id",
-    sort: &TARGET_SORT,
-};
-
-/// A page of the targets carrying a tag and matching `q` (an
-/// [`Entity::Target`](super::filter::Entity) filter) and their total, sorted like targets.
-pub async fn assigned_targets(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    tag_id: i64,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<TargetRow>, i64)> {
-    fetch(conn, &TAGGED_TARGETS, page, |qb| {
-        qb.push("t.tenant_id = ").push_bind(tenant.0);
-        qb.push(" AND a.tag_id = ").push_bind(tag_id);
-        push_and(qb, q, "t");
-    })
-    .await
-}
-
-/// Tag targets (by id; already tagged ones stay tagged). Both must belong to the tenant.
-pub async fn assign(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    tag_id: i64,
-    target_ids: &[i64],
-) -> Result<()> {
-    let sql = "INSERT INTO target_tag_assignment (tag_id, target_id)
-               SELECT g.id, t.id FROM target_tag g JOIN target t ON t.tenant_id = g.tenant_id
-               WHERE g.tenant_id = $1 AND g.id = $2 AND t.id = ANY($3)
-               ON CONFLICT DO NOTHING";
-    sql::execute(conn, sql, (tenant.0, tag_id, target_ids)).await?;
-    Ok(())
-}
-
-/// Remove a tag from a target. False if the target did not carry it.
-pub async fn unassign(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    tag_id: i64,
-    target_id: i64,
-) -> Result<bool> {
-    let sql = "DELETE FROM target_tag_assignment a USING target_tag g
-               WHERE g.id = a.tag_id AND g.tenant_id = $1 AND a.tag_id = $2 AND a.target_id = $3";
-    Ok(sql::execute(conn, sql, (tenant.0, tag_id, target_id)).await? > 0)
-}
-
-/// The tags a target carries, by id.
-pub async fn tags_of_target(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    target_id: i64,
-) -> Result<Vec<TagRow>> {
-    let sql = format!(
-        "SELECT {COLUMNS} FROM target_tag g JOIN target_tag_assignment a ON a.tag_id = g.id
-         WHERE g.tenant_id = $1 AND a.target_id = $2 ORDER BY g.id"
-    );
-    sql::fetch_all(conn, &sql, (tenant.0, target_id)).await
 }

@@ -3,10 +3,10 @@
 
 use sqlx::PgConnection;
 
+use super::Result;
 use super::key_value::MetadataTable;
 use super::page::SortFields;
 use super::targets::TABLE as TARGETS;
-use super::{Result, sql};
 use crate::domain::ids::TenantId;
 
 /// One metadata entry of a target.
@@ -25,7 +25,7 @@ pub const TABLE: MetadataTable<MetadataRow> = MetadataTable::new(
     "target_metadata",
     &TARGETS,
     "target_id",
-    "md.key, md.value",
+    &["key", "value"],
     &SORT,
 );
 
@@ -36,19 +36,14 @@ pub async fn insert(
     target_id: i64,
     entry: &MetadataRow,
 ) -> Result<bool> {
-    let sql = "INSERT INTO target_metadata (target_id, key, value)
-               SELECT t.id, $3, $4 FROM target t WHERE t.tenant_id = $1 AND t.id = $2";
-    let inserted = sql::execute(conn, sql, (tenant.0, target_id, &entry.key, &entry.value))
-        .await
-        .map_err(|e| {
-            e.conflict_as(|| {
-                format!(
-                    "metadata key {:?} already exists for this target",
-                    entry.key
-                )
-            })
-        })?;
-    Ok(inserted > 0)
+    let binds = (tenant.0, target_id, &entry.key, &entry.value);
+    let duplicate = || {
+        format!(
+            "metadata key {:?} already exists for this target",
+            entry.key
+        )
+    };
+    TABLE.insert(conn, binds, duplicate).await
 }
 
 /// Change an entry's value; `None` if there is no such entry.
@@ -59,8 +54,5 @@ pub async fn update(
     key: &str,
     value: &str,
 ) -> Result<Option<MetadataRow>> {
-    let sql = "UPDATE target_metadata md SET value = $4 FROM target t
-               WHERE t.id = md.target_id AND t.tenant_id = $1 AND md.target_id = $2 AND md.key = $3
-               RETURNING md.key, md.value";
-    sql::fetch_optional(conn, sql, (tenant.0, target_id, key, value)).await
+    TABLE.update(conn, (tenant.0, target_id, key, value)).await
 }

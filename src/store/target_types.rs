@@ -4,8 +4,9 @@
 
 use sqlx::PgConnection;
 
+use super::link::Link;
 use super::page::{Base, SortFields};
-use super::repository::types::SetTypeRow;
+use super::repository::types::{SET_TYPES, SetTypeRow};
 use super::table::Table;
 use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
@@ -36,6 +37,17 @@ pub const SORT: SortFields = SortFields::of(
 
 /// The tenant's target types.
 pub const TABLE: Table<TargetTypeRow> = Table::new("target_type", "tt", COLUMNS, &SORT);
+
+/// The distribution set types the tenant's target types accept. Adding or removing one is a
+/// change of the target type; set types that are not the tenant's are left out (the caller
+/// reports them).
+pub const DS_TYPES: Link<TargetTypeRow, SetTypeRow> = Link::new(
+    "target_type_ds_type",
+    &TABLE,
+    "target_type_id",
+    &SET_TYPES,
+    "ds_type_id",
+);
 
 /// A target type to create; `key` and `name` are both set (one defaults to the other).
 #[derive(Debug, Clone)]
@@ -123,66 +135,4 @@ pub async fn missing_ds_types(
                                  WHERE dt.tenant_id = $1 AND dt.id = i AND NOT dt.deleted)
                ORDER BY i";
     sql::scalar_all(conn, sql, (tenant.0, ids)).await
-}
-
-/// The distribution set types a target type accepts, by id.
-pub async fn compatible_ds_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-) -> Result<Vec<SetTypeRow>> {
-    let sql = "SELECT dt.id, dt.key, dt.name, dt.description, dt.colour, dt.deleted, dt.created_at,
-                      dt.created_by, dt.last_modified_at, dt.last_modified_by
-               FROM target_type_ds_type c
-               JOIN target_type tt ON tt.id = c.target_type_id
-               JOIN distribution_set_type dt ON dt.id = c.ds_type_id
-               WHERE tt.tenant_id = $1 AND c.target_type_id = $2 ORDER BY dt.id";
-    sql::fetch_all(conn, sql, (tenant.0, type_id)).await
-}
-
-/// How many distribution set types a target type accepts.
-pub async fn count_ds_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-) -> Result<i64> {
-    let sql = "SELECT count(*) FROM target_type_ds_type c
-               JOIN target_type tt ON tt.id = c.target_type_id
-               WHERE tt.tenant_id = $1 AND c.target_type_id = $2";
-    sql::scalar(conn, sql, (tenant.0, type_id)).await
-}
-
-/// Add accepted distribution set types (already present ones are kept). The caller checked
-/// that they exist in the tenant.
-pub async fn add_ds_types(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-    ds_type_ids: &[i64],
-    user: &str,
-) -> Result<()> {
-    let sql = "INSERT INTO target_type_ds_type (target_type_id, ds_type_id)
-               SELECT tt.id, d FROM target_type tt, unnest($3::bigint[]) AS d
-               WHERE tt.tenant_id = $1 AND tt.id = $2
-               ON CONFLICT DO NOTHING";
-    sql::execute(&mut *conn, sql, (tenant.0, type_id, ds_type_ids)).await?;
-    TABLE.touch(conn, tenant, type_id, user).await
-}
-
-/// Stop accepting a distribution set type. False if it was not accepted.
-pub async fn remove_ds_type(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    type_id: i64,
-    ds_type_id: i64,
-    user: &str,
-) -> Result<bool> {
-    let sql = "DELETE FROM target_type_ds_type c USING target_type tt
-               WHERE tt.id = c.target_type_id AND tt.tenant_id = $1 AND c.target_type_id = $2
-                 AND c.ds_type_id = $3";
-    let removed = sql::execute(&mut *conn, sql, (tenant.0, type_id, ds_type_id)).await? > 0;
-    if removed {
-        TABLE.touch(conn, tenant, type_id, user).await?;
-    }
-    Ok(removed)
 }

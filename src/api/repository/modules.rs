@@ -17,7 +17,7 @@ use crate::auth::Permission;
 use crate::store::Named;
 use crate::store::filter::Entity;
 use crate::store::repository::modules::{self, ModuleRow};
-use crate::store::repository::types::{ModuleTypeRow, find_module_type_by_key};
+use crate::store::repository::types::{MODULE_TYPES, ModuleTypeRow};
 
 pub(super) fn router() -> Router<ApiState> {
     Router::new()
@@ -93,7 +93,8 @@ async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResu
                 let ty = match types.get(&key) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = find_module_type_by_key(tx, cx.tenant(), &key)
+                        let t = MODULE_TYPES
+                            .find_live_key(tx, cx.tenant(), &key)
                             .await?
                             .ok_or_else(|| {
                                 ApiError::BadRequest(format!(

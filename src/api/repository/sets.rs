@@ -23,7 +23,7 @@ use crate::store::filter::Entity;
 use crate::store::repository::modules::{self, ModuleRow};
 use crate::store::repository::sets::{self, SetRow};
 use crate::store::repository::types::{
-    SetTypeElementRow, SetTypeRow, find_set_type_by_key, set_type_elements,
+    SET_TYPES, SetTypeElementRow, SetTypeRow, set_type_elements,
 };
 use crate::store::{Named, NamedUpdate};
 
@@ -200,7 +200,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                     None => DEFAULT_SET_TYPE.to_owned(),
                 };
                 if !types.contains_key(&key) {
-                    let t = find_set_type_by_key(tx, cx.tenant(), &key)
+                    let t = SET_TYPES
+                        .find_live_key(tx, cx.tenant(), &key)
                         .await?
                         .ok_or_else(|| {
                             ApiError::BadRequest(format!(
@@ -233,7 +234,9 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                 };
                 let id = sets::insert(tx, cx.tenant(), &new, cx.caller.name()).await?;
                 if !module_ids.is_empty() {
-                    sets::add_modules(tx, cx.tenant(), id, &module_ids, cx.caller.name()).await?;
+                    sets::MODULES
+                        .add(tx, cx.tenant(), id, &module_ids, cx.caller.name())
+                        .await?;
                 }
                 ids.push(id);
             }
@@ -316,7 +319,7 @@ async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult
                 .find(c, tenant, id)
                 .await?
                 .ok_or_else(|| no_set(id))?;
-            Ok::<_, ApiError>(sets::list_modules(c, tenant, id, q, page).await?)
+            Ok::<_, ApiError>(sets::MODULES.members(c, tenant, id, q, page).await?)
         },
         |m| module_json(&cx.base, &m),
     )
@@ -369,7 +372,9 @@ async fn add_set_modules(
             }
             let elements = set_type_elements(tx, cx.tenant(), &[set.type_id]).await?;
             check_modules(&set.type_key, &elements, &all)?;
-            sets::add_modules(tx, cx.tenant(), id, &added, cx.caller.name()).await?;
+            sets::MODULES
+                .add(tx, cx.tenant(), id, &added, cx.caller.name())
+                .await?;
             Ok(())
         },
         StatusCode::OK,
@@ -383,7 +388,10 @@ async fn remove_set_module(cx: Ctx, Ids((id, sm_id)): Ids<(i64, i64)>) -> ApiRes
     cx.relink(
         async |tx| changeable_set(tx, cx.tenant(), id).await,
         async |tx, _| {
-            if !sets::remove_module(tx, cx.tenant(), id, sm_id, cx.caller.name()).await? {
+            if !sets::MODULES
+                .remove(tx, cx.tenant(), id, sm_id, cx.caller.name())
+                .await?
+            {
                 return Err(ApiError::NotFound(format!(
                     "software module {sm_id} is not part of distribution set {id}"
                 )));

@@ -87,21 +87,21 @@ pub async fn insert(
     })
 }
 
+/// The artifacts of module `$2` of tenant `$1`, then `rest` (more conditions, an order).
+fn select(rest: &str) -> String {
+    format!(
+        "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
+         WHERE m.tenant_id = $1 AND a.sm_id = $2 {rest}"
+    )
+}
+
 /// The artifacts of a module of the tenant, in id order.
 pub async fn list(
     conn: &mut PgConnection,
     tenant: TenantId,
     sm_id: i64,
 ) -> Result<Vec<ArtifactRow>> {
-    sql::fetch_all::<ArtifactRow>(
-        conn,
-        &format!(
-            "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
-         WHERE m.tenant_id = $1 AND a.sm_id = $2 ORDER BY a.id"
-        ),
-        (tenant.0, sm_id),
-    )
-    .await
+    sql::fetch_all(conn, &select("ORDER BY a.id"), (tenant.0, sm_id)).await
 }
 
 /// One artifact of a module of the tenant.
@@ -111,15 +111,8 @@ pub async fn find(
     sm_id: i64,
     artifact_id: i64,
 ) -> Result<Option<ArtifactRow>> {
-    sql::fetch_optional::<ArtifactRow>(
-        conn,
-        &format!(
-            "SELECT {ARTIFACT_COLUMNS} FROM artifact a JOIN software_module m ON m.id = a.sm_id
-         WHERE m.tenant_id = $1 AND a.sm_id = $2 AND a.id = $3"
-        ),
-        (tenant.0, sm_id, artifact_id),
-    )
-    .await
+    let sql = select("AND a.id = $3");
+    sql::fetch_optional(conn, &sql, (tenant.0, sm_id, artifact_id)).await
 }
 
 /// Remove an artifact of a module of the tenant. False if unknown.

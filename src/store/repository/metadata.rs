@@ -5,9 +5,9 @@ use sqlx::PgConnection;
 
 use super::modules::TABLE as MODULES;
 use crate::domain::ids::TenantId;
+use crate::store::Result;
 use crate::store::key_value::MetadataTable;
 use crate::store::page::SortFields;
-use crate::store::{Result, sql};
 
 /// One metadata entry of a software module.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -32,7 +32,7 @@ pub const TABLE: MetadataTable<MetadataRow> = MetadataTable::new(
     "software_module_metadata",
     &MODULES,
     "sm_id",
-    "md.key, md.value, md.target_visible",
+    &["key", "value", "target_visible"],
     &SORT,
 );
 
@@ -43,8 +43,6 @@ pub async fn insert(
     sm_id: i64,
     entry: &MetadataRow,
 ) -> Result<bool> {
-    let sql = "INSERT INTO software_module_metadata (sm_id, key, value, target_visible)
-               SELECT m.id, $3, $4, $5 FROM software_module m WHERE m.tenant_id = $1 AND m.id = $2";
     let binds = (
         tenant.0,
         sm_id,
@@ -52,15 +50,13 @@ pub async fn insert(
         &entry.value,
         entry.target_visible,
     );
-    let inserted = sql::execute(conn, sql, binds).await.map_err(|e| {
-        e.conflict_as(|| {
-            format!(
-                "metadata key {} already exists in software module {sm_id}",
-                entry.key
-            )
-        })
-    })?;
-    Ok(inserted > 0)
+    let duplicate = || {
+        format!(
+            "metadata key {} already exists in software module {sm_id}",
+            entry.key
+        )
+    };
+    TABLE.insert(conn, binds, duplicate).await
 }
 
 /// Change the value and/or visibility of a metadata entry (`None` = unchanged). False if unknown.
@@ -72,10 +68,6 @@ pub async fn update(
     value: Option<&str>,
     target_visible: Option<bool>,
 ) -> Result<Option<MetadataRow>> {
-    let sql = "UPDATE software_module_metadata md SET value = COALESCE($4, md.value),
-                      target_visible = COALESCE($5, md.target_visible)
-               FROM software_module m
-               WHERE m.id = md.sm_id AND m.tenant_id = $1 AND md.sm_id = $2 AND md.key = $3
-               RETURNING md.key, md.value, md.target_visible";
-    sql::fetch_optional(conn, sql, (tenant.0, sm_id, key, value, target_visible)).await
+    let binds = (tenant.0, sm_id, key, value, target_visible);
+    TABLE.update(conn, binds).await
 }

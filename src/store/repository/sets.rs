@@ -3,10 +3,10 @@
 
 use sqlx::PgConnection;
 
-use super::modules::{MODULE_COLUMNS, ModuleRow, SORT as MODULE_SORT};
+use super::modules::{self, MODULE_COLUMNS, ModuleRow};
 use crate::domain::ids::TenantId;
-use crate::store::filter::{Filter, push_and};
-use crate::store::page::{Base, Listing, PageRequest, SortFields, fetch};
+use crate::store::link::Link;
+use crate::store::page::{Base, SortFields};
 use crate::store::table::Table;
 use crate::store::{Audit, Named, NamedUpdate};
 use crate::store::{Result, sql};
@@ -59,6 +59,15 @@ pub const TABLE: Table<SetRow> = Table::new("distribution_set", "d", SET_COLUMNS
     .joined("JOIN distribution_set_type dt ON dt.id = d.type_id")
     .soft_deleted();
 
+/// The modules of the tenant's sets. Adding or removing one is a change of the set.
+pub const MODULES: Link<SetRow, ModuleRow> = Link::new(
+    "distribution_set_module",
+    &TABLE,
+    "ds_id",
+    &modules::TABLE,
+    "sm_id",
+);
+
 /// A module as a member of a set.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SetModuleRow {
@@ -81,34 +90,6 @@ pub async fn modules_of(
          WHERE d.tenant_id = $1 AND dm.ds_id = ANY($2) ORDER BY dm.ds_id, m.id"
     );
     sql::fetch_all(conn, &sql, (tenant.0, ds_ids)).await
-}
-
-const MEMBERS: Listing = Listing {
-    columns: MODULE_COLUMNS,
-    from: "distribution_set_module dm
-          JOIN distribution_set d ON d.id = dm.ds_id
-          JOIN software_module m ON m.id = dm.sm_id
-          JOIN software_module_type ty ON ty.id = m.type_id",
-    count_from: "distribution_set_module dm
-                JOIN distribution_set d ON d.id = dm.ds_id
-                JOIN software_module m ON m.id = dm.sm_id",
-    sort: &MODULE_SORT,
-};
-
-/// A page of the modules of one set matching `q`, and their total, sorted like modules.
-pub async fn list_modules(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds_id: i64,
-    q: Option<&Filter>,
-    page: &PageRequest,
-) -> Result<(Vec<ModuleRow>, i64)> {
-    fetch(conn, &MEMBERS, page, |qb| {
-        qb.push("d.tenant_id = ").push_bind(tenant.0);
-        qb.push(" AND dm.ds_id = ").push_bind(ds_id);
-        push_and(qb, q, "m");
-    })
-    .await
 }
 
 /// A distribution set to create.
@@ -149,40 +130,6 @@ pub async fn insert(
             )
         })
     })
-}
-
-/// Add modules to a set of the tenant (members already present are kept once).
-pub async fn add_modules(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds_id: i64,
-    sm_ids: &[i64],
-    user: &str,
-) -> Result<()> {
-    let sql = "INSERT INTO distribution_set_module (ds_id, sm_id)
-               SELECT d.id, m.id FROM distribution_set d
-               JOIN software_module m ON m.tenant_id = d.tenant_id AND m.id = ANY($3)
-               WHERE d.tenant_id = $1 AND d.id = $2
-               ON CONFLICT DO NOTHING";
-    sql::execute(&mut *conn, sql, (tenant.0, ds_id, sm_ids)).await?;
-    TABLE.touch(conn, tenant, ds_id, user).await
-}
-
-/// Remove a module from a set of the tenant. False if it was not a member.
-pub async fn remove_module(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds_id: i64,
-    sm_id: i64,
-    user: &str,
-) -> Result<bool> {
-    let sql = "DELETE FROM distribution_set_module dm USING distribution_set d
-               WHERE d.id = dm.ds_id AND d.tenant_id = $1 AND dm.ds_id = $2 AND dm.sm_id = $3";
-    let removed = sql::execute(&mut *conn, sql, (tenant.0, ds_id, sm_id)).await? > 0;
-    if removed {
-        TABLE.touch(conn, tenant, ds_id, user).await?;
-    }
-    Ok(removed)
 }
 
 /// Fields a Management API update of a set may change (`None` = unchanged).

@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 
 use crate::domain::ids::TenantId;
 use crate::store::page::{Base, SortFields};
-use crate::store::table::{RowLock, Table};
+use crate::store::table::Table;
 use crate::store::{Audit, Named};
 use crate::store::{Result, sql};
 
@@ -48,18 +48,6 @@ pub const MODULE_TYPES: Table<ModuleTypeRow> = Table::new(
 )
 .soft_deleted();
 
-/// One (not deleted) module type by key.
-pub async fn find_module_type_by_key(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    key: &str,
-) -> Result<Option<ModuleTypeRow>> {
-    let live_key = "ty.key = $2 AND NOT ty.deleted";
-    MODULE_TYPES
-        .find_where(conn, tenant, live_key, key, RowLock::None)
-        .await
-}
-
 /// A distribution set type.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SetTypeRow {
@@ -92,18 +80,6 @@ pub const SET_TYPES: Table<SetTypeRow> = Table::new(
     &SET_TYPE_SORT,
 )
 .soft_deleted();
-
-/// One (not deleted) set type by key.
-pub async fn find_set_type_by_key(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    key: &str,
-) -> Result<Option<SetTypeRow>> {
-    let live_key = "dt.key = $2 AND NOT dt.deleted";
-    SET_TYPES
-        .find_where(conn, tenant, live_key, key, RowLock::None)
-        .await
-}
 
 /// A module type a set type takes, and whether it is mandatory.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -14,7 +14,9 @@ pub mod lists;
 pub mod members;
 pub mod work;
 
-use sqlx::PgConnection;
+use sqlx::postgres::PgArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{PgConnection, Postgres};
 
 pub use lists::*;
 pub use members::*;
@@ -94,6 +96,25 @@ impl TryFrom<ConditionColumns> for Conditions {
         })
         .map_err(StoreError::Corrupt)
     }
+}
+
+/// The condition columns as an insert names them, in the order [`bind_conditions`] binds them.
+const CONDITION_COLUMNS: &str = "success_condition, success_condition_exp, success_action,
+    success_action_exp, error_condition, error_condition_exp, error_action, error_action_exp";
+
+/// Bind stored conditions to the placeholders of [`CONDITION_COLUMNS`] in an insert.
+fn bind_conditions<'q, O>(
+    q: QueryScalar<'q, Postgres, O, PgArguments>,
+    c: &'q StoredConditions,
+) -> QueryScalar<'q, Postgres, O, PgArguments> {
+    q.bind(&c.success_condition)
+        .bind(&c.success_condition_exp)
+        .bind(&c.success_action)
+        .bind(&c.success_action_exp)
+        .bind(&c.error_condition)
+        .bind(&c.error_condition_exp)
+        .bind(&c.error_action)
+        .bind(&c.error_action_exp)
 }
 
 impl From<AuditColumns> for Audit {
@@ -266,44 +287,37 @@ pub async fn insert(
     user: &str,
 ) -> Result<RolloutId> {
     let c = r.conditions.to_stored();
-    Ok(sqlx::query_scalar(
+    let sql = format!(
         "INSERT INTO rollout (tenant_id, name, description, target_filter, retry_of, ds_id, status,
-            action_type, forced_time, start_at, weight, total_targets, dynamic, success_condition,
-            success_condition_exp, success_action, success_action_exp, error_condition,
-            error_condition_exp, error_action, error_action_exp, confirmation_required,
-            template_suffix, template_count, creator_may_approve, created_by, last_modified_by)
+            action_type, forced_time, start_at, weight, total_targets, dynamic, {CONDITION_COLUMNS},
+            confirmation_required, template_suffix, template_count, creator_may_approve,
+            created_by, last_modified_by)
          VALUES ($1, $2, $3, $4, $5, $6, 'CREATING', $7, $8, $9, $10, $11, $12, $13, $14, $15, $16,
                  $17, $18, $19, $20, $21, $22, $23, $24, $25, $25)
-         RETURNING id",
-    )
-    .bind(tenant.0)
-    .bind(&r.name)
-    .bind(&r.description)
-    .bind(&r.target_filter)
-    .bind(r.retry_of.map(|r| r.0))
-    .bind(r.ds.0)
-    .bind(r.action_type.as_db())
-    .bind(r.forced_time)
-    .bind(r.start_at)
-    .bind(r.weight)
-    .bind(r.total_targets)
-    .bind(r.dynamic)
-    .bind(&c.success_condition)
-    .bind(&c.success_condition_exp)
-    .bind(&c.success_action)
-    .bind(&c.success_action_exp)
-    .bind(&c.error_condition)
-    .bind(&c.error_condition_exp)
-    .bind(&c.error_action)
-    .bind(&c.error_action_exp)
-    .bind(r.confirmation_required)
-    .bind(r.template.as_ref().map(|t| t.0.clone()))
-    .bind(r.template.as_ref().map(|t| t.1))
-    .bind(r.creator_may_approve)
-    .bind(user)
-    .fetch_one(conn)
-    .await
-    .map(RolloutId)?)
+         RETURNING id"
+    );
+    let q = sqlx::query_scalar(&sql)
+        .bind(tenant.0)
+        .bind(&r.name)
+        .bind(&r.description)
+        .bind(&r.target_filter)
+        .bind(r.retry_of.map(|r| r.0))
+        .bind(r.ds.0)
+        .bind(r.action_type.as_db())
+        .bind(r.forced_time)
+        .bind(r.start_at)
+        .bind(r.weight)
+        .bind(r.total_targets)
+        .bind(r.dynamic);
+    Ok(bind_conditions(q, &c)
+        .bind(r.confirmation_required)
+        .bind(r.template.as_ref().map(|t| t.0.clone()))
+        .bind(r.template.as_ref().map(|t| t.1))
+        .bind(r.creator_may_approve)
+        .bind(user)
+        .fetch_one(conn)
+        .await
+        .map(RolloutId)?)
 }
 
 /// Append groups to a rollout in order; each group's parent is the one before it (the first
@@ -321,40 +335,32 @@ pub async fn insert_groups(
             .bind(rollout)
             .fetch_one(&mut *conn)
             .await?;
+    let sql = format!(
+        "INSERT INTO rollout_group (rollout_id, parent_id, name, description, status, dynamic,
+            {CONDITION_COLUMNS}, target_filter, target_percentage, confirmation_required,
+            created_by, last_modified_by)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
+                 $18, $18)
+         RETURNING id"
+    );
     // At most the group quota (500) rows, once per rollout: one statement per group keeps the
     // parent chain simple.
     for g in groups {
         let c = g.conditions.to_stored();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO rollout_group (rollout_id, parent_id, name, description, status, dynamic,
-                success_condition, success_condition_exp, success_action, success_action_exp,
-                error_condition, error_condition_exp, error_action, error_action_exp,
-                target_filter, target_percentage, confirmation_required, created_by,
-                last_modified_by)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17,
-                     $18, $18)
-             RETURNING id",
-        )
-        .bind(rollout)
-        .bind(parent)
-        .bind(&g.name)
-        .bind(&g.description)
-        .bind(g.state.as_db())
-        .bind(g.dynamic)
-        .bind(&c.success_condition)
-        .bind(&c.success_condition_exp)
-        .bind(&c.success_action)
-        .bind(&c.success_action_exp)
-        .bind(&c.error_condition)
-        .bind(&c.error_condition_exp)
-        .bind(&c.error_action)
-        .bind(&c.error_action_exp)
-        .bind(&g.target_filter)
-        .bind(g.target_percentage)
-        .bind(g.confirmation_required)
-        .bind(user)
-        .fetch_one(&mut *conn)
-        .await?;
+        let q = sqlx::query_scalar(&sql)
+            .bind(rollout)
+            .bind(parent)
+            .bind(&g.name)
+            .bind(&g.description)
+            .bind(g.state.as_db())
+            .bind(g.dynamic);
+        let id: i64 = bind_conditions(q, &c)
+            .bind(&g.target_filter)
+            .bind(g.target_percentage)
+            .bind(g.confirmation_required)
+            .bind(user)
+            .fetch_one(&mut *conn)
+            .await?;
         ids.push(GroupId(id));
         parent = Some(id);
     }
