@@ -33,3 +33,8 @@ CREATE INDEX auto_assignment_tenant ON auto_assignment (tenant_id, id);
 -- What the worker and the event path look for: the few auto-assignments that assign.
 CREATE INDEX auto_assignment_active ON auto_assignment (tenant_id)
     WHERE status IN ('READY', 'RUNNING');
+-- A filter's auto-assignment lives in auto_assignment (target_filter_id); the filter's own
+-- columns for it were never written.
+ALTER TABLE target_filter_query DROP COLUMN auto_assign_ds_id,
+    DROP COLUMN auto_assign_action_type, DROP COLUMN auto_assign_weight,
+    DROP COLUMN confirmation_required;

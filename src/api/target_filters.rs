@@ -1,21 +1,30 @@
 //! Target filter queries (rollouts.md §9.7): named, stored target queries. The query is
 //! validated as a target filter before it is stored, so rollouts and auto-assignments built from
-//! it never meet a query they cannot run. The legacy `/autoAssignDS` endpoints are not offered.
+//! it never meet a query they cannot run. hawkBit 1.1's filter-embedded auto-assignment
+//! (`/targetfilters/{id}/autoAssignDS`, `/distributionsets/{id}/autoAssignTargetFilters`) is an
+//! auto-assignment linked to the filter: it takes the filter's name and query and follows them.
 
 use axum::extract::Path;
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, READ_TARGET, Resource, get_put_delete};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
+use super::auto_assignments::parse_action_type;
+use super::common::{Ctx, Ids, Listed, READ_TARGET, Resource, get_put_delete, not_found};
+use super::repository::set_json_by_id;
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
+use crate::domain::ids::DsId;
+use crate::engine::auto_assignment::CreateAutoAssignment;
+use crate::engine::config_keys::{self, flag};
 use crate::store::filter::{Entity, Filter};
 use crate::store::target_filters::{self, TargetFilterRow};
+use crate::store::{Named, auto_assignments, repository, tenants};
 
 /// Column limits of `target_filter_query` (§1.4).
 const MAX_NAME: usize = 128;
@@ -27,6 +36,16 @@ pub fn router() -> Router<ApiState> {
         .route(
             "/rest/v1/targetfilters/{id}",
             get_put_delete(get(one), &[Permission::UPDATE_TARGET], update, remove),
+        )
+        .route(
+            "/rest/v1/targetfilters/{id}/autoAssignDS",
+            get(auto_assigned_set)
+                .post(set_auto_assignment)
+                .delete(remove_auto_assignment),
+        )
+        .route(
+            "/rest/v1/distributionsets/{id}/autoAssignTargetFilters",
+            get(filters_of_set),
         )
 }
 
@@ -45,10 +64,7 @@ fn filter_json(base: &BaseUrl, f: &TargetFilterRow) -> Value {
     put_opt(
         &mut v,
         "autoAssignActionType",
-        f.auto_assign_action_type
-            .as_deref()
-            .and_then(ActionType::from_db)
-            .map(ActionType::api_name),
+        f.auto_assign_action_type.map(ActionType::api_name),
     );
     put_opt(&mut v, "autoAssignWeight", f.auto_assign_weight);
     put_opt(&mut v, "confirmationRequired", f.confirmation_required);
@@ -132,6 +148,7 @@ async fn update(cx: Ctx, Path(id): Path<String>, b: FilterBody) -> ApiResult<Jso
         if !target_filters::update(c, tenant, id, name, query, user).await? {
             return Ok(None);
         }
+        auto_assignments::follow_filter(c, tenant, id).await?;
         target_filters::TABLE.find(c, tenant, id).await
     };
     cx.update_one(
@@ -146,4 +163,117 @@ async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
     cx.delete_by_id(&[Permission::DELETE_TARGET], &FILTERS, id)
         .await
+}
+
+/// `GET /targetfilters/{id}/autoAssignDS`: the set the filter auto-assigns, or 204.
+async fn auto_assigned_set(cx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    let id = parse_id(&id)?;
+    let tenant = cx.tenant();
+    let set = cx
+        .db()
+        .run(async |c| {
+            let f = target_filters::TABLE
+                .find(c, tenant, id)
+                .await?
+                .ok_or_else(|| FILTERS.missing(id))?;
+            match f.auto_assign_ds_id {
+                Some(ds) => set_json_by_id(c, tenant, &cx.base, ds).await,
+                None => Ok(None),
+            }
+        })
+        .await?;
+    Ok(match set {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
+}
+
+/// hawkBit's `MgmtDistributionSetAutoAssignment`.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AutoAssignBody {
+    id: Option<i64>,
+    #[serde(rename = "type")]
+    action_type: Option<String>,
+    weight: Option<i64>,
+    confirmation_required: Option<bool>,
+}
+
+/// `POST /targetfilters/{id}/autoAssignDS`: the filter auto-assigns the set (replacing what it
+/// auto-assigned); answers the filter.
+async fn set_auto_assignment(
+    cx: Ctx,
+    Path(id): Path<String>,
+    Body(b): Body<AutoAssignBody>,
+) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::UPDATE_TARGET, Permission::READ_REPOSITORY])?;
+    let id = parse_id(&id)?;
+    let ds = b
+        .id
+        .ok_or_else(|| ApiError::BadRequest("id (of the distribution set) is required".into()))?;
+    let tenant = cx.tenant();
+    let confirmation_required = match b.confirmation_required {
+        Some(c) => c,
+        None => {
+            let cfg = cx
+                .db()
+                .run(async |c| tenants::configs(c, tenant).await)
+                .await?;
+            flag(&cfg, config_keys::CONFIRMATION_FLOW)
+        }
+    };
+    let req = CreateAutoAssignment {
+        named: Named::default(),
+        query: String::new(),
+        ds: DsId(ds),
+        action_type: parse_action_type(b.action_type.as_deref())?,
+        weight: b.weight,
+        confirmation_required,
+        start_at: None,
+        target_filter: Some(id),
+    };
+    cx.state
+        .engine
+        .link_filter_auto_assignment(tenant, id, req, cx.caller.name())
+        .await?;
+    cx.get_by_id(&FILTERS, id).await
+}
+
+/// `DELETE /targetfilters/{id}/autoAssignDS`: 204, with or without one.
+async fn remove_auto_assignment(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let id = parse_id(&id)?;
+    let tenant = cx.tenant();
+    cx.db()
+        .run(async |c| {
+            target_filters::TABLE
+                .find(c, tenant, id)
+                .await?
+                .ok_or_else(|| FILTERS.missing(id))?;
+            Ok::<_, ApiError>(auto_assignments::unlink_filter(c, tenant, id).await?)
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+const OF_SET: Listed = Listed::new(Entity::TargetFilter, &target_filters::SORT);
+
+/// `GET /distributionsets/{id}/autoAssignTargetFilters`: a page of the filters that
+/// auto-assign the set.
+async fn filters_of_set(cx: Ctx, Ids(ds): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {
+    let perms = &[Permission::READ_TARGET, Permission::READ_REPOSITORY];
+    cx.list(
+        perms,
+        &params,
+        OF_SET,
+        async |c, tenant, q, page| {
+            repository::set_facts(c, tenant.0, ds)
+                .await?
+                .ok_or_else(|| not_found(Entity::DistributionSet, ds))?;
+            Ok::<_, ApiError>(auto_assignments::filters_of_set(c, tenant, DsId(ds), q, page).await?)
+        },
+        |f| filter_json(&cx.base, &f),
+    )
+    .await
 }

@@ -24,7 +24,7 @@ use crate::store::auto_assignments::{self as store, AutoAssignmentRow, NewAutoAs
 use crate::store::filter::{Entity, Filter};
 use crate::store::outbox::Pending;
 use crate::store::rollouts::{lock_set_implicitly, lock_set_row};
-use crate::store::{Named, StoreError, tenants};
+use crate::store::{Named, StoreError, target_filters, tenants};
 
 /// Targets one transaction of a fleet pass assigns at most (hawkBit: 1,000 per transaction).
 pub const PASS_CHUNK: i64 = 1000;
@@ -72,6 +72,56 @@ impl Engine {
         req: CreateAutoAssignment,
         user: &str,
     ) -> Result<AutoAssignmentRow, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let row = self
+            .insert_auto_assignment(&mut tx, tenant, req, user)
+            .await?;
+        tx.commit().await?;
+        self.auto_assign_wake.notify_one();
+        tracing::info!(tenant = %tenant, auto_assignment = row.id, ds = %row.ds_id,
+            status = row.status.as_db(), "auto-assignment created");
+        Ok(row)
+    }
+
+    /// Give a target filter an auto-assignment of its own (hawkBit 1.1's
+    /// `POST /targetfilters/{id}/autoAssignDS`): it replaces the one the filter had, takes the
+    /// filter's name and query and follows them when the filter changes.
+    pub async fn link_filter_auto_assignment(
+        &self,
+        tenant: TenantId,
+        filter: i64,
+        mut req: CreateAutoAssignment,
+        user: &str,
+    ) -> Result<AutoAssignmentRow, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let f = target_filters::TABLE
+            .lock(&mut tx, tenant, filter)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("target filter {filter} not found")))?;
+        store::unlink_filter(&mut tx, tenant, filter).await?;
+        req.named = Named {
+            name: f.name,
+            description: None,
+        };
+        req.query = f.query;
+        req.target_filter = Some(filter);
+        let row = self
+            .insert_auto_assignment(&mut tx, tenant, req, user)
+            .await?;
+        tx.commit().await?;
+        self.auto_assign_wake.notify_one();
+        tracing::info!(tenant = %tenant, auto_assignment = row.id, filter, "filter auto-assignment set");
+        Ok(row)
+    }
+
+    /// Validate and insert one in `tx`.
+    async fn insert_auto_assignment(
+        &self,
+        tx: &mut PgConnection,
+        tenant: TenantId,
+        req: CreateAutoAssignment,
+        user: &str,
+    ) -> Result<AutoAssignmentRow, EngineError> {
         let action_type = req.action_type.unwrap_or(ActionType::Forced);
         if !domain::allowed_action_type(action_type) {
             return Err(EngineError::AutoAssignActionType(
@@ -80,13 +130,12 @@ impl Engine {
         }
         let weight = validate_weight(req.weight)?;
         let filter = target_filter(&req.query)?;
-        let mut tx = self.pool.begin().await?;
-        lock_set_row(&mut tx, tenant, req.ds.0).await?;
-        check_usable_set(&mut tx, tenant, req.ds, "is incomplete").await?;
-        let cfg = tenants::configs(&mut tx, tenant).await?;
+        lock_set_row(&mut *tx, tenant, req.ds.0).await?;
+        check_usable_set(&mut *tx, tenant, req.ds, "is incomplete").await?;
+        let cfg = tenants::configs(&mut *tx, tenant).await?;
         let quota = self.settings.max_targets_per_auto_assignment;
         if quota > 0 {
-            let n = store::count_matching(&mut tx, tenant, &filter, req.ds).await?;
+            let n = store::count_matching(&mut *tx, tenant, &filter, req.ds).await?;
             if n > quota {
                 return Err(Refusal::Quota(format!(
                     "the auto-assignment would assign {n} targets; the quota is {quota}"
@@ -95,7 +144,7 @@ impl Engine {
             }
         }
         if flag(&cfg, config_keys::IMPLICIT_LOCK) {
-            lock_set_implicitly(&mut tx, req.ds.0).await?;
+            lock_set_implicitly(&mut *tx, req.ds.0).await?;
         }
         let new = NewAutoAssignment {
             named: req.named,
@@ -108,15 +157,11 @@ impl Engine {
             status: domain::initial(flag(&cfg, config_keys::AUTO_ASSIGNMENT_APPROVAL)),
             target_filter: req.target_filter,
         };
-        let id = store::insert(&mut tx, tenant, &new, user).await?;
+        let id = store::insert(&mut *tx, tenant, &new, user).await?;
         let row = store::TABLE
-            .find(&mut tx, tenant, id)
+            .find(tx, tenant, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        tx.commit().await?;
-        self.auto_assign_wake.notify_one();
-        tracing::info!(tenant = %tenant, auto_assignment = id, ds = %row.ds_id,
-            status = row.status.as_db(), "auto-assignment created");
         Ok(row)
     }
 

@@ -90,7 +90,6 @@ impl Engine {
             )));
         }
         store::mark_invalid(&mut tx, ds_id, user).await?;
-        store::clear_auto_assignments(&mut tx, tenant, ds_id, user).await?;
         crate::store::auto_assignments::delete_of_set(&mut tx, ds_id).await?;
         // Rollouts moved to STOPPING, and those whose actions the executor takes care of.
         let mut moved = Vec::new();

@@ -343,3 +343,52 @@ pub async fn count_of_set(conn: &mut PgConnection, tenant: TenantId, ds: DsId) -
     let sql = "SELECT count(*) FROM auto_assignment WHERE tenant_id = $1 AND ds_id = $2";
     sql::scalar(conn, sql, (tenant, ds)).await
 }
+
+/// Remove a filter's auto-assignment (legacy API). False if it had none.
+pub async fn unlink_filter(conn: &mut PgConnection, tenant: TenantId, filter: i64) -> Result<bool> {
+    let sql = "DELETE FROM auto_assignment WHERE tenant_id = $1 AND target_filter_id = $2";
+    Ok(sql::execute(conn, sql, (tenant, filter)).await? > 0)
+}
+
+/// A filter's auto-assignment follows the filter's name and query; a running one goes through
+/// the fleet again when the query changed.
+pub async fn follow_filter(conn: &mut PgConnection, tenant: TenantId, filter: i64) -> Result<()> {
+    sql::execute(
+        conn,
+        "UPDATE auto_assignment aa SET name = f.name,
+                pass_after = CASE WHEN aa.query <> f.query AND aa.status = 'RUNNING' THEN 0
+                                  ELSE aa.pass_after END,
+                query = f.query, last_modified_at = epoch_ms()
+         FROM target_filter_query f
+         WHERE f.id = aa.target_filter_id AND aa.tenant_id = $1 AND f.id = $2",
+        (tenant, filter),
+    )
+    .await?;
+    Ok(())
+}
+
+const OF_SET_FILTERS_FROM: &str = "target_filter_query f JOIN auto_assignment la
+    ON la.target_filter_id = f.id";
+
+/// A page of the filters whose auto-assignment assigns `ds` (legacy `autoAssignTargetFilters`),
+/// and their total.
+pub async fn filters_of_set(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: DsId,
+    q: Option<&Filter>,
+    page: &PageRequest,
+) -> Result<(Vec<super::target_filters::TargetFilterRow>, i64)> {
+    let listing = Listing {
+        columns: super::target_filters::COLUMNS,
+        from: OF_SET_FILTERS_FROM,
+        count_from: OF_SET_FILTERS_FROM,
+        sort: &super::target_filters::SORT,
+    };
+    fetch(conn, &listing, page, |qb| {
+        qb.push("f.tenant_id = ").push_bind(tenant);
+        qb.push(" AND la.ds_id = ").push_bind(ds);
+        push_and(qb, q, "f");
+    })
+    .await
+}

@@ -178,6 +178,7 @@ const AUTO_ASSIGN_STATUSES: &[&str] = &[
 const ACTION_TYPES: &[&str] = &["FORCED", "SOFT", "TIMEFORCED", "DOWNLOAD_ONLY"];
 
 const DS: &str = "distribution_set fq";
+const LINKED_SET: &str = "auto_assignment fa JOIN distribution_set fq ON fq.id = fa.ds_id";
 const DS_WITH_TYPE: &str =
     "distribution_set fq JOIN distribution_set_type fqt ON fqt.id = fq.type_id";
 const TARGET_TAGS: &str = "target_tag_assignment fqa JOIN target_tag fq ON fq.id = fqa.tag_id";
@@ -278,14 +279,15 @@ fn action_field(name: &str) -> Option<FieldDef> {
 }
 
 fn target_filter_field(name: &str) -> Option<FieldDef> {
-    let ds = |c| rel(DS, "fq.id = {a}.auto_assign_ds_id", c, TEXT);
+    // The set of the filter's auto-assignment (hawkBit 1.1's `autoAssignDistributionSet`).
+    let ds = |c, k| rel(LINKED_SET, "fa.target_filter_id = {a}.id", c, k);
     Some(match name {
         "id" => col("{a}.id", INT),
         "name" => col("{a}.name", TEXT),
         "query" => col("{a}.query", TEXT),
-        "autoassigndistributionset.id" => col("{a}.auto_assign_ds_id", INT),
-        "autoassigndistributionset.name" => ds("fq.name"),
-        "autoassigndistributionset.version" => ds("fq.version"),
+        "autoassigndistributionset.id" => ds("fq.id", INT),
+        "autoassigndistributionset.name" => ds("fq.name", TEXT),
+        "autoassigndistributionset.version" => ds("fq.version", TEXT),
         _ => return base(name),
     })
 }

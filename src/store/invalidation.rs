@@ -33,25 +33,6 @@ pub async fn mark_invalid(conn: &mut PgConnection, ds: DsId, user: &str) -> Resu
     Ok(())
 }
 
-/// Remove the set from every target filter that auto-assigns it. Returns how many.
-pub async fn clear_auto_assignments(
-    conn: &mut PgConnection,
-    tenant: TenantId,
-    ds: DsId,
-    user: &str,
-) -> Result<u64> {
-    sql::execute(
-        conn,
-        "UPDATE target_filter_query SET auto_assign_ds_id = NULL, auto_assign_action_type = NULL,
-                auto_assign_weight = NULL, confirmation_required = NULL,
-                last_modified_at = epoch_ms(), last_modified_by = $3,
-                opt_lock_revision = opt_lock_revision + 1
-         WHERE tenant_id = $1 AND auto_assign_ds_id = $2",
-        (tenant, ds, user),
-    )
-    .await
-}
-
 /// Lock the set's rollouts in one of `statuses`, in id order (the lock order of every rollout
 /// writer). Returns (id, status).
 pub async fn lock_rollouts_of_set(

@@ -7,25 +7,27 @@ use super::Audit;
 use super::page::{Base, SortFields};
 use super::table::Table;
 use super::{Result, StoreError, sql};
+use crate::domain::action::ActionType;
 use crate::domain::ids::TenantId;
 
-/// A target filter query with its (deprecated, filter-embedded) auto-assignment settings.
+/// A target filter query with the settings of its auto-assignment (hawkBit 1.1's
+/// filter-embedded one, an `auto_assignment` row linked to the filter), if it has one.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct TargetFilterRow {
     pub id: i64,
     pub name: String,
     pub query: String,
     pub auto_assign_ds_id: Option<i64>,
-    pub auto_assign_action_type: Option<String>,
+    pub auto_assign_action_type: Option<ActionType>,
     pub auto_assign_weight: Option<i32>,
     pub confirmation_required: Option<bool>,
     #[sqlx(flatten)]
     pub audit: Audit,
 }
 
-const COLUMNS: &str = "f.id, f.name, f.query, f.auto_assign_ds_id, f.auto_assign_action_type,
-    f.auto_assign_weight, f.confirmation_required, f.created_at, f.created_by,
-    f.last_modified_at, f.last_modified_by";
+pub(super) const COLUMNS: &str = "f.id, f.name, f.query, la.ds_id AS auto_assign_ds_id,
+    la.action_type AS auto_assign_action_type, la.weight AS auto_assign_weight,
+    la.confirmation_required, f.created_at, f.created_by, f.last_modified_at, f.last_modified_by";
 
 /// How filter lists sort: API name → column; by id unless asked otherwise.
 pub const SORT: SortFields = SortFields::of(
@@ -36,7 +38,8 @@ pub const SORT: SortFields = SortFields::of(
 );
 
 /// The tenant's stored filters.
-pub const TABLE: Table<TargetFilterRow> = Table::new("target_filter_query", "f", COLUMNS, &SORT);
+pub const TABLE: Table<TargetFilterRow> = Table::new("target_filter_query", "f", COLUMNS, &SORT)
+    .joined("LEFT JOIN auto_assignment la ON la.target_filter_id = f.id");
 
 fn duplicate(name: &str) -> impl FnOnce(StoreError) -> StoreError + '_ {
     move |e| e.conflict_as(|| format!("target filter {name:?} already exists"))

@@ -377,3 +377,94 @@ async fn a_set_lists_counts_and_loses_its_auto_assignments_on_invalidation() {
         .await;
     assert_eq!(s, StatusCode::BAD_REQUEST, "{e}");
 }
+
+/// hawkBit 1.1's filter-embedded auto-assignment, served by an auto-assignment linked to the
+/// filter.
+#[tokio::test]
+async fn the_legacy_filter_api_sets_reads_replaces_follows_and_removes_it() {
+    let mut app = spawn_app().await;
+    let ds = app.create_set("legacy").await;
+    let other = app.create_set("newer").await;
+    let (s, f) = app
+        .api_post(
+            "/targetfilters",
+            json!({"name": "lf", "query": "controllerId==lf-*"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{f}");
+    let fid = f["id"].as_i64().expect("id");
+    assert!(f["_links"]["autoAssignDS"]["href"].is_string(), "{f}");
+    let path = format!("/targetfilters/{fid}/autoAssignDS");
+    let (s, _) = app.api_get(&path).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    let (s, e) = app
+        .api_post(&path, json!({"id": ds, "type": "timeforced"}))
+        .await;
+    assert_error(
+        s,
+        &e,
+        StatusCode::BAD_REQUEST,
+        "hawkbit.server.error.repo.invalidAutoAssignActionType",
+    );
+    let (s, e) = app
+        .api_post("/targetfilters/999999/autoAssignDS", json!({"id": ds}))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{e}");
+
+    let (s, v) = app
+        .api_post(&path, json!({"id": ds, "type": "soft", "weight": 300}))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["autoAssignDistributionSet"], ds, "{v}");
+    assert_eq!(v["autoAssignActionType"], "soft", "{v}");
+    assert_eq!(v["autoAssignWeight"], 300, "{v}");
+    let (s, set) = app.api_get(&path).await;
+    assert_eq!((s, set["id"].as_i64()), (StatusCode::OK, Some(ds)), "{set}");
+    let (s, l) = app
+        .api_get(&format!("/distributionsets/{ds}/autoAssignTargetFilters"))
+        .await;
+    assert_eq!((s, l["total"].as_i64()), (StatusCode::OK, Some(1)), "{l}");
+    assert_eq!(l["content"][0]["id"], fid, "{l}");
+    let (_, l) = app
+        .api_get(&format!(
+            "/targetfilters?q=autoAssignDistributionSet.id=={ds}"
+        ))
+        .await;
+    assert_eq!(l["total"], 1, "{l}");
+
+    app.send(thing_created("lf-1")).await;
+    assert_eq!(app.deployments(1).await[0].0, "lf-1");
+
+    // Replacing: one auto-assignment per filter, the newer set's.
+    let (s, v) = app.api_post(&path, json!({"id": other})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["autoAssignDistributionSet"], other, "{v}");
+    assert_eq!(v["autoAssignActionType"], "forced", "{v}");
+    let (_, l) = app.api_get("/autoassignments").await;
+    assert_eq!(l["total"], 1, "{l}");
+    assert_eq!(l["content"][0]["name"], "lf", "{l}");
+    assert_eq!(l["content"][0]["distributionSetId"], other, "{l}");
+
+    // The filter's new query is the auto-assignment's.
+    let (s, v) = app
+        .api_put(
+            &format!("/targetfilters/{fid}"),
+            json!({"query": "controllerId==lg-*"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, l) = app.api_get("/autoassignments").await;
+    assert_eq!(
+        l["content"][0]["targetFilterQuery"], "controllerId==lg-*",
+        "{l}"
+    );
+
+    assert_eq!(app.api_delete(&path).await.0, StatusCode::NO_CONTENT);
+    let (s, _) = app.api_get(&path).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, l) = app.api_get("/autoassignments").await;
+    assert_eq!(l["total"], 0, "{l}");
+    let (_, f) = app.api_get(&format!("/targetfilters/{fid}")).await;
+    assert!(f["autoAssignDistributionSet"].is_null(), "{f}");
+}

@@ -73,17 +73,18 @@ async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_runnin
     deployments(&mut app, 1).await;
     let rollout = ready_rollout(&app, "later", ds, &["n-01", "n-02", "n-03"], 1).await;
     let (s, f) = app
-        .api_post("/targetfilters", json!({"name": "all", "query": "name==*"}))
+        .api_post("/targetfilters", json!({"name": "none", "query": "name==none-*"}))
         .await;
     assert_eq!(s, StatusCode::CREATED, "{f}");
     let filter = f["id"].as_i64().expect("filter id");
-    sql(
-        &app,
-        &format!(
-            "UPDATE target_filter_query SET auto_assign_ds_id = {ds}, \
-             auto_assign_action_type = 'FORCED' WHERE id = {filter}"
-        ),
-    );
+    // An auto-assignment of the set that matches no target (it would deploy otherwise).
+    let (s, v) = app
+        .api_post(
+            &format!("/targetfilters/{filter}/autoAssignDS"),
+            json!({"id": ds, "type": "forced"}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
     let (_, f) = app.api_get(&format!("/targetfilters/{filter}")).await;
     assert_eq!(f["autoAssignDistributionSet"], ds, "{f}");
 

@@ -89,17 +89,6 @@ async fn every_enumerating_check_constraint_matches_its_rust_enum() {
         "target.update_status"
     );
     // Auto-assignment offers every action type but the time-forced one (as hawkBit does).
-    let auto = names(
-        ActionType::ALL
-            .into_iter()
-            .filter(|t| *t != ActionType::TimeForced)
-            .map(ActionType::as_db),
-    );
-    assert_eq!(
-        take("target_filter_query", "auto_assign_action_type"),
-        auto,
-        "target_filter_query.auto_assign_action_type"
-    );
     assert_eq!(
         take("auto_assignment", "action_type"),
         names(

@@ -14,6 +14,8 @@ mod modules;
 mod sets;
 mod types;
 
+pub(super) use sets::set_json_by_id;
+
 use std::collections::BTreeSet;
 
 use axum::Router;

@@ -147,7 +147,7 @@ async fn list_sets(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
 }
 
 /// One set of the tenant rendered with its modules; `None` if there is none.
-async fn set_json_by_id(
+pub(in crate::api) async fn set_json_by_id(
     c: &mut PgConnection,
     tenant: TenantId,
     base: &BaseUrl,
