@@ -202,6 +202,8 @@ async fn assign(
             Ok(ordered)
         })
         .await?;
+    let ids: Vec<i64> = tagged.iter().map(|t| t.id).collect();
+    cx.state.engine.auto_assign_changed(tenant, &ids).await;
     let content = tagged.iter().map(|t| target_json(t, &cx.base, &cx.caller));
     Ok(Json(Value::Array(content.collect())))
 }

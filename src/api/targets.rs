@@ -210,16 +210,19 @@ async fn create(
                 }
             }
             targets::insert(tx, tenant, &new, user).await?;
-            let mut out = Vec::new();
+            let mut rows = Vec::new();
             for t in &new {
                 if let Some(row) = targets::find(tx, tenant, &t.controller_id).await? {
-                    out.push(target_json(&row, &cx.base, &cx.caller));
+                    rows.push(row);
                 }
             }
-            Ok(out)
+            Ok(rows)
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(Value::Array(out))))
+    let ids: Vec<i64> = out.iter().map(|t| t.id).collect();
+    cx.state.engine.auto_assign_changed(tenant, &ids).await;
+    let out = out.iter().map(|t| target_json(t, &cx.base, &cx.caller));
+    Ok((StatusCode::CREATED, Json(Value::Array(out.collect()))))
 }
 
 async fn update(cx: Ctx, Path(id): Path<String>, b: TargetBody) -> ApiResult<Json<Value>> {
@@ -242,12 +245,23 @@ async fn update(cx: Ctx, Path(id): Path<String>, b: TargetBody) -> ApiResult<Jso
         targets::update(c, TargetId(t.id), &u, cx.caller.name()).await?;
         Ok::<_, ApiError>(targets::find(c, cx.tenant(), &id).await?)
     };
-    cx.update_one(
-        change,
-        || no_target(&id),
-        |t| target_json(&t, &cx.base, &cx.caller),
-    )
-    .await
+    let mut changed = None;
+    let answer = cx
+        .update_one(
+            change,
+            || no_target(&id),
+            |t| {
+                changed = Some(t.id);
+                target_json(&t, &cx.base, &cx.caller)
+            },
+        )
+        .await?;
+    let changed: Vec<i64> = changed.into_iter().collect();
+    cx.state
+        .engine
+        .auto_assign_changed(cx.tenant(), &changed)
+        .await;
+    Ok(answer)
 }
 
 async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {

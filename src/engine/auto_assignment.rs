@@ -245,6 +245,29 @@ impl Engine {
         Ok(created)
     }
 
+    /// Targets the Management API created or changed, once that committed: the
+    /// auto-assignments they now match assign them, in one transaction. A failure is logged
+    /// and left to the safety pass: the change itself stands.
+    pub async fn auto_assign_changed(&self, tenant: TenantId, ids: &[i64]) {
+        let run = async || {
+            let mut tx = self.pool.begin().await?;
+            let touched: Vec<(TenantId, i64)> = ids.iter().map(|id| (tenant, *id)).collect();
+            let mut out = Vec::new();
+            let n = self
+                .auto_assign_targets(&mut tx, &touched, &mut out)
+                .await?;
+            self.commit_with_outbox(tx, out).await?;
+            Ok::<_, StoreError>(n)
+        };
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = run().await {
+            tracing::warn!(tenant = %tenant, targets = ids.len(), error = %e,
+                "auto-assignment of changed targets left to the safety pass");
+        }
+    }
+
     /// Create the actions of `a` for the targets of `scope` it matches. Returns where a pass
     /// goes on (`None`: it is done) and how many actions were created.
     async fn assign_matching(

@@ -468,3 +468,33 @@ async fn the_legacy_filter_api_sets_reads_replaces_follows_and_removes_it() {
     let (_, f) = app.api_get(&format!("/targetfilters/{fid}")).await;
     assert!(f["autoAssignDistributionSet"].is_null(), "{f}");
 }
+
+/// Targets the Management API creates or tags are matched at once too.
+#[tokio::test]
+async fn targets_created_or_tagged_through_rest_are_assigned() {
+    let mut app = spawn_app().await;
+    let ds = app.create_set("rest").await;
+    create(&app, body("made", "controllerId==rest-*", ds)).await;
+    create(&app, body("gold", "tag==gold", ds)).await;
+    let (s, v) = app
+        .api_post("/targets", json!([{"controllerId": "rest-1"}]))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, a) = app.api_get("/targets/rest-1/actions").await;
+    assert_eq!((s, a["total"].as_i64()), (StatusCode::OK, Some(1)), "{a}");
+
+    app.send(thing_created("dev-gold")).await;
+    app.wait_target("dev-gold", |_| true).await;
+    app.assert_quiet(300).await;
+    let (s, t) = app.api_post("/targettags", json!([{"name": "gold"}])).await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let tag = t[0]["id"].as_i64().expect("tag id");
+    let (s, v) = app
+        .api_post(
+            &format!("/targettags/{tag}/assigned"),
+            json!([{"controllerId": "dev-gold"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(app.deployments(1).await[0].0, "dev-gold");
+}

@@ -73,7 +73,10 @@ async fn invalidation_none_blocks_new_use_but_leaves_rollouts_and_actions_runnin
     deployments(&mut app, 1).await;
     let rollout = ready_rollout(&app, "later", ds, &["n-01", "n-02", "n-03"], 1).await;
     let (s, f) = app
-        .api_post("/targetfilters", json!({"name": "none", "query": "name==none-*"}))
+        .api_post(
+            "/targetfilters",
+            json!({"name": "none", "query": "name==none-*"}),
+        )
         .await;
     assert_eq!(s, StatusCode::CREATED, "{f}");
     let filter = f["id"].as_i64().expect("filter id");
