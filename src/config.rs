@@ -231,6 +231,14 @@ pub struct BenchArgs {
     /// Targets of the rollout-creation figure [default: 100000; --quick: 2000].
     #[arg(long, env = "DMF_BENCH_CREATION_TARGETS")]
     pub creation_targets: Option<u64>,
+    /// Registered targets an auto-assignment goes through for the throughput figure
+    /// [default: 100000; --quick: 2000].
+    #[arg(long, env = "DMF_BENCH_AUTO_TARGETS")]
+    pub auto_targets: Option<u64>,
+    /// Devices that register one by one for the auto-assignment latency [default: 200;
+    /// --quick: 20].
+    #[arg(long, env = "DMF_BENCH_AUTO_DEVICES")]
+    pub auto_devices: Option<u64>,
     /// Group transitions sampled for the cascade latency [default: 100; --quick: 5].
     #[arg(long, env = "DMF_BENCH_TRANSITIONS")]
     pub transitions: Option<u64>,

@@ -132,6 +132,8 @@ impl Service {
             .args(["--http-addr", &format!("127.0.0.1:{port}")])
             .args(["--rollout-tick-ms", &rollout_tick_ms.to_string()])
             .args(["--log", log_filter])
+            // The auto-assignment figure goes over more targets than hawkBit's quota allows.
+            .args(["--max-targets-per-auto-assignment", "0"])
             .env_remove("DMF_HTTP_ADDR")
             .stdin(Stdio::null())
             .stdout(Stdio::from(out))

@@ -40,6 +40,10 @@ pub const CASCADE: &str = "bench-c-";
 pub const BACKGROUND: &str = "bench-b-";
 /// Targets of the creation figure, inserted with SQL and never contacted.
 pub const CREATION: &str = "bench-m-";
+/// Devices that register one by one and get an auto-assignment's deployment.
+pub const AUTO: &str = "bench-a-";
+/// Targets an auto-assignment goes through, inserted with SQL and never contacted.
+pub const AUTO_FLEET: &str = "bench-t-";
 
 /// The id of device `i` of a fleet.
 pub fn device_id(prefix: &str, i: u64) -> String {
@@ -93,6 +97,7 @@ pub struct Fleet {
     pub ingest: Inbox,
     pub cascade: Inbox,
     pub background: Inbox,
+    pub auto: Inbox,
     /// Messages that were not deployments (REQUEST_ATTRIBUTES_UPDATE, ...).
     pub other: Arc<AtomicU64>,
     /// The first deployment message received, body and properties as the service sent them
@@ -159,6 +164,7 @@ impl Fleet {
         let (ingest_tx, ingest) = mpsc::unbounded_channel();
         let (cascade_tx, cascade) = mpsc::unbounded_channel();
         let (background_tx, background) = mpsc::unbounded_channel();
+        let (auto_tx, auto) = mpsc::unbounded_channel();
         let other = Arc::new(AtomicU64::new(0));
         let sample = Arc::new(Mutex::new(None));
         let (other_c, sample_c) = (other.clone(), sample.clone());
@@ -191,6 +197,8 @@ impl Fleet {
                     &cascade_tx
                 } else if thing.starts_with(BACKGROUND) {
                     &background_tx
+                } else if thing.starts_with(AUTO) {
+                    &auto_tx
                 } else {
                     other_c.fetch_add(1, Ordering::Relaxed);
                     continue;
@@ -207,6 +215,7 @@ impl Fleet {
             ingest: Inbox(ingest),
             cascade: Inbox(cascade),
             background: Inbox(background),
+            auto: Inbox(auto),
             other,
             sample,
         })

@@ -14,6 +14,7 @@
 //! child process (`serve`) so its memory is its own. The bench never touches user data.
 
 mod api;
+mod auto_assign;
 mod ceilings;
 mod env;
 mod fleet;
@@ -45,6 +46,8 @@ pub struct Sizes {
     pub devices: u64,
     pub groups: u64,
     pub creation_targets: u64,
+    pub auto_targets: u64,
+    pub auto_devices: u64,
     pub transitions: u64,
     pub group_size: u64,
     pub background_devices: u64,
@@ -70,6 +73,8 @@ impl Sizes {
             devices,
             groups,
             creation_targets: pick(a.creation_targets, 2000, 100000),
+            auto_targets: pick(a.auto_targets, 2000, 100000),
+            auto_devices: pick(a.auto_devices, 20, 200),
             transitions,
             group_size: pick(a.group_size, 5, 20),
             background_devices: pick(a.background_devices, 50, 1000),
@@ -100,6 +105,9 @@ impl Sizes {
             return Err(format!(
                 "--background-devices must be between 1 and {per_group}"
             ));
+        }
+        if s.auto_targets == 0 || s.auto_devices == 0 {
+            return Err("--auto-targets and --auto-devices must be at least 1".into());
         }
         if s.creation_targets == 0 || s.creation_targets.div_ceil(per_group) > MAX_GROUPS as u64 {
             return Err(format!(
@@ -639,6 +647,11 @@ Figure::new("dispatch", "dispatch", dispatch, "msg/s")
             "post_answered_s": round(post_s, 3), "targets_inserted_by_sql_s": round(insert_s, 3),
         })),
     );
+    svc.check_alive()?;
+
+    rss.phase("auto-assignment");
+    let hops = auto_assign::Hops { p50: h50, p99: h99 };
+    figures.extend(auto_assign::measure(&api, &mut fleet, &mut db, sizes, &hops).await?);
     svc.check_alive()?;
 
     let (peak_kib, per_phase) = rss.finish(svc.pid);

@@ -146,3 +146,47 @@ pub async fn insert_targets(
     )
     .await
 }
+
+/// The raw reference of auto-assignment: actions of `ds` for the targets `<prefix>*`, inserted
+/// in chunks of `chunk` targets by id, one transaction each (as a pass does, without the
+/// service's checks, history and messages), then deleted again. Returns the actions inserted.
+pub async fn insert_actions_chunked(
+    conn: &mut PgConnection,
+    tenant: i64,
+    ds: i64,
+    prefix: &str,
+    chunk: i64,
+) -> Result<i64> {
+    let mut after = 0_i64;
+    let mut total = 0_i64;
+    loop {
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        let (last, n): (Option<i64>, i64) = sqlx::query_as(
+            "WITH c AS (SELECT id FROM target WHERE tenant_id = $1 AND id > $2
+                          AND controller_id LIKE $3 || '%' ORDER BY id LIMIT $4),
+                  ins AS (INSERT INTO action (tenant_id, target_id, ds_id, action_type, status,
+                              active, initiated_by, created_by, last_modified_by)
+                          SELECT $1, id, $5, 'FORCED', 'RUNNING', true, 'bench', 'bench', 'bench'
+                          FROM c RETURNING target_id)
+             SELECT max(target_id), count(*) FROM ins",
+        )
+        .bind(tenant)
+        .bind(after)
+        .bind(prefix)
+        .bind(chunk)
+        .bind(ds)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let Some(last) = last else { break };
+        total += n;
+        after = last;
+    }
+    sql::execute(conn, "DELETE FROM action WHERE ds_id = $1", (ds,)).await?;
+    Ok(total)
+}
+
+/// Actions of `ds` (the auto-assignment figure polls it).
+pub async fn count_actions_of_set(conn: &mut PgConnection, ds: i64) -> Result<i64> {
+    sql::scalar(conn, "SELECT count(*) FROM action WHERE ds_id = $1", (ds,)).await
+}

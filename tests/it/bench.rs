@@ -53,6 +53,9 @@ async fn quick_bench_completes_and_reports_every_figure() {
         "cascade_p50",
         "cascade_p99",
         "rollout_creation",
+        "auto_assign_targets_per_s",
+        "auto_assign_p50",
+        "auto_assign_p99",
         "service_peak_rss",
     ] {
         let v = figures[key]["value"].as_f64();
@@ -80,6 +83,13 @@ async fn quick_bench_completes_and_reports_every_figure() {
             figures[key]
         );
         assert!(figures[key]["goal"].is_string(), "{key} has no goal");
+    }
+    for key in ["auto_assign_targets_per_s", "auto_assign_p50"] {
+        assert!(
+            figures[key]["ratio"].as_f64().is_some_and(|r| r > 0.0),
+            "{key} has no ratio: {}",
+            figures[key]
+        );
     }
     assert_eq!(report["sizes"]["quick"], true);
     assert!(report["machine"]["cores"].as_u64().is_some_and(|c| c > 0));
