@@ -12,7 +12,8 @@
 //!   [`store::Db`] lets the API run store functions without holding the pool.
 //! * [`engine`] — use cases: apply a batch of inbound DMF messages, assign, cancel, render
 //!   outbound messages; state changes and their outbox rows commit together. `engine::rollouts`
-//!   is the rollout machine's one interpreter (`effects.rs` performs its commands).
+//!   is the rollout machine's one interpreter (`effects.rs` performs its commands);
+//!   `engine::auto_assignment` matches targets that register or change, and runs fleet passes.
 //! * [`amqp`] — thin lapin adapter: topology, the batching consumer, the outbox publisher.
 //! * [`api`] — axum: the hawkBit-compatible Management API and `/health`; `api::common` holds
 //!   the shapes every resource shares (list, get one, update, add/remove members).
