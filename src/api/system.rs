@@ -1,4 +1,6 @@
-//! Tenant configuration: `GET /rest/v1/system/configs`, `GET|PUT|DELETE …/configs/{key}`.
+//! Tenant configuration: `GET|PUT /rest/v1/system/configs` (PUT: several values at once, all or
+//! none), `GET|PUT|DELETE …/configs/{key}`; a change answers 204 (hawkBit master), and
+//! `GET /rest/v1/userinfo` says who is calling.
 
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -15,7 +17,8 @@ use crate::store::tenants::{self, ConfigRow};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/system/configs", get(list))
+        .route("/rest/v1/system/configs", get(list).put(put_many))
+        .route("/rest/v1/userinfo", get(userinfo))
         .route(
             "/rest/v1/system/configs/{key}",
             get(one).put(put).delete(remove),
@@ -79,13 +82,34 @@ async fn put(
     cx: Ctx,
     Path(key): Path<String>,
     Body(body): Body<ValueBody>,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<StatusCode> {
     cx.require(PERMS)?;
     let engine = &cx.state.engine;
-    let row = engine
+    engine
         .put_config(cx.tenant(), &key, body.value, cx.caller.name())
         .await?;
-    Ok(Json(value_json(&key, Some(&row))))
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `PUT /system/configs` with `{key: value, …}`: every value or none.
+async fn put_many(cx: Ctx, Body(body): Body<Map<String, Value>>) -> ApiResult<StatusCode> {
+    cx.require(PERMS)?;
+    let values = body.into_iter().collect();
+    cx.state
+        .engine
+        .put_configs(cx.tenant(), values, cx.caller.name())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `GET /rest/v1/userinfo` (hawkBit's `MgmtUserInfo`): the caller's name, tenant and
+/// permissions.
+async fn userinfo(cx: Ctx) -> Json<Value> {
+    let user = &cx.caller.user;
+    let permissions: Vec<&str> = user.permissions.iter().map(|p| p.as_str()).collect();
+    Json(json!({
+        "username": user.username, "tenant": user.tenant.as_str(), "permissions": permissions,
+    }))
 }
 
 async fn remove(cx: Ctx, Path(key): Path<String>) -> ApiResult<StatusCode> {

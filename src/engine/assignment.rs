@@ -379,44 +379,26 @@ impl Engine {
         value: Value,
         user: &str,
     ) -> Result<tenants::ConfigRow, EngineError> {
-        let known = config_keys::DEFAULTS.iter().any(|(k, _)| *k == key);
-        if !known {
-            return Err(EngineError::NotFound(format!(
-                "configuration key {key} does not exist"
-            )));
-        }
-        let Some(on) = value.as_bool() else {
-            return Err(Invalid::new(format!("value of {key} must be a boolean")).into());
-        };
         let mut tx = self.pool.begin().await?;
-        let cfg = tenants::configs(&mut tx, tenant).await?;
-        let multi = flag(&cfg, config_keys::MULTI_ASSIGNMENTS);
-        match key {
-            config_keys::MULTI_ASSIGNMENTS if multi && !on => {
-                return Err(EngineError::ConfigLocked(
-                    "multi-assignments cannot be switched off once on".into(),
-                ));
-            }
-            config_keys::MULTI_ASSIGNMENTS if on && flag(&cfg, config_keys::BATCH_ASSIGNMENTS) => {
-                return Err(EngineError::ConfigLocked(
-                    "multi-assignments cannot be enabled while batch assignments are on".into(),
-                ));
-            }
-            config_keys::BATCH_ASSIGNMENTS if on && multi => {
-                return Err(EngineError::ConfigLocked(
-                    "batch assignments cannot be enabled while multi-assignments are on".into(),
-                ));
-            }
-            config_keys::AUTOCLOSE if multi && flag(&cfg, config_keys::AUTOCLOSE) != on => {
-                return Err(EngineError::ConfigLocked(
-                    "autoclose cannot change while multi-assignments are on".into(),
-                ));
-            }
-            _ => {}
-        }
-        let row = tenants::put_config(&mut tx, tenant, key, &Value::Bool(on), user).await?;
+        let row = put_config_in(&mut tx, tenant, key, value, user).await?;
         tx.commit().await?;
         Ok(row)
+    }
+
+    /// Set several values in one transaction, in the order given, each under the rules of
+    /// [`Self::put_config`] as the values before it left them: all or none.
+    pub async fn put_configs(
+        &self,
+        tenant: TenantId,
+        values: Vec<(String, Value)>,
+        user: &str,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        for (key, value) in values {
+            put_config_in(&mut tx, tenant, &key, value, user).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Remove a configuration value (back to the default), with the same rules as setting it.
@@ -443,4 +425,49 @@ impl Engine {
         }
         Ok(())
     }
+}
+
+/// [`Engine::put_config`] in `tx`.
+async fn put_config_in(
+    tx: &mut PgConnection,
+    tenant: TenantId,
+    key: &str,
+    value: Value,
+    user: &str,
+) -> Result<tenants::ConfigRow, EngineError> {
+    let known = config_keys::DEFAULTS.iter().any(|(k, _)| *k == key);
+    if !known {
+        return Err(EngineError::NotFound(format!(
+            "configuration key {key} does not exist"
+        )));
+    }
+    let Some(on) = value.as_bool() else {
+        return Err(Invalid::new(format!("value of {key} must be a boolean")).into());
+    };
+    let cfg = tenants::configs(&mut *tx, tenant).await?;
+    let multi = flag(&cfg, config_keys::MULTI_ASSIGNMENTS);
+    match key {
+        config_keys::MULTI_ASSIGNMENTS if multi && !on => {
+            return Err(EngineError::ConfigLocked(
+                "multi-assignments cannot be switched off once on".into(),
+            ));
+        }
+        config_keys::MULTI_ASSIGNMENTS if on && flag(&cfg, config_keys::BATCH_ASSIGNMENTS) => {
+            return Err(EngineError::ConfigLocked(
+                "multi-assignments cannot be enabled while batch assignments are on".into(),
+            ));
+        }
+        config_keys::BATCH_ASSIGNMENTS if on && multi => {
+            return Err(EngineError::ConfigLocked(
+                "batch assignments cannot be enabled while multi-assignments are on".into(),
+            ));
+        }
+        config_keys::AUTOCLOSE if multi && flag(&cfg, config_keys::AUTOCLOSE) != on => {
+            return Err(EngineError::ConfigLocked(
+                "autoclose cannot change while multi-assignments are on".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(tenants::put_config(tx, tenant, key, &Value::Bool(on), user).await?)
 }

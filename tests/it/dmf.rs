@@ -211,7 +211,7 @@ async fn multi_assignment_sends_multi_action_ordered_by_weight() {
             json!({"value": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK);
+    assert_eq!(s, StatusCode::NO_CONTENT);
     app.send(thing_created("dev-m")).await;
     app.wait_target("dev-m", |_| true).await;
     let ds1 = app.create_set("m1").await;

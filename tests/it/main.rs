@@ -17,5 +17,6 @@ mod schemas;
 mod simulate;
 mod statistics;
 mod status_lists;
+mod system;
 mod target_types;
 mod ui;

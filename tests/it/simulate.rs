@@ -281,7 +281,7 @@ async fn batch_deployments_are_answered_for_every_listed_device() {
             json!({"value": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let sim = RunningSim::start(sim_args(
         &app.vhost.amqp_url(),
         &[
@@ -312,7 +312,7 @@ async fn multi_action_devices_work_through_every_open_action() {
             json!({"value": true}),
         )
         .await;
-    assert_eq!(s, StatusCode::OK, "{b}");
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     let sim = RunningSim::start(sim_args(
         &app.vhost.amqp_url(),
         &[

@@ -367,7 +367,7 @@ impl TestApp {
         let (s, b) = self
             .api_put(&format!("/system/configs/{key}"), json!({"value": value}))
             .await;
-        assert_eq!(s, StatusCode::OK, "{b}");
+        assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
     }
 }
 
