@@ -15,6 +15,7 @@ pub mod system;
 pub mod tags;
 pub mod target_filters;
 pub mod target_metadata;
+pub mod target_settings;
 pub mod target_types;
 pub mod targets;
 pub mod ui;
@@ -63,6 +64,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(tags::router())
         .merge(target_filters::router())
         .merge(target_metadata::router())
+        .merge(target_settings::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
         .with_state(state)
@@ -94,6 +96,9 @@ pub enum ApiError {
     /// An auto-assignment operation its status does not allow (409).
     #[error("{0}")]
     AutoAssignmentIllegalState(String),
+    /// Automatic confirmation is already on (409).
+    #[error("{0}")]
+    AutoConfirmationAlreadyActive(String),
     /// TIMEFORCED for an auto-assignment (400).
     #[error("{0}")]
     InvalidAutoAssignActionType(String),
@@ -178,6 +183,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "org.eclipse.hawkbit.repository.exception.AutoAssignmentIllegalStateException",
                 "hawkbit.server.error.auto.assignment.illegalState",
+            ),
+            AutoConfirmationAlreadyActive(_) => (
+                StatusCode::CONFLICT,
+                "org.eclipse.hawkbit.repository.exception.AutoConfirmationAlreadyActiveException",
+                "hawkbit.server.error.repo.autoConfAlreadyActive",
             ),
             InvalidAutoAssignActionType(_) => (
                 StatusCode::BAD_REQUEST,
@@ -310,6 +320,7 @@ impl From<EngineError> for ApiError {
             EngineError::Query(q) => q.into(),
             EngineError::AutoAssignState(m) => ApiError::AutoAssignmentIllegalState(m.to_string()),
             EngineError::AutoAssignActionType(m) => ApiError::InvalidAutoAssignActionType(m),
+            EngineError::AutoConfirmActive(m) => ApiError::AutoConfirmationAlreadyActive(m),
         }
     }
 }

@@ -344,6 +344,44 @@ impl Engine {
         Ok(())
     }
 
+    /// Switch a target's automatic confirmation on (`Some((initiator, remark))`, confirming
+    /// its waiting actions; 409 when it already is) or off (`POST
+    /// /targets/{id}/autoConfirm/activate|deactivate`).
+    pub async fn set_auto_confirm(
+        &self,
+        tenant: TenantId,
+        controller_id: &str,
+        on: Option<(&str, &str)>,
+        user: &str,
+    ) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let target = lock_target(&mut tx, tenant, controller_id).await?;
+        let mut out = Vec::new();
+        match on {
+            Some((initiator, remark)) => {
+                let initiator = if initiator.is_empty() {
+                    user
+                } else {
+                    initiator
+                };
+                let newly = super::inbound::activate_auto_confirm(
+                    &mut tx, target.id, initiator, remark, user, &mut out,
+                )
+                .await?;
+                if !newly {
+                    return Err(EngineError::AutoConfirmActive(format!(
+                        "auto confirmation of target {controller_id} is already active"
+                    )));
+                }
+            }
+            None => {
+                targets::set_auto_confirm(&mut tx, TargetId(target.id), None).await?;
+            }
+        }
+        self.commit_with_outbox(tx, out).await?;
+        Ok(())
+    }
+
     /// Delete a target; its connector gets THING_DELETED when it has a DMF address.
     pub async fn delete_target(
         &self,

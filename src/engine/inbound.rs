@@ -175,22 +175,7 @@ impl Engine {
                     let remark = body.remark.clone().unwrap_or_else(|| {
                         "Activated using Device Management Federation API.".to_owned()
                     });
-                    let newly = targets::set_auto_confirm(
-                        conn,
-                        TargetId(row.id),
-                        Some((&initiator, &remark, "DMF")),
-                    )
-                    .await?;
-                    if newly {
-                        let note = format!(
-                            "{SERVER_PREFIX}Assignment automatically confirmed by initiator '{initiator}'. \n\nAuto confirmation activated by system user: 'DMF' \n\nRemark: {remark}"
-                        );
-                        let confirmed = actions::confirm_waiting(conn, row.id, &note).await?;
-                        // [ours] Timers push: the device learns of its now-runnable action at once.
-                        if !confirmed.is_empty() {
-                            out.push(Pending::Target(row.id));
-                        }
-                    }
+                    activate_auto_confirm(conn, row.id, &initiator, &remark, "DMF", out).await?;
                 } else {
                     targets::set_auto_confirm(conn, TargetId(row.id), None).await?;
                 }
@@ -472,4 +457,29 @@ impl Engine {
         }
         Ok(verdicts)
     }
+}
+
+/// Switch a target's automatic confirmation on (false if it already was) and confirm the
+/// actions waiting for it; `by` is who switched it on (a user, or `DMF`).
+pub(super) async fn activate_auto_confirm(
+    conn: &mut PgConnection,
+    target: i64,
+    initiator: &str,
+    remark: &str,
+    by: &str,
+    out: &mut Vec<Pending>,
+) -> Result<bool> {
+    let on = Some((initiator, remark, by));
+    if !targets::set_auto_confirm(conn, TargetId(target), on).await? {
+        return Ok(false);
+    }
+    let note = format!(
+        "{SERVER_PREFIX}Assignment automatically confirmed by initiator '{initiator}'. \n\nAuto confirmation activated by system user: '{by}' \n\nRemark: {remark}"
+    );
+    let confirmed = actions::confirm_waiting(conn, target, &note).await?;
+    // [ours] Timers push: the device learns of its now-runnable action at once.
+    if !confirmed.is_empty() {
+        out.push(Pending::Target(target));
+    }
+    Ok(true)
 }

@@ -101,6 +101,9 @@ pub enum EngineError {
     /// An auto-assignment operation its status does not allow.
     #[error(transparent)]
     AutoAssignState(#[from] crate::domain::auto_assignment::IllegalState),
+    /// Automatic confirmation switched on for a target that has it on.
+    #[error("{0}")]
+    AutoConfirmActive(String),
     /// TIMEFORCED (or no known type) for an auto-assignment.
     #[error("{0}")]
     AutoAssignActionType(String),

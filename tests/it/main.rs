@@ -18,5 +18,6 @@ mod simulate;
 mod statistics;
 mod status_lists;
 mod system;
+mod target_settings;
 mod target_types;
 mod ui;
