@@ -16,7 +16,7 @@ use super::super::common::{
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use super::modules::{MODULE, MODULES, module_json};
-use super::{IdRef, READ, id_list};
+use super::{IdRef, READ, id_list, live_type};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
@@ -192,14 +192,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                     None => DEFAULT_SET_TYPE.to_owned(),
                 };
                 if !types.contains_key(&key) {
-                    let t = SET_TYPES
-                        .find_live_key(tx, cx.tenant(), &key)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::BadRequest(format!(
-                                "distribution set type {key:?} does not exist"
-                            ))
-                        })?;
+                    let what = "distribution set type";
+                    let t = live_type(tx, cx.tenant(), &SET_TYPES, what, &key).await?;
                     let elements = set_type_elements(tx, cx.tenant(), &[t.id]).await?;
                     types.insert(key.clone(), (t, elements));
                 }
