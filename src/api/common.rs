@@ -259,6 +259,28 @@ impl Ctx {
         self.list(res.read, page, listed, fetch, render).await
     }
 
+    /// A list endpoint over `table` ([`Self::list`] sorted by its fields, filtered as `entity`)
+    /// whose rows render with more that is read for the whole page at once (a set's modules):
+    /// `render` turns the page's rows into their JSON on the same connection.
+    pub async fn list_rendered<R>(
+        &self,
+        perms: &[Permission],
+        page: &PageParams,
+        entity: Entity,
+        table: &Table<R>,
+        render: impl AsyncFnOnce(&mut PgConnection, TenantId, &[R]) -> ApiResult<Vec<Value>>,
+    ) -> ApiResult<Json<Value>>
+    where
+        R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+    {
+        let listed = Listed::new(entity, table.sort());
+        let fetch = async |c: &mut PgConnection, t, q: Option<&Filter>, p: &PageRequest| {
+            let (rows, total) = table.list(c, t, q, p).await?;
+            Ok::<_, ApiError>((render(c, t, &rows).await?, total))
+        };
+        self.list(perms, page, listed, fetch, |v| v).await
+    }
+
     /// Reading one entity of a resource by id: 403 without the permission to read it, the
     /// resource's 404 when there is none, else the entity rendered.
     pub async fn get_by_id<R>(&self, res: &Resource<R>, id: i64) -> ApiResult<Json<Value>>

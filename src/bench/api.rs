@@ -126,6 +126,20 @@ impl Api {
         r["id"].as_i64().context("rollout id")
     }
 
+    /// Create a rollout and wait (up to `timeout`) until it is ready to start.
+    pub async fn create_ready_rollout(
+        &self,
+        body: Value,
+        timeout: Duration,
+    ) -> anyhow::Result<i64> {
+        let id = self.create_rollout(body).await?;
+        self.wait_rollout(id, Duration::from_millis(50), timeout, "ready", |v| {
+            v["status"] == "ready"
+        })
+        .await?;
+        Ok(id)
+    }
+
     pub async fn start_rollout(&self, id: i64) -> anyhow::Result<()> {
         self.post(&format!("/rollouts/{id}/start"), json!({}))
             .await

@@ -301,12 +301,11 @@ async fn phases(
     // success threshold of 0 starts every group at once.
     rss.phase("dispatch");
     let rid = api
-        .create_rollout(rollout_body("bench-ingest", ds, INGEST, sizes.groups, "0"))
+        .create_ready_rollout(
+            rollout_body("bench-ingest", ds, INGEST, sizes.groups, "0"),
+            long,
+        )
         .await?;
-    api.wait_rollout(rid, Duration::from_millis(50), long, "ready", |v| {
-        v["status"] == "ready"
-    })
-    .await?;
     let t_start = Instant::now();
     api.start_rollout(rid).await?;
     let arrivals = fleet
@@ -457,12 +456,11 @@ Figure::new("dispatch", "dispatch", dispatch, "msg/s")
     // rollout's devices keep reporting.
     rss.phase("cascade");
     let bid = api
-        .create_rollout(rollout_body("bench-background", ds, BACKGROUND, 1, "100"))
+        .create_ready_rollout(
+            rollout_body("bench-background", ds, BACKGROUND, 1, "100"),
+            long,
+        )
         .await?;
-    api.wait_rollout(bid, Duration::from_millis(50), long, "ready", |v| {
-        v["status"] == "ready"
-    })
-    .await?;
     api.start_rollout(bid).await?;
     let background = fleet
         .background
@@ -482,12 +480,11 @@ Figure::new("dispatch", "dispatch", dispatch, "msg/s")
     ));
     let groups = sizes.transitions + 1;
     let cid = api
-        .create_rollout(rollout_body("bench-cascade", ds, CASCADE, groups, "100"))
+        .create_ready_rollout(
+            rollout_body("bench-cascade", ds, CASCADE, groups, "100"),
+            long,
+        )
         .await?;
-    api.wait_rollout(cid, Duration::from_millis(50), long, "ready", |v| {
-        v["status"] == "ready"
-    })
-    .await?;
     let gids = api.group_ids(cid).await?;
     if gids.len() as u64 != groups {
         bail!(

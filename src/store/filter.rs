@@ -219,16 +219,24 @@ fn target_field(name: &str) -> Option<FieldDef> {
 }
 
 fn rollout_field(name: &str) -> Option<FieldDef> {
-    let ds = |c, k| rel(DS, "fq.id = {a}.ds_id", c, k);
     Some(match name {
         "id" => col("{a}.id", INT),
         "name" => col("{a}.name", TEXT),
         "description" => col("{a}.description", TEXT),
         "status" => col("{a}.status", Kind::Upper(ROLLOUT_STATUSES)),
-        "distributionset.id" => col("{a}.ds_id", INT),
-        "distributionset.name" => ds("fq.name", TEXT),
-        "distributionset.version" => ds("fq.version", TEXT),
         "distributionset.type" => rel(DS_WITH_TYPE, "fq.id = {a}.ds_id", "fqt.key", TEXT),
+        _ => return set_field_of(name),
+    })
+}
+
+/// The fields of the distribution set a row refers to by `{a}.ds_id` (rollouts, actions,
+/// auto-assignments), else the base fields.
+fn set_field_of(name: &str) -> Option<FieldDef> {
+    let ds = |c| rel(DS, "fq.id = {a}.ds_id", c, TEXT);
+    Some(match name {
+        "distributionset.id" => col("{a}.ds_id", INT),
+        "distributionset.name" => ds("fq.name"),
+        "distributionset.version" => ds("fq.version"),
         _ => return base(name),
     })
 }
@@ -244,7 +252,6 @@ fn group_field(name: &str) -> Option<FieldDef> {
 
 fn action_field(name: &str) -> Option<FieldDef> {
     let target = |c| rel("target fq", "fq.id = {a}.target_id", c, TEXT);
-    let ds = |c| rel(DS, "fq.id = {a}.ds_id", c, TEXT);
     Some(match name {
         "id" => col("{a}.id", INT),
         "active" => col("{a}.active", BOOL),
@@ -261,9 +268,6 @@ fn action_field(name: &str) -> Option<FieldDef> {
             Kind::Upper(UPDATE_STATUSES),
         ),
         "target.ipaddress" | "target.address" => target("fq.address"),
-        "distributionset.id" => col("{a}.ds_id", INT),
-        "distributionset.name" => ds("fq.name"),
-        "distributionset.version" => ds("fq.version"),
         "distributionset.type" => rel(DS_WITH_TYPE, "fq.id = {a}.ds_id", "fqt.key", TEXT),
         "rollout.id" => col("{a}.rollout_id", INT),
         "rollout.name" => rel("rollout fq", "fq.id = {a}.rollout_id", "fq.name", TEXT),
@@ -274,7 +278,7 @@ fn action_field(name: &str) -> Option<FieldDef> {
             "fq.name",
             TEXT,
         ),
-        _ => return base(name),
+        _ => return set_field_of(name),
     })
 }
 
@@ -294,17 +298,14 @@ fn target_filter_field(name: &str) -> Option<FieldDef> {
 
 /// Auto-assignment fields (hawkBit master's `AutoAssignmentFields`).
 fn auto_assignment_field(name: &str) -> Option<FieldDef> {
-    let ds = |c| rel(DS, "fq.id = {a}.ds_id", c, TEXT);
     Some(match name {
         "id" => col("{a}.id", INT),
         "name" => col("{a}.name", TEXT),
         "status" => col("{a}.status", Kind::Upper(AUTO_ASSIGN_STATUSES)),
         "actiontype" => col("{a}.action_type", Kind::Upper(ACTION_TYPES)),
         "approvaldecidedby" => col("{a}.approval_decided_by", TEXT),
-        "distributionset.id" => col("{a}.ds_id", INT),
-        "distributionset" | "distributionset.name" => ds("fq.name"),
-        "distributionset.version" => ds("fq.version"),
-        _ => return base(name),
+        "distributionset" => rel(DS, "fq.id = {a}.ds_id", "fq.name", TEXT),
+        _ => return set_field_of(name),
     })
 }
 

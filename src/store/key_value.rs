@@ -9,6 +9,7 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use super::filter::{Filter, push_and};
+use super::owned::OwnedRows;
 use super::page::{Listing, PageRequest, SortFields, fetch};
 use super::sql::Binds;
 use super::table::Table;
@@ -18,13 +19,8 @@ use crate::domain::ids::TenantId;
 /// A metadata table, aliased `md`, whose rows read as `R`.
 #[derive(Debug)]
 pub struct MetadataTable<R> {
-    /// The metadata table.
-    table: &'static str,
-    /// The owner's table and its alias (its `tenant_id` decides the tenant).
-    owner_table: &'static str,
-    owner: &'static str,
-    /// The column of `md` that holds the owner's id.
-    owner_key: &'static str,
+    /// The entries and their owners (whose `tenant_id` decides the tenant).
+    rows: OwnedRows,
     /// The columns of an entry, `key` first, as `R` reads them.
     columns: &'static [&'static str],
     sort: &'static SortFields,
@@ -43,10 +39,13 @@ impl<R> MetadataTable<R> {
     ) -> Self {
         let (owner_table, owner) = owner.name_and_alias();
         Self {
-            table,
-            owner_table,
-            owner,
-            owner_key,
+            rows: OwnedRows {
+                table,
+                alias: "md",
+                owner_table,
+                owner,
+                key: owner_key,
+            },
             columns,
             sort,
             row: PhantomData,
@@ -67,7 +66,7 @@ where
         q: Option<&Filter>,
         page: &PageRequest,
     ) -> Result<(Vec<R>, i64)> {
-        let (from, columns) = (self.from(), self.select_list());
+        let (from, columns) = (self.rows.from(), self.select_list());
         let listing = Listing {
             columns: &columns,
             from: &from,
@@ -75,10 +74,7 @@ where
             sort: self.sort,
         };
         fetch(conn, &listing, page, |qb| {
-            qb.push(format!("{}.tenant_id = ", self.owner))
-                .push_bind(tenant.0);
-            qb.push(format!(" AND md.{} = ", self.owner_key))
-                .push_bind(owner_id);
+            self.rows.push_of_owner(qb, tenant, owner_id);
             push_and(qb, q, "md");
         })
         .await
@@ -91,12 +87,7 @@ where
         tenant: TenantId,
         owner_id: i64,
     ) -> Result<i64> {
-        let sql = format!(
-            "SELECT count(*) FROM {} WHERE {}",
-            self.from(),
-            self.owner_cond()
-        );
-        sql::scalar(conn, &sql, (tenant.0, owner_id)).await
+        self.rows.count(conn, tenant, owner_id).await
     }
 
     /// One entry by key.
@@ -110,8 +101,8 @@ where
         let sql = format!(
             "SELECT {} FROM {} WHERE {} AND md.key = $3",
             self.select_list(),
-            self.from(),
-            self.owner_cond()
+            self.rows.from(),
+            self.rows.of_owner()
         );
         sql::fetch_optional(conn, &sql, (tenant.0, owner_id, key)).await
     }
@@ -131,12 +122,12 @@ where
         let sql = format!(
             "INSERT INTO {} ({}, {}) SELECT {owner}.id, {} FROM {} {owner}
              WHERE {owner}.tenant_id = $1 AND {owner}.id = $2",
-            self.table,
-            self.owner_key,
+            self.rows.table,
+            self.rows.key,
             self.columns.join(", "),
             values.join(", "),
-            self.owner_table,
-            owner = self.owner,
+            self.rows.owner_table,
+            owner = self.rows.owner,
         );
         let inserted = sql::execute(conn, &sql, binds)
             .await
@@ -157,13 +148,13 @@ where
         let sql = format!(
             "UPDATE {} md SET {} FROM {} {owner}
              WHERE {owner}.id = md.{} AND {} AND md.key = $3 RETURNING {}",
-            self.table,
+            self.rows.table,
             changes.join(", "),
-            self.owner_table,
-            self.owner_key,
-            self.owner_cond(),
+            self.rows.owner_table,
+            self.rows.key,
+            self.rows.of_owner(),
             self.select_list(),
-            owner = self.owner,
+            owner = self.rows.owner,
         );
         sql::fetch_optional(conn, &sql, binds).await
     }
@@ -178,11 +169,11 @@ where
     ) -> Result<bool> {
         let sql = format!(
             "DELETE FROM {} md USING {} {owner} WHERE {owner}.id = md.{} AND {} AND md.key = $3",
-            self.table,
-            self.owner_table,
-            self.owner_key,
-            self.owner_cond(),
-            owner = self.owner,
+            self.rows.table,
+            self.rows.owner_table,
+            self.rows.key,
+            self.rows.of_owner(),
+            owner = self.rows.owner,
         );
         Ok(sql::execute(conn, &sql, (tenant.0, owner_id, key)).await? > 0)
     }
@@ -191,24 +182,5 @@ where
     fn select_list(&self) -> String {
         let columns: Vec<String> = self.columns.iter().map(|c| format!("md.{c}")).collect();
         columns.join(", ")
-    }
-
-    /// The entries joined to their owners.
-    fn from(&self) -> String {
-        format!(
-            "{} md JOIN {} {owner} ON {owner}.id = md.{}",
-            self.table,
-            self.owner_table,
-            self.owner_key,
-            owner = self.owner
-        )
-    }
-
-    /// `$1` is the owner's tenant and `$2` its id.
-    fn owner_cond(&self) -> String {
-        format!(
-            "{}.tenant_id = $1 AND md.{} = $2",
-            self.owner, self.owner_key
-        )
     }
 }

@@ -7,6 +7,7 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgRow;
 
 use super::filter::{Filter, push_and};
+use super::owned::OwnedRows;
 use super::page::{Listing, PageRequest, fetch};
 use super::table::{Table, stamp};
 use super::{Result, sql};
@@ -16,15 +17,11 @@ use crate::domain::ids::TenantId;
 /// member table, which read as `M`.
 #[derive(Debug)]
 pub struct Link<O: 'static, M: 'static> {
-    /// The link table.
-    table: &'static str,
+    /// The link rows and their owners (rows of the owners' table).
+    links: OwnedRows,
     /// The owners' and the members' tables: rows of either are read as their table reads them.
     owners: &'static Table<O>,
     members: &'static Table<M>,
-    /// The owner's table and alias, and the column of `l` that holds the owner's id.
-    owner_table: &'static str,
-    owner: &'static str,
-    owner_key: &'static str,
     /// The member's table and alias, and the column of `l` that holds the member's id.
     member_table: &'static str,
     member: &'static str,
@@ -44,12 +41,15 @@ impl<O, M> Link<O, M> {
         let (owner_table, owner) = owners.name_and_alias();
         let (member_table, member) = members.name_and_alias();
         Self {
-            table,
+            links: OwnedRows {
+                table,
+                alias: "l",
+                owner_table,
+                owner,
+                key: owner_key,
+            },
             owners,
             members,
-            owner_table,
-            owner,
-            owner_key,
             member_table,
             member,
             member_key,
@@ -71,12 +71,12 @@ impl<O, M> Link<O, M> {
              JOIN {} {member} ON {member}.tenant_id = {owner}.tenant_id AND {member}.id = ANY($3)
              WHERE {owner}.tenant_id = $1 AND {owner}.id = $2
              ON CONFLICT DO NOTHING",
-            self.table,
-            self.owner_key,
+            self.links.table,
+            self.links.key,
             self.member_key,
-            self.owner_table,
+            self.links.owner_table,
             self.member_table,
-            owner = self.owner,
+            owner = self.links.owner,
             member = self.member,
         );
         sql::execute(conn, &sql, (tenant.0, owner_id, member_ids)).await?;
@@ -95,11 +95,11 @@ impl<O, M> Link<O, M> {
             "DELETE FROM {} l USING {} {owner}
              WHERE {owner}.id = l.{key} AND {owner}.tenant_id = $1 AND l.{key} = $2
                AND l.{} = $3",
-            self.table,
-            self.owner_table,
+            self.links.table,
+            self.links.owner_table,
             self.member_key,
-            owner = self.owner,
-            key = self.owner_key,
+            owner = self.links.owner,
+            key = self.links.key,
         );
         Ok(sql::execute(conn, &sql, (tenant.0, owner_id, member_id)).await? > 0)
     }
@@ -111,38 +111,14 @@ impl<O, M> Link<O, M> {
         tenant: TenantId,
         owner_id: i64,
     ) -> Result<i64> {
-        let sql = format!(
-            "SELECT count(*) FROM {} WHERE {}",
-            self.with_owners(),
-            self.owner_cond()
-        );
-        sql::scalar(conn, &sql, (tenant.0, owner_id)).await
-    }
-
-    /// The link rows joined to their owners.
-    fn with_owners(&self) -> String {
-        format!(
-            "{} l JOIN {} {owner} ON {owner}.id = l.{}",
-            self.table,
-            self.owner_table,
-            self.owner_key,
-            owner = self.owner,
-        )
+        self.links.count(conn, tenant, owner_id).await
     }
 
     /// The link rows joined to their owners and members: the `FROM` of a list of members, and
     /// of its count.
     fn members_from(&self) -> (String, String) {
         let on = format!("{}.id = l.{}", self.member, self.member_key);
-        self.members.joined_to(&self.with_owners(), &on)
-    }
-
-    /// `$1` is the owner's tenant and `$2` its id.
-    fn owner_cond(&self) -> String {
-        format!(
-            "{}.tenant_id = $1 AND l.{} = $2",
-            self.owner, self.owner_key
-        )
+        self.members.joined_to(&self.links.from(), &on)
     }
 
     /// [`Self::link`] as a change of the owner: it is stamped modified by `user`.
@@ -155,7 +131,7 @@ impl<O, M> Link<O, M> {
         user: &str,
     ) -> Result<()> {
         self.link(conn, tenant, owner_id, member_ids).await?;
-        stamp(conn, self.owner_table, tenant, owner_id, user, "").await?;
+        stamp(conn, self.links.owner_table, tenant, owner_id, user, "").await?;
         Ok(())
     }
 
@@ -171,7 +147,7 @@ impl<O, M> Link<O, M> {
     ) -> Result<bool> {
         let removed = self.unlink(conn, tenant, owner_id, member_id).await?;
         if removed {
-            stamp(conn, self.owner_table, tenant, owner_id, user, "").await?;
+            stamp(conn, self.links.owner_table, tenant, owner_id, user, "").await?;
         }
         Ok(removed)
     }
@@ -188,14 +164,16 @@ where
         tenant: TenantId,
         member_id: i64,
     ) -> Result<Vec<O>> {
-        let on = format!("{}.id = l.{}", self.owner, self.owner_key);
-        let (from, _) = self.owners.joined_to(&format!("{} l", self.table), &on);
+        let on = format!("{}.id = l.{}", self.links.owner, self.links.key);
+        let (from, _) = self
+            .owners
+            .joined_to(&format!("{} l", self.links.table), &on);
         let sql = format!(
             "SELECT {} FROM {from} WHERE {}.tenant_id = $1 AND l.{} = $2 ORDER BY {}.id",
             self.owners.columns(),
-            self.owner,
+            self.links.owner,
             self.member_key,
-            self.owner
+            self.links.owner
         );
         sql::fetch_all(conn, &sql, (tenant.0, member_id)).await
     }
@@ -216,7 +194,7 @@ where
         let sql = format!(
             "SELECT {} FROM {from} WHERE {} ORDER BY {}.id",
             self.members.columns(),
-            self.owner_cond(),
+            self.links.of_owner(),
             self.member
         );
         sql::fetch_all(conn, &sql, (tenant.0, owner_id)).await
@@ -240,10 +218,7 @@ where
             sort: self.members.sort(),
         };
         fetch(conn, &listing, page, |qb| {
-            qb.push(format!("{}.tenant_id = ", self.owner))
-                .push_bind(tenant.0);
-            qb.push(format!(" AND l.{} = ", self.owner_key))
-                .push_bind(owner_id);
+            self.links.push_of_owner(qb, tenant, owner_id);
             push_and(qb, q, self.member);
         })
         .await

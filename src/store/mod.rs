@@ -15,6 +15,7 @@ pub mod invalidation;
 pub mod key_value;
 pub mod link;
 pub mod outbox;
+mod owned;
 pub mod page;
 pub mod repository;
 pub mod rollouts;

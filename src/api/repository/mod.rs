@@ -20,7 +20,8 @@ use std::collections::BTreeSet;
 
 use axum::Router;
 use serde::Deserialize;
-use sqlx::PgConnection;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, PgConnection};
 
 use super::{ApiError, ApiResult, ApiState};
 use modules::MODULE;
@@ -28,6 +29,7 @@ use modules::MODULE;
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::repository::modules::{self as store_modules, ModuleRow};
+use crate::store::table::Table;
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -55,6 +57,24 @@ async fn any_module(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResul
         .find(c, tenant, id)
         .await?
         .ok_or_else(|| MODULE.missing(id))
+}
+
+/// The tenant's live type in `types` (module or set types) with `key`, or hawkBit's 400 that
+/// names it as `what`: a module or set to create names its type by key.
+async fn live_type<R>(
+    c: &mut PgConnection,
+    tenant: TenantId,
+    types: &Table<R>,
+    what: &str,
+    key: &str,
+) -> ApiResult<R>
+where
+    R: for<'r> FromRow<'r, PgRow> + Send + Unpin,
+{
+    types
+        .find_live_key(c, tenant, key)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("{what} {key:?} does not exist")))
 }
 
 /// `{"id": n}` in request bodies.

@@ -12,7 +12,7 @@ use super::super::common::{
     Ctx, Ids, Listed, Resource, base_fields, description, get_put_delete, required, single_line,
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
-use super::{READ, live_module};
+use super::{READ, live_module, live_type};
 use crate::auth::Permission;
 use crate::store::Named;
 use crate::store::filter::Entity;
@@ -93,14 +93,8 @@ async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResu
                 let ty = match types.get(&key) {
                     Some(t) => t.clone(),
                     None => {
-                        let t = MODULE_TYPES
-                            .find_live_key(tx, cx.tenant(), &key)
-                            .await?
-                            .ok_or_else(|| {
-                                ApiError::BadRequest(format!(
-                                    "software module type {key:?} does not exist"
-                                ))
-                            })?;
+                        let what = "software module type";
+                        let t = live_type(tx, cx.tenant(), &MODULE_TYPES, what, &key).await?;
                         types.insert(key.clone(), t.clone());
                         t
                     }

@@ -12,11 +12,11 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::super::common::{
-    Ctx, Ids, Listed, base_fields, description, get_put_delete, not_found, required,
+    Ctx, Ids, base_fields, description, get_put_delete, not_found, required,
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use super::modules::{MODULE, MODULES, module_json};
-use super::{IdRef, READ, id_list};
+use super::{IdRef, READ, id_list, live_type};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
@@ -129,21 +129,13 @@ fn check_modules(
     Ok(())
 }
 
-const SETS: Listed = Listed::new(Entity::DistributionSet, &sets::SORT);
-
 /// Sets are rendered with their modules, read for the whole page at once.
 async fn list_sets(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(
-        READ,
-        &params,
-        SETS,
-        async |c, tenant, q, page| {
-            let (rows, total) = sets::TABLE.list(c, tenant, q, page).await?;
-            Ok::<_, ApiError>((sets_json(c, tenant, &cx.base, &rows).await?, total))
-        },
-        |v| v,
-    )
-    .await
+    let render = async |c: &mut PgConnection, tenant, rows: &[SetRow]| {
+        sets_json(c, tenant, &cx.base, rows).await
+    };
+    cx.list_rendered(READ, &params, Entity::DistributionSet, &sets::TABLE, render)
+        .await
 }
 
 /// One set of the tenant rendered with its modules; `None` if there is none.
@@ -200,14 +192,8 @@ async fn create_sets(cx: Ctx, Body(body): Body<Vec<SetCreate>>) -> ApiResult<Res
                     None => DEFAULT_SET_TYPE.to_owned(),
                 };
                 if !types.contains_key(&key) {
-                    let t = SET_TYPES
-                        .find_live_key(tx, cx.tenant(), &key)
-                        .await?
-                        .ok_or_else(|| {
-                            ApiError::BadRequest(format!(
-                                "distribution set type {key:?} does not exist"
-                            ))
-                        })?;
+                    let what = "distribution set type";
+                    let t = live_type(tx, cx.tenant(), &SET_TYPES, what, &key).await?;
                     let elements = set_type_elements(tx, cx.tenant(), &[t.id]).await?;
                     types.insert(key.clone(), (t, elements));
                 }

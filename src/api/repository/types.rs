@@ -5,8 +5,8 @@ use axum::{Json, Router};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, Resource, base_fields, not_found};
-use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Page, put_opt};
+use super::super::common::{Ctx, Ids, Resource, base_fields, not_found};
+use super::super::{ApiResult, ApiState, BaseUrl, Page, put_opt};
 use super::READ;
 use crate::domain::ids::TenantId;
 use crate::store::filter::Entity;
@@ -70,8 +70,6 @@ fn set_type_json(base: &BaseUrl, t: &SetTypeRow, elements: &[&SetTypeElementRow]
     v
 }
 
-const SET_TYPES: Listed = Listed::new(Entity::DistributionSetType, &types::SET_TYPE_SORT);
-
 static MODULE_TYPES: Resource<ModuleTypeRow> = Resource::new(
     &types::MODULE_TYPES,
     Entity::SoftwareModuleType,
@@ -81,25 +79,25 @@ static MODULE_TYPES: Resource<ModuleTypeRow> = Resource::new(
 
 /// Set types are rendered with the module types they take, read for the whole page at once.
 async fn list_set_types(cx: Ctx, params: Page) -> ApiResult<Json<Value>> {
-    cx.list(
+    let render = async |c: &mut PgConnection, tenant, rows: &[SetTypeRow]| {
+        let ids: Vec<i64> = rows.iter().map(|t| t.id).collect();
+        let elements = types::set_type_elements(c, tenant, &ids).await?;
+        let content = rows
+            .iter()
+            .map(|t| {
+                let own: Vec<&SetTypeElementRow> =
+                    elements.iter().filter(|e| e.ds_type_id == t.id).collect();
+                set_type_json(&cx.base, t, &own)
+            })
+            .collect();
+        Ok(content)
+    };
+    cx.list_rendered(
         READ,
         &params,
-        SET_TYPES,
-        async |c, tenant, q, page| {
-            let (rows, total) = types::SET_TYPES.list(c, tenant, q, page).await?;
-            let ids: Vec<i64> = rows.iter().map(|t| t.id).collect();
-            let elements = types::set_type_elements(c, tenant, &ids).await?;
-            let content = rows
-                .iter()
-                .map(|t| {
-                    let own: Vec<&SetTypeElementRow> =
-                        elements.iter().filter(|e| e.ds_type_id == t.id).collect();
-                    set_type_json(&cx.base, t, &own)
-                })
-                .collect();
-            Ok::<_, ApiError>((content, total))
-        },
-        |v| v,
+        Entity::DistributionSetType,
+        &types::SET_TYPES,
+        render,
     )
     .await
 }
