@@ -3,7 +3,7 @@
 use reqwest::StatusCode;
 use serde_json::json;
 
-use crate::helpers::{assert_error, spawn_app, thing_created};
+use crate::helpers::{assert_error, body_json, spawn_app, thing_created};
 
 #[tokio::test]
 async fn a_targets_type_is_set_and_cleared() {
@@ -62,10 +62,8 @@ async fn auto_confirm_is_read_activated_once_and_deactivated() {
         )
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
-    assert_eq!(
-        app.next_of(&["DOWNLOAD_AND_INSTALL"]).await.data.is_empty(),
-        false
-    );
+    let d = app.next_of(&["DOWNLOAD_AND_INSTALL"]).await;
+    assert_eq!(body_json(&d)["actionId"], action);
     let a = app.action("ac-1", action).await;
     assert_eq!(a["status"], "running", "{a}");
     let (_, v) = app.api_get("/targets/ac-1/autoConfirm").await;
