@@ -2,13 +2,13 @@
 
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Listed, find_target, get_put_delete, no_target};
+use super::common::{Ctx, Ids, Listed, find_target, get_put_delete, no_target, not_found};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
@@ -21,7 +21,7 @@ use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
 use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
-use crate::store::{Named, NamedUpdate};
+use crate::store::{Named, NamedUpdate, repository};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -47,7 +47,11 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targets/{id}/installedDS", get(installed_ds))
         .route(
             "/rest/v1/distributionsets/{id}/assignedTargets",
-            post(assign_to_set),
+            get(assigned_targets).post(assign_to_set),
+        )
+        .route(
+            "/rest/v1/distributionsets/{id}/installedTargets",
+            get(installed_targets),
         )
         .route("/rest/v1/actions", get(all_actions))
         .route("/rest/v1/actions/{id}", get(action_by_id))
@@ -139,6 +143,32 @@ async fn list(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
         |t| target_json(&t, &cx.base, &cx.caller),
     )
     .await
+}
+
+/// The targets a set is assigned to or installed on: 404 for a set the tenant does not have.
+async fn targets_with_set(cx: Ctx, ds: i64, installed: bool, page: Page) -> ApiResult<Json<Value>> {
+    let perms = &[Permission::READ_TARGET, Permission::READ_REPOSITORY];
+    cx.list(
+        perms,
+        &page,
+        TARGETS,
+        async |c, t, q, p| {
+            repository::set_facts(c, t.0, ds)
+                .await?
+                .ok_or_else(|| not_found(Entity::DistributionSet, ds))?;
+            Ok::<_, ApiError>(targets::with_set(c, t, ds, installed, q, p).await?)
+        },
+        |t| target_json(&t, &cx.base, &cx.caller),
+    )
+    .await
+}
+
+async fn assigned_targets(cx: Ctx, Ids(ds): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
+    targets_with_set(cx, ds, false, page).await
+}
+
+async fn installed_targets(cx: Ctx, Ids(ds): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
+    targets_with_set(cx, ds, true, page).await
 }
 
 /// A target of the tenant, or 404.

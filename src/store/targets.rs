@@ -5,7 +5,8 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use std::collections::BTreeMap;
 
-use super::page::{Base, SortFields};
+use super::filter::{Filter, push_and};
+use super::page::{Base, Listing, PageRequest, SortFields, fetch};
 use super::table::{RowLock, Table};
 use super::{Audit, Named, NamedUpdate};
 use super::{Result, StoreError, sql};
@@ -317,4 +318,34 @@ pub async fn target_type_exists(
 /// Attributes as JSON for the API.
 pub fn attributes_json(row: &TargetRow) -> Value {
     serde_json::to_value(&row.attributes.0).unwrap_or_default()
+}
+
+const WITH_SET: Listing = Listing {
+    columns: COLUMNS,
+    from: "target t LEFT JOIN target_type tt ON tt.id = t.target_type_id",
+    count_from: "target t",
+    sort: &SORT,
+};
+
+/// A page of the targets a set is assigned to (`installed`: installed on) matching `q`, and
+/// their total (`GET /distributionsets/{id}/assignedTargets|installedTargets`).
+pub async fn with_set(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: i64,
+    installed: bool,
+    q: Option<&Filter>,
+    page: &PageRequest,
+) -> Result<(Vec<TargetRow>, i64)> {
+    fetch(conn, &WITH_SET, page, |qb| {
+        qb.push("t.tenant_id = ").push_bind(tenant.0);
+        qb.push(if installed {
+            " AND t.installed_ds_id = "
+        } else {
+            " AND t.assigned_ds_id = "
+        })
+        .push_bind(ds);
+        push_and(qb, q, "t");
+    })
+    .await
 }

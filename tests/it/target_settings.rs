@@ -94,3 +94,43 @@ async fn auto_confirm_is_read_activated_once_and_deactivated() {
     let (_, v) = app.api_get("/targets/ac-1/autoConfirm").await;
     assert_eq!(v["active"], false, "{v}");
 }
+
+#[tokio::test]
+async fn a_set_lists_the_targets_it_is_assigned_to_and_installed_on() {
+    let app = spawn_app().await;
+    let ids = app.fleet("st", 3).await;
+    let ds = app.create_set("st").await;
+    app.assign(ds, json!([{"id": ids[0]}, {"id": ids[1]}]))
+        .await;
+    let (s, v) = app
+        .api_post(
+            &format!("/distributionsets/{ds}/assignedTargets?offline=true"),
+            json!([{"id": ids[2]}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, l) = app
+        .api_get(&format!(
+            "/distributionsets/{ds}/assignedTargets?sort=controllerId:DESC"
+        ))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{l}");
+    assert_eq!(l["total"], 3, "{l}");
+    assert_eq!(l["content"][0]["controllerId"], ids[2].as_str(), "{l}");
+    let (_, l) = app
+        .api_get(&format!("/distributionsets/{ds}/installedTargets"))
+        .await;
+    assert_eq!(l["total"], 1, "{l}");
+    assert_eq!(l["content"][0]["controllerId"], ids[2].as_str(), "{l}");
+    let (_, l) = app
+        .api_get(&format!(
+            "/distributionsets/{ds}/assignedTargets?q=controllerId=={}",
+            ids[0]
+        ))
+        .await;
+    assert_eq!(l["total"], 1, "{l}");
+    let (s, _) = app
+        .api_get("/distributionsets/999999/installedTargets")
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
