@@ -155,8 +155,7 @@ impl Application {
         ));
         // Planner statistics of tables a fleet or a rollout can multiply within seconds.
         tracker.spawn({
-            let mut tick = tokio::time::interval(STATISTICS_EVERY);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick = ticks(STATISTICS_EVERY);
             let grown = engine.statistics_wake();
             let engine = engine.clone();
             repeat(
@@ -174,14 +173,10 @@ impl Application {
         });
         // Timers push: a device hears of its action the moment a maintenance window opens.
         tracker.spawn({
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let engine = engine.clone();
-            repeat(
+            every(
                 token.child_token(),
-                async move || {
-                    tick.tick().await;
-                },
+                Duration::from_secs(1),
                 async move || engine.push_opened_windows().await,
                 "maintenance window sweep failed",
             )
@@ -191,8 +186,7 @@ impl Application {
         tracker.spawn({
             let wake = engine.auto_assign_wake();
             let more = Arc::new(AtomicBool::new(true));
-            let mut tick = tokio::time::interval(Duration::from_secs(1));
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut tick = ticks(Duration::from_secs(1));
             let (engine, left) = (engine.clone(), more.clone());
             repeat(
                 token.child_token(),
@@ -214,15 +208,10 @@ impl Application {
         });
         // The safety pass of running auto-assignments over the fleet.
         tracker.spawn({
-            let every = Duration::from_secs(self.args.auto_assign_sweep_secs.max(1));
-            let mut tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let engine = engine.clone();
-            repeat(
+            every(
                 token.child_token(),
-                async move || {
-                    tick.tick().await;
-                },
+                Duration::from_secs(self.args.auto_assign_sweep_secs.max(1)),
                 async move || engine.start_auto_assign_safety_passes().await,
                 "auto-assignment safety pass failed",
             )
@@ -269,6 +258,27 @@ async fn repeat<T, E: std::fmt::Display>(
             tracing::warn!(error.message = %e, "{failed}");
         }
     }
+}
+
+/// A timer that fires every `period`; a tick missed while the job ran is not caught up.
+fn ticks(period: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
+}
+
+/// [`repeat`] on a timer: `job` every `period` (the first at once).
+async fn every<T, E: std::fmt::Display>(
+    token: CancellationToken,
+    period: Duration,
+    job: impl AsyncFnMut() -> Result<T, E>,
+    failed: &'static str,
+) {
+    let mut tick = ticks(period);
+    let wait = async move || {
+        tick.tick().await;
+    };
+    repeat(token, wait, job, failed).await
 }
 
 /// `healthcheck`: exit 0 when the service answers /health with 200.

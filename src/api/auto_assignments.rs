@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{
-    Ctx, Ids, Listed, Resource, base_fields, description, get_put_delete, not_found, required,
-    single_line,
+    Ctx, Ids, Listed, Resource, base_fields, confirmation_flow, description, existing_set,
+    get_put_delete, required, single_line,
 };
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
@@ -21,10 +21,9 @@ use crate::domain::action::ActionType;
 use crate::domain::auto_assignment::{AutoAssignStatus, Event, MAX_REMARK};
 use crate::domain::ids::DsId;
 use crate::engine::auto_assignment::CreateAutoAssignment;
-use crate::engine::config_keys::{self, flag};
+use crate::store::Named;
 use crate::store::auto_assignments::{self as store, AutoAssignmentRow};
 use crate::store::filter::Entity;
-use crate::store::{Named, repository, tenants};
 
 const READ: &[Permission] = &[Permission::READ_TARGET, Permission::READ_REPOSITORY];
 const WRITE: &[Permission] = &[Permission::UPDATE_TARGET, Permission::READ_REPOSITORY];
@@ -132,14 +131,7 @@ async fn create(cx: Ctx, Body(b): Body<CreateBody>) -> ApiResult<(StatusCode, Js
     // Absent: as the tenant's confirmation flow says (hawkBit).
     let confirmation_required = match b.confirmation_required {
         Some(c) => c,
-        None => {
-            let tenant = cx.tenant();
-            let cfg = cx
-                .db()
-                .run(async |c| tenants::configs(c, tenant).await)
-                .await?;
-            flag(&cfg, config_keys::CONFIRMATION_FLOW)
-        }
+        None => confirmation_flow(&cx).await?,
     };
     let req = CreateAutoAssignment {
         named: Named { name, description },
@@ -231,14 +223,6 @@ async fn operate(
 
 const OF_SET: Listed = Listed::new(Entity::AutoAssignment, &store::SORT);
 
-/// 404 unless the tenant has the set (deleted ones included: their auto-assignments went).
-async fn any_set(c: &mut PgConnection, cx: &Ctx, ds: i64) -> ApiResult<()> {
-    repository::set_facts(c, cx.tenant().0, ds)
-        .await?
-        .map(drop)
-        .ok_or_else(|| not_found(Entity::DistributionSet, ds))
-}
-
 /// `GET /distributionsets/{id}/autoAssignments`: a page of the set's auto-assignments.
 async fn of_set(cx: Ctx, Ids(ds): Ids<i64>, params: Page) -> ApiResult<Json<Value>> {
     let perms = &[Permission::READ_REPOSITORY, Permission::READ_TARGET];
@@ -247,7 +231,7 @@ async fn of_set(cx: Ctx, Ids(ds): Ids<i64>, params: Page) -> ApiResult<Json<Valu
         &params,
         OF_SET,
         async |c, tenant, q, page| {
-            any_set(c, &cx, ds).await?;
+            existing_set(c, cx.tenant(), ds).await?;
             Ok::<_, ApiError>(store::of_set(c, tenant, DsId(ds), q, page).await?)
         },
         |a| auto_assignment_json(&cx.base, &a),
@@ -261,7 +245,7 @@ async fn set_statistics(cx: Ctx, Ids(ds): Ids<i64>) -> ApiResult<Json<Value>> {
     let n = cx
         .db()
         .run(async |c| {
-            any_set(c, &cx, ds).await?;
+            existing_set(c, cx.tenant(), ds).await?;
             Ok::<_, ApiError>(store::count_of_set(c, cx.tenant(), DsId(ds)).await?)
         })
         .await?;

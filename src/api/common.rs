@@ -18,11 +18,12 @@ use sqlx::{FromRow, PgConnection};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, PageParams, paged};
 use crate::auth::Permission;
 use crate::domain::ids::TenantId;
+use crate::engine::config_keys;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::{PageRequest, SortFields};
 use crate::store::table::{Deletion, RowLock, Table};
 use crate::store::targets::{self, TargetRow};
-use crate::store::{Audit, Db, StoreError};
+use crate::store::{Audit, Db, StoreError, repository, tenants};
 
 /// Path parameters; anything that does not parse (`/targettypes/abc`) is a hawkBit 404.
 pub(super) struct Ids<T>(pub T);
@@ -551,4 +552,23 @@ pub(super) fn base_fields(obj: &mut Value, audit: &Audit) {
         map.insert("lastModifiedBy".into(), json!(audit.last_modified_by));
         map.insert("lastModifiedAt".into(), json!(audit.last_modified_at));
     }
+}
+
+/// Whether the tenant's confirmation flow is on: what `confirmationRequired` of a new
+/// assignment, rollout or auto-assignment defaults to (hawkBit).
+pub(super) async fn confirmation_flow(cx: &Ctx) -> ApiResult<bool> {
+    let tenant = cx.tenant();
+    let cfg = cx
+        .db()
+        .run(async |c| tenants::configs(c, tenant).await)
+        .await?;
+    Ok(config_keys::flag(&cfg, config_keys::CONFIRMATION_FLOW))
+}
+
+/// 404 unless the tenant has distribution set `ds` (deleted ones included).
+pub(super) async fn existing_set(c: &mut PgConnection, tenant: TenantId, ds: i64) -> ApiResult<()> {
+    repository::set_facts(c, tenant.0, ds)
+        .await?
+        .map(drop)
+        .ok_or_else(|| not_found(Entity::DistributionSet, ds))
 }

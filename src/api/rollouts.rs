@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::{Ctx, get_put_delete};
+use super::common::{Ctx, confirmation_flow, existing_set, get_put_delete};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -16,11 +16,9 @@ use crate::domain::ids::{GroupId, RolloutId};
 use crate::domain::names::Named as _;
 use crate::domain::rollout::spec::WithExpr;
 use crate::domain::rollout::{Group, Operation, Progress, Rollout};
-use crate::engine::config_keys;
 use crate::engine::rollouts::{ActSpec, CondSet, CondSpec, CreateRollout, GroupSpec};
 use crate::store::filter::Entity;
 use crate::store::rollouts::{self as store, DeletedMode};
-use crate::store::tenants;
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -466,17 +464,6 @@ async fn retry(cx: Ctx, id: RolloutId) -> ApiResult<(StatusCode, Json<Value>)> {
     created(&cx, new).await
 }
 
-async fn confirmation_flow(cx: &Ctx) -> ApiResult<bool> {
-    let cfg = cx
-        .db()
-        .run(async |c| tenants::configs(c, cx.tenant()).await)
-        .await?;
-    Ok(cfg
-        .get(config_keys::CONFIRMATION_FLOW)
-        .and_then(Value::as_bool)
-        .unwrap_or(false))
-}
-
 async fn groups(cx: Ctx, Path(id): Path<RolloutId>, page: Page) -> ApiResult<Json<Value>> {
     cx.require(&[Permission::READ_ROLLOUT])?;
     let q = page.filter(Entity::RolloutGroup)?;
@@ -537,9 +524,7 @@ async fn set_statistics(cx: Ctx, Path(id): Path<i64>) -> ApiResult<Json<Value>> 
     let stats = cx
         .db()
         .run(async |c| {
-            crate::store::repository::set_facts(c, cx.tenant().0, id)
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("distribution set {id} not found")))?;
+            existing_set(c, cx.tenant(), id).await?;
             Ok::<_, ApiError>(store::statistics_of_set(c, cx.tenant(), id).await?)
         })
         .await?;

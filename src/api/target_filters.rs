@@ -14,17 +14,18 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::auto_assignments::parse_action_type;
-use super::common::{Ctx, Ids, Listed, READ_TARGET, Resource, get_put_delete, not_found};
+use super::common::{
+    Ctx, Ids, Listed, READ_TARGET, Resource, confirmation_flow, existing_set, get_put_delete,
+};
 use super::repository::set_json_by_id;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
 use crate::domain::ids::DsId;
 use crate::engine::auto_assignment::CreateAutoAssignment;
-use crate::engine::config_keys::{self, flag};
 use crate::store::filter::{Entity, Filter};
 use crate::store::target_filters::{self, TargetFilterRow};
-use crate::store::{Named, auto_assignments, repository, tenants};
+use crate::store::{Named, auto_assignments};
 
 /// Column limits of `target_filter_query` (§1.4).
 const MAX_NAME: usize = 128;
@@ -215,13 +216,7 @@ async fn set_auto_assignment(
     let tenant = cx.tenant();
     let confirmation_required = match b.confirmation_required {
         Some(c) => c,
-        None => {
-            let cfg = cx
-                .db()
-                .run(async |c| tenants::configs(c, tenant).await)
-                .await?;
-            flag(&cfg, config_keys::CONFIRMATION_FLOW)
-        }
+        None => confirmation_flow(&cx).await?,
     };
     let req = CreateAutoAssignment {
         named: Named::default(),
@@ -268,9 +263,7 @@ async fn filters_of_set(cx: Ctx, Ids(ds): Ids<i64>, params: Page) -> ApiResult<J
         &params,
         OF_SET,
         async |c, tenant, q, page| {
-            repository::set_facts(c, tenant.0, ds)
-                .await?
-                .ok_or_else(|| not_found(Entity::DistributionSet, ds))?;
+            existing_set(c, tenant, ds).await?;
             Ok::<_, ApiError>(auto_assignments::filters_of_set(c, tenant, DsId(ds), q, page).await?)
         },
         |f| filter_json(&cx.base, &f),

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Listed, find_target, get_put_delete, no_target, not_found};
+use super::common::{Ctx, Ids, Listed, existing_set, find_target, get_put_delete, no_target};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::{ActionStatus, ActionType};
@@ -21,7 +21,7 @@ use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
 use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
-use crate::store::{Named, NamedUpdate, repository};
+use crate::store::{Named, NamedUpdate};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
@@ -153,9 +153,7 @@ async fn targets_with_set(cx: Ctx, ds: i64, installed: bool, page: Page) -> ApiR
         &page,
         TARGETS,
         async |c, t, q, p| {
-            repository::set_facts(c, t.0, ds)
-                .await?
-                .ok_or_else(|| not_found(Entity::DistributionSet, ds))?;
+            existing_set(c, t, ds).await?;
             Ok::<_, ApiError>(targets::with_set(c, t, ds, installed, q, p).await?)
         },
         |t| target_json(&t, &cx.base, &cx.caller),

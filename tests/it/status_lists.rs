@@ -42,6 +42,22 @@ async fn enumerated_checks(pool: &PgPool) -> BTreeMap<(String, String), BTreeSet
     out
 }
 
+/// A partial index's definition and the quoted values it lists.
+async fn index_values(pool: &PgPool, index: &str) -> (String, BTreeSet<String>) {
+    let (def,): (String,) = sqlx::query_as("SELECT pg_get_indexdef($1::regclass)")
+        .bind(index)
+        .fetch_one(pool)
+        .await
+        .expect(index);
+    let values = def
+        .split('\'')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    (def, values)
+}
+
 fn names(values: impl IntoIterator<Item = &'static str>) -> BTreeSet<String> {
     values.into_iter().map(str::to_owned).collect()
 }
@@ -118,30 +134,11 @@ async fn every_enumerating_check_constraint_matches_its_rust_enum() {
     );
 
     // The partial index of active rollouts lists statuses too: each must be one.
-    let (index,): (String,) = sqlx::query_as("SELECT pg_get_indexdef('rollout_active'::regclass)")
-        .fetch_one(&pool)
-        .await
-        .expect("rollout_active");
-    let listed: BTreeSet<String> = index
-        .split('\'')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect();
+    let (index, listed) = index_values(&pool, "rollout_active").await;
     assert!(!listed.is_empty(), "{index}");
     assert!(listed.is_subset(&rollouts), "{index}: {listed:?}");
     // So does the one of assigning auto-assignments: exactly the statuses that may assign.
-    let (index,): (String,) =
-        sqlx::query_as("SELECT pg_get_indexdef('auto_assignment_active'::regclass)")
-            .fetch_one(&pool)
-            .await
-            .expect("auto_assignment_active");
-    let listed: BTreeSet<String> = index
-        .split('\'')
-        .skip(1)
-        .step_by(2)
-        .map(str::to_owned)
-        .collect();
+    let (index, listed) = index_values(&pool, "auto_assignment_active").await;
     let may_assign = names(
         AutoAssignStatus::ALL
             .into_iter()
