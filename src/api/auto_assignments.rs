@@ -44,10 +44,6 @@ pub fn router() -> Router<ApiState> {
             "/rest/v1/distributionsets/{id}/autoAssignments",
             get(of_set),
         )
-        .route(
-            "/rest/v1/distributionsets/{id}/statistics/autoassignments",
-            get(set_statistics),
-        )
 }
 
 static AUTO_ASSIGNMENTS: Resource<AutoAssignmentRow> = Resource::new(
@@ -237,17 +233,4 @@ async fn of_set(cx: Ctx, Ids(ds): Ids<i64>, params: Page) -> ApiResult<Json<Valu
         |a| auto_assignment_json(&cx.base, &a),
     )
     .await
-}
-
-/// `GET /distributionsets/{id}/statistics/autoassignments`: `{"totalAutoAssignments": n}`.
-async fn set_statistics(cx: Ctx, Ids(ds): Ids<i64>) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::READ_REPOSITORY])?;
-    let n = cx
-        .db()
-        .run(async |c| {
-            existing_set(c, cx.tenant(), ds).await?;
-            Ok::<_, ApiError>(store::count_of_set(c, cx.tenant(), DsId(ds)).await?)
-        })
-        .await?;
-    Ok(Json(json!({ "totalAutoAssignments": n })))
 }

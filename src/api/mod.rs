@@ -11,6 +11,7 @@ pub mod health;
 pub mod invalidation;
 pub mod repository;
 pub mod rollouts;
+pub mod set_statistics;
 pub mod system;
 pub mod tags;
 pub mod target_filters;
@@ -58,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(invalidation::router())
         .merge(repository::router())
         .merge(rollouts::router())
+        .merge(set_statistics::router())
         .merge(system::router())
         .merge(targets::router())
         .merge(target_types::router())

@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::common::{Ctx, confirmation_flow, existing_set, get_put_delete};
+use super::common::{Ctx, confirmation_flow, get_put_delete};
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Page, paged, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -33,10 +33,6 @@ pub fn router() -> Router<ApiState> {
         .route(
             "/rest/v1/rollouts/{id}/deploygroups/{group}/targets",
             get(group_targets),
-        )
-        .route(
-            "/rest/v1/distributionsets/{id}/statistics/rollouts",
-            get(set_statistics),
         )
 }
 
@@ -517,27 +513,4 @@ async fn group_targets(
         .map(|t| super::targets::target_json(t, &cx.base, &cx.caller))
         .collect();
     Ok(Json(paged(content, total)))
-}
-
-async fn set_statistics(cx: Ctx, Path(id): Path<i64>) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::READ_REPOSITORY])?;
-    let stats = cx
-        .db()
-        .run(async |c| {
-            existing_set(c, cx.tenant(), id).await?;
-            Ok::<_, ApiError>(store::statistics_of_set(c, cx.tenant(), id).await?)
-        })
-        .await?;
-    let mut v = json!({});
-    if !stats.is_empty() {
-        let mut rollouts = serde_json::Map::new();
-        let mut total = 0;
-        for (status, n) in stats {
-            total += n;
-            rollouts.insert(status, json!(n));
-        }
-        rollouts.insert("total".into(), json!(total));
-        v["rollouts"] = Value::Object(rollouts);
-    }
-    Ok(Json(v))
 }

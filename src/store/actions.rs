@@ -490,3 +490,18 @@ pub async fn active_with_window(conn: &mut PgConnection) -> Result<Vec<WindowedA
     .fetch_all(conn)
     .await?)
 }
+
+/// How many actions of a set are in each status (`GET /distributionsets/{id}/statistics`).
+pub async fn status_counts_of_set(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ds: i64,
+) -> Result<Vec<(String, i64)>> {
+    sql::fetch_all(
+        conn,
+        "SELECT status, count(*) FROM action WHERE tenant_id = $1 AND ds_id = $2
+         GROUP BY status ORDER BY status",
+        (tenant, ds),
+    )
+    .await
+}

@@ -134,3 +134,44 @@ async fn a_set_lists_the_targets_it_is_assigned_to_and_installed_on() {
         .await;
     assert_eq!(s, StatusCode::NOT_FOUND);
 }
+
+#[tokio::test]
+async fn a_sets_statistics_count_actions_rollouts_and_auto_assignments() {
+    let app = spawn_app().await;
+    let ids = app.fleet("ss", 2).await;
+    let ds = app.create_set("ss").await;
+    let (_, empty) = app
+        .api_get(&format!("/distributionsets/{ds}/statistics"))
+        .await;
+    assert_eq!(
+        empty,
+        json!({"actions": {"total": 0}, "rollouts": {"total": 0}, "totalAutoAssignments": 0})
+    );
+    let (_, part) = app
+        .api_get(&format!("/distributionsets/{ds}/statistics/actions"))
+        .await;
+    assert_eq!(part, json!({}));
+
+    app.assign(ds, json!([{"id": ids[0]}, {"id": ids[1]}]))
+        .await;
+    let (s, v) = app
+        .api_post(
+            "/autoassignments",
+            json!({"name": "ss", "targetFilterQuery": "controllerId==none", "distributionSetId": ds}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, full) = app
+        .api_get(&format!("/distributionsets/{ds}/statistics"))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{full}");
+    assert_eq!(full["actions"], json!({"RUNNING": 2, "total": 2}), "{full}");
+    assert_eq!(full["rollouts"], json!({"total": 0}), "{full}");
+    assert_eq!(full["totalAutoAssignments"], 1, "{full}");
+    let (_, part) = app
+        .api_get(&format!("/distributionsets/{ds}/statistics/actions"))
+        .await;
+    assert_eq!(part, json!({"actions": {"RUNNING": 2, "total": 2}}));
+    let (s, _) = app.api_get("/distributionsets/999999/statistics").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
