@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeSet, HashMap};
 
+use axum::extract::Query;
 use axum::http::StatusCode;
-use axum::routing::{delete, get};
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,11 +34,11 @@ pub fn router() -> Router<ApiState> {
         )
         .route(
             "/rest/v1/targettags/{id}/assigned",
-            get(assigned).post(assign),
+            get(assigned).post(assign).delete(unassign_many),
         )
         .route(
             "/rest/v1/targettags/{id}/assigned/{controller_id}",
-            delete(unassign),
+            post(assign_one).delete(unassign),
         )
         .route("/rest/v1/targets/{id}/tags", get(tags_of_target))
 }
@@ -151,25 +152,46 @@ async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Valu
     .await
 }
 
-/// Tag the listed targets; answers them as `GET /targets` renders them. Any unknown
-/// controllerId → 404 and nothing is tagged.
-async fn assign(
-    cx: Ctx,
-    Ids(id): Ids<i64>,
-    Body(body): Body<Vec<TargetRef>>,
-) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
+/// What a bulk tag change does with controllerIds it does not find (hawkBit master's
+/// `onNotFoundPolicy`): `FAIL` (the default) changes nothing and answers 404;
+/// `ON_WHAT_FOUND_AND_FAIL` changes the targets found and still answers 404;
+/// `ON_WHAT_FOUND_AND_SUCCESS` changes the targets found and succeeds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+enum OnNotFound {
+    #[default]
+    Fail,
+    OnWhatFoundAndFail,
+    OnWhatFoundAndSuccess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct PolicyQuery {
+    #[serde(default)]
+    on_not_found_policy: OnNotFound,
+}
+
+/// The controllerIds of a request body, each once, in the order given.
+fn wanted_ids(body: Vec<TargetRef>) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    let mut wanted = Vec::with_capacity(body.len());
-    for r in body {
-        let (TargetRef::Id(cid) | TargetRef::Object { controller_id: cid }) = r;
-        if seen.insert(cid.clone()) {
-            wanted.push(cid);
-        }
-    }
+    body.into_iter()
+        .map(|(TargetRef::Id(cid) | TargetRef::Object { controller_id: cid })| cid)
+        .filter(|cid| seen.insert(cid.clone()))
+        .collect()
+}
+
+/// Tag (`link`) or untag the targets `wanted` under `policy`, in one transaction; returns the
+/// targets found, in request order, and the 404 to answer after the commit (if any).
+async fn retag(
+    cx: &Ctx,
+    id: i64,
+    wanted: &[String],
+    policy: OnNotFound,
+    link: bool,
+) -> ApiResult<(Vec<TargetRow>, Option<ApiError>)> {
     let tenant = cx.tenant();
-    let tagged = cx
-        .db()
+    cx.db()
         .tx(async |tx| {
             find_tag(tx, tenant, id).await?;
             // Ids that cannot exist (control characters, too long) never reach the database.
@@ -185,27 +207,73 @@ async fn assign(
                 .collect();
             let mut ordered = Vec::with_capacity(wanted.len());
             let mut missing = Vec::new();
-            for cid in &wanted {
+            for cid in wanted {
                 match by_id.remove(cid.as_str()) {
                     Some(t) => ordered.push(t),
                     None => missing.push(cid.as_str()),
                 }
             }
-            if !missing.is_empty() {
-                return Err(ApiError::NotFound(format!(
-                    "target(s) {} not found",
-                    missing.join(", ")
-                )));
+            let not_found = (!missing.is_empty())
+                .then(|| ApiError::NotFound(format!("target(s) {} not found", missing.join(", "))));
+            if let (Some(e), OnNotFound::Fail) = (&not_found, policy) {
+                return Err(ApiError::NotFound(e.to_string()));
             }
             let ids: Vec<i64> = ordered.iter().map(|t| t.id).collect();
-            tags::ASSIGNMENTS.link(tx, tenant, id, &ids).await?;
-            Ok(ordered)
+            if link {
+                tags::ASSIGNMENTS.link(tx, tenant, id, &ids).await?;
+            } else {
+                tags::ASSIGNMENTS.unlink_many(tx, tenant, id, &ids).await?;
+            }
+            let answer = not_found.filter(|_| policy == OnNotFound::OnWhatFoundAndFail);
+            Ok((ordered, answer))
         })
-        .await?;
+        .await
+}
+
+/// Tag the listed targets; answers them as `GET /targets` renders them (hawkBit 1.1).
+async fn assign(
+    cx: Ctx,
+    Ids(id): Ids<i64>,
+    Query(q): Query<PolicyQuery>,
+    Body(body): Body<Vec<TargetRef>>,
+) -> ApiResult<Json<Value>> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let wanted = wanted_ids(body);
+    let (tagged, not_found) = retag(&cx, id, &wanted, q.on_not_found_policy, true).await?;
     let ids: Vec<i64> = tagged.iter().map(|t| t.id).collect();
-    cx.state.engine.auto_assign_changed(tenant, &ids).await;
+    cx.state.engine.auto_assign_changed(cx.tenant(), &ids).await;
+    if let Some(e) = not_found {
+        return Err(e);
+    }
     let content = tagged.iter().map(|t| target_json(t, &cx.base, &cx.caller));
     Ok(Json(Value::Array(content.collect())))
+}
+
+/// `POST /targettags/{id}/assigned/{controllerId}`: tag one target (204).
+async fn assign_one(
+    cx: Ctx,
+    Ids((id, controller_id)): Ids<(i64, String)>,
+) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let (tagged, _) = retag(&cx, id, &[controller_id], OnNotFound::Fail, true).await?;
+    let ids: Vec<i64> = tagged.iter().map(|t| t.id).collect();
+    cx.state.engine.auto_assign_changed(cx.tenant(), &ids).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `DELETE /targettags/{id}/assigned` with a list of controllerIds: untag them (204).
+async fn unassign_many(
+    cx: Ctx,
+    Ids(id): Ids<i64>,
+    Query(q): Query<PolicyQuery>,
+    Body(body): Body<Vec<TargetRef>>,
+) -> ApiResult<StatusCode> {
+    cx.require(&[Permission::UPDATE_TARGET])?;
+    let wanted = wanted_ids(body);
+    match retag(&cx, id, &wanted, q.on_not_found_policy, false).await? {
+        (_, Some(e)) => Err(e),
+        (_, None) => Ok(StatusCode::NO_CONTENT),
+    }
 }
 
 async fn unassign(cx: Ctx, Ids((id, controller_id)): Ids<(i64, String)>) -> ApiResult<StatusCode> {

@@ -91,17 +91,32 @@ impl<O, M> Link<O, M> {
         owner_id: i64,
         member_id: i64,
     ) -> Result<bool> {
+        Ok(self
+            .unlink_many(conn, tenant, owner_id, &[member_id])
+            .await?
+            > 0)
+    }
+
+    /// Unlink several members from an owner of the tenant in one statement. Returns how many
+    /// were linked.
+    pub async fn unlink_many(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        member_ids: &[i64],
+    ) -> Result<u64> {
         let sql = format!(
             "DELETE FROM {} l USING {} {owner}
              WHERE {owner}.id = l.{key} AND {owner}.tenant_id = $1 AND l.{key} = $2
-               AND l.{} = $3",
+               AND l.{} = ANY($3)",
             self.links.table,
             self.links.owner_table,
             self.member_key,
             owner = self.links.owner,
             key = self.links.key,
         );
-        Ok(sql::execute(conn, &sql, (tenant.0, owner_id, member_id)).await? > 0)
+        sql::execute(conn, &sql, (tenant.0, owner_id, member_ids)).await
     }
 
     /// How many members an owner of the tenant has.

@@ -3,7 +3,9 @@
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_error_code, enc, spawn_app_with, spawn_app_with_users, sql};
+use crate::helpers::{
+    TestApp, assert_error_code, enc, spawn_app, spawn_app_with, spawn_app_with_users, sql,
+};
 
 /// The service with an extra user `reader` (password `pw`) that may only read targets.
 async fn spawn_with_reader() -> TestApp {
@@ -870,4 +872,65 @@ async fn q_filters_target_types_tags_tagged_targets_and_metadata() {
         (v["total"].clone(), v["content"][0]["key"].clone()),
         (json!(2), json!("sitecode"))
     );
+}
+
+/// hawkBit master's single-target tagging, bulk untagging and `onNotFoundPolicy`.
+#[tokio::test]
+async fn tags_follow_the_not_found_policy_one_by_one_and_in_bulk() {
+    let app = spawn_app().await;
+    let ids = app.fleet("np", 3).await;
+    let (s, t) = app.api_post("/targettags", json!([{"name": "np"}])).await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let tag = t[0]["id"].as_i64().expect("tag id");
+    let assigned = format!("/targettags/{tag}/assigned");
+    let count = async || {
+        let (_, l) = app.api_get(&assigned).await;
+        l["total"].as_i64().unwrap_or(-1)
+    };
+
+    // FAIL (the default): nothing tagged.
+    let (s, _) = app.api_post(&assigned, json!([ids[0], "nobody"])).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(count().await, 0);
+    // ON_WHAT_FOUND_AND_FAIL: the found one tagged, still 404.
+    let (s, _) = app
+        .api_post(
+            &format!("{assigned}?onNotFoundPolicy=ON_WHAT_FOUND_AND_FAIL"),
+            json!([ids[0], "nobody"]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(count().await, 1);
+    // ON_WHAT_FOUND_AND_SUCCESS: the found one tagged, success.
+    let (s, v) = app
+        .api_post(
+            &format!("{assigned}?onNotFoundPolicy=ON_WHAT_FOUND_AND_SUCCESS"),
+            json!([ids[1], "nobody"]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(count().await, 2);
+    let (s, _) = app
+        .api_post(&format!("{assigned}/{}", ids[2]), json!({}))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(count().await, 3);
+    let (s, _) = app.api_post(&format!("{assigned}/nobody"), json!({})).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    // Bulk untagging, with the same policies.
+    let (s, _) = app
+        .api(Method::DELETE, &assigned, Some(json!([ids[0], "nobody"])))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(count().await, 3);
+    let (s, _) = app
+        .api(
+            Method::DELETE,
+            &format!("{assigned}?onNotFoundPolicy=ON_WHAT_FOUND_AND_SUCCESS"),
+            Some(json!([ids[0], ids[1], "nobody"])),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    assert_eq!(count().await, 1);
 }
