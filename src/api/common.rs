@@ -99,6 +99,7 @@ fn entity_name(entity: Entity) -> &'static str {
         Entity::SoftwareModuleMetadata => "software module metadata",
         Entity::TargetType => "target type",
         Entity::TargetTag => "target tag",
+        Entity::DistributionSetTag => "distribution set tag",
         Entity::TargetMetadata => "target metadata",
         Entity::AutoAssignment => "auto assignment",
     }

@@ -12,6 +12,7 @@ pub mod invalidation;
 pub mod repository;
 pub mod rollouts;
 pub mod set_statistics;
+pub mod set_tags;
 pub mod system;
 pub mod tags;
 pub mod target_filters;
@@ -60,6 +61,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(repository::router())
         .merge(rollouts::router())
         .merge(set_statistics::router())
+        .merge(set_tags::router())
         .merge(system::router())
         .merge(targets::router())
         .merge(target_types::router())

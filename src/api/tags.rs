@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use axum::extract::Query;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -22,16 +22,13 @@ use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
 use crate::store::table::RowLock;
-use crate::store::tags::{self, TagRow};
+use crate::store::tags::{self, TagRow, Tags};
 use crate::store::targets::{self, TargetRow};
 
 pub fn router() -> Router<ApiState> {
     Router::new()
-        .route("/rest/v1/targettags", TAGS.list().post(create))
-        .route(
-            "/rest/v1/targettags/{id}",
-            get_put_delete(TAGS.one(), &[Permission::UPDATE_TARGET], update, remove),
-        )
+        .route("/rest/v1/targettags", tag_collection(&TARGET))
+        .route("/rest/v1/targettags/{id}", tag_entity(&TARGET))
         .route(
             "/rest/v1/targettags/{id}/assigned",
             get(assigned).post(assign).delete(unassign_many),
@@ -43,14 +40,69 @@ pub fn router() -> Router<ApiState> {
         .route("/rest/v1/targets/{id}/tags", get(tags_of_target))
 }
 
-fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
-    let path = format!("/targettags/{}", t.id);
+/// One kind of tag as the API serves it: its store, resource, path, the link to what carries
+/// it, and the permissions that change it.
+pub(super) struct TagKind {
+    which: Which,
+    pub(super) resource: Resource<TagRow>,
+    create: &'static [Permission],
+    update: &'static [Permission],
+    delete: &'static [Permission],
+}
+
+/// Which kind of tag (a plain value: the async closures that write tags capture it, not a
+/// reference).
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Which {
+    Target,
+    Set,
+}
+
+impl Which {
+    fn tags(self) -> &'static Tags {
+        match self {
+            Which::Target => &tags::TARGET_TAGS,
+            Which::Set => &tags::SET_TAGS,
+        }
+    }
+}
+
+pub(super) static TARGET: TagKind = TagKind {
+    which: Which::Target,
+    resource: Resource::new(tags::TABLE, Entity::TargetTag, READ_TARGET, target_tag_json),
+    create: &[Permission::CREATE_TARGET],
+    update: &[Permission::UPDATE_TARGET],
+    delete: &[Permission::DELETE_TARGET],
+};
+
+/// `GET` (a page) and `POST` (create) of a kind's collection.
+pub(super) fn tag_collection(kind: &'static TagKind) -> MethodRouter<ApiState> {
+    kind.resource
+        .list()
+        .post(move |cx: Ctx, Body(body): Body<Vec<TagBody>>| create(cx, body, kind))
+}
+
+/// `GET`, `PUT` and `DELETE` of one tag of a kind.
+pub(super) fn tag_entity(kind: &'static TagKind) -> MethodRouter<ApiState> {
+    get_put_delete(
+        kind.resource.one(),
+        kind.update,
+        move |cx: Ctx, Ids(id): Ids<i64>, b: TagBody| update(cx, id, b, kind),
+        move |cx: Ctx, Ids(id): Ids<i64>| async move {
+            cx.delete_by_id(kind.delete, &kind.resource, id).await
+        },
+    )
+}
+
+/// hawkBit's `MgmtTag`; `members` names the link to what carries it.
+pub(super) fn tag_json(base: &BaseUrl, t: &TagRow, path: &str, members: &str) -> Value {
+    let path = format!("{path}/{}", t.id);
     let mut v = json!({
         "id": t.id,
         "name": t.named.name,
         "_links": {
             "self": base.link(&path),
-            "assignedTargets": base.link(&format!("{path}/assigned")),
+            members: base.link(&format!("{path}/assigned")),
         },
     });
     put_opt(&mut v, "description", t.named.description.as_deref());
@@ -59,8 +111,29 @@ fn tag_json(base: &BaseUrl, t: &TagRow) -> Value {
     v
 }
 
+pub(super) static SET: TagKind = TagKind {
+    which: Which::Set,
+    resource: Resource::new(
+        &tags::SET_TAGS.table,
+        Entity::DistributionSetTag,
+        &[Permission::READ_REPOSITORY],
+        set_tag_json,
+    ),
+    create: &[Permission::CREATE_REPOSITORY],
+    update: &[Permission::UPDATE_REPOSITORY],
+    delete: &[Permission::DELETE_REPOSITORY],
+};
+
+fn set_tag_json(base: &BaseUrl, t: &TagRow) -> Value {
+    tag_json(base, t, "/distributionsettags", "assignedDistributionSets")
+}
+
+fn target_tag_json(base: &BaseUrl, t: &TagRow) -> Value {
+    tag_json(base, t, "/targettags", "assignedTargets")
+}
+
 #[derive(Debug, Deserialize)]
-struct TagBody {
+pub(super) struct TagBody {
     name: Option<String>,
     description: Option<String>,
     colour: Option<String>,
@@ -80,9 +153,6 @@ enum TargetRef {
 
 const TARGETS: Listed = Listed::new(Entity::Target, &targets::SORT);
 
-static TAGS: Resource<TagRow> =
-    Resource::new(&tags::TABLE, Entity::TargetTag, READ_TARGET, tag_json);
-
 /// A tag to create: name, description, colour.
 type NewTag = (String, Option<String>, Option<String>);
 
@@ -96,49 +166,63 @@ fn new_tag(b: TagBody) -> ApiResult<NewTag> {
     ))
 }
 
-async fn create(cx: Ctx, Body(body): Body<Vec<TagBody>>) -> ApiResult<(StatusCode, Json<Value>)> {
-    let insert = async |tx: &mut PgConnection, cx: &Ctx, (name, description, colour): &NewTag| {
-        let (description, colour) = (description.as_deref(), colour.as_deref());
-        let row =
-            tags::insert(tx, cx.tenant(), name, description, colour, cx.caller.name()).await?;
-        Ok(tag_json(&cx.base, &row))
-    };
-    cx.create_each(&[Permission::CREATE_TARGET], body, new_tag, insert)
-        .await
+async fn create(
+    cx: Ctx,
+    body: Vec<TagBody>,
+    kind: &'static TagKind,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let (which, render) = (kind.which, kind.resource.render);
+    let insert =
+        async move |tx: &mut PgConnection, cx: &Ctx, (name, description, colour): &NewTag| {
+            let (description, colour) = (description.as_deref(), colour.as_deref());
+            let (tenant, user) = (cx.tenant(), cx.caller.name());
+            let row = which
+                .tags()
+                .insert(tx, tenant, name, description, colour, user)
+                .await?;
+            Ok(render(&cx.base, &row))
+        };
+    cx.create_each(kind.create, body, new_tag, insert).await
 }
 
-async fn update(cx: Ctx, Ids(id): Ids<i64>, b: TagBody) -> ApiResult<Json<Value>> {
+async fn update(cx: Ctx, id: i64, b: TagBody, kind: &'static TagKind) -> ApiResult<Json<Value>> {
     let name = single_line("name", b.name, 1, 128)?;
     let description = description(b.description)?;
     let colour = single_line("colour", b.colour, 0, 16)?;
     let (name, description, colour) = (name.as_deref(), description.as_deref(), colour.as_deref());
-    let change = async |c: &mut PgConnection| {
-        tags::update(
-            c,
-            cx.tenant(),
-            id,
-            name,
-            description,
-            colour,
-            cx.caller.name(),
-        )
-        .await
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
+    let which = kind.which;
+    let change = async move |c: &mut PgConnection| {
+        which
+            .tags()
+            .update(c, tenant, id, name, description, colour, user)
+            .await
     };
-    cx.update_one(change, || TAGS.missing(id), |t| tag_json(&cx.base, &t))
-        .await
+    cx.update_one(
+        change,
+        || kind.resource.missing(id),
+        |t| (kind.resource.render)(&cx.base, &t),
+    )
+    .await
 }
 
-async fn remove(cx: Ctx, Ids(id): Ids<i64>) -> ApiResult<StatusCode> {
-    cx.delete_by_id(&[Permission::DELETE_TARGET], &TAGS, id)
-        .await
-}
-
-/// The tag of the tenant, or 404.
+/// The target tag of the tenant, or 404.
 async fn find_tag(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<TagRow> {
-    tags::TABLE
+    find_tag_of(&TARGET, c, tenant, id).await
+}
+
+/// The tag of a kind of the tenant, or 404.
+pub(super) async fn find_tag_of(
+    kind: &TagKind,
+    c: &mut PgConnection,
+    tenant: TenantId,
+    id: i64,
+) -> ApiResult<TagRow> {
+    kind.resource
+        .table
         .find(c, tenant, id)
         .await?
-        .ok_or_else(|| TAGS.missing(id))
+        .ok_or_else(|| kind.resource.missing(id))
 }
 
 async fn assigned(cx: Ctx, Ids(id): Ids<i64>, page: Page) -> ApiResult<Json<Value>> {
@@ -300,5 +384,5 @@ async fn tags_of_target(cx: Ctx, Ids(controller_id): Ids<String>) -> ApiResult<J
         let t = find_target(c, tenant, &controller_id, RowLock::None).await?;
         Ok(tags::ASSIGNMENTS.owners_of(c, tenant, t.id).await?)
     };
-    cx.array(fetch, |g| tag_json(&cx.base, g)).await
+    cx.array(fetch, |g| target_tag_json(&cx.base, g)).await
 }

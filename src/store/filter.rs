@@ -32,6 +32,7 @@ pub enum Entity {
     SoftwareModuleMetadata,
     TargetType,
     TargetTag,
+    DistributionSetTag,
     /// Metadata entries of a target.
     TargetMetadata,
     AutoAssignment,
@@ -453,7 +454,7 @@ fn resolve(entity: Entity, field: &str) -> Result<Field, RsqlError> {
         Entity::DistributionSetType => set_type_field(&lower),
         Entity::SoftwareModuleMetadata => module_metadata_field(&lower),
         Entity::TargetType => type_or_tag_field(&lower, true),
-        Entity::TargetTag => type_or_tag_field(&lower, false),
+        Entity::TargetTag | Entity::DistributionSetTag => type_or_tag_field(&lower, false),
         Entity::TargetMetadata => target_metadata_field(&lower),
         Entity::AutoAssignment => auto_assignment_field(&lower),
     };

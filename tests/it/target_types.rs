@@ -934,3 +934,98 @@ async fn tags_follow_the_not_found_policy_one_by_one_and_in_bulk() {
     assert_eq!(s, StatusCode::NO_CONTENT);
     assert_eq!(count().await, 1);
 }
+
+/// Distribution set tags: the tag resource as target tags have it, and which sets carry them.
+#[tokio::test]
+async fn distribution_set_tags_are_created_assigned_listed_and_removed() {
+    let app = spawn_app().await;
+    let a = app.create_set("tag-a").await;
+    let b = app.create_set("tag-b").await;
+    let (s, t) = app
+        .api_post(
+            "/distributionsettags",
+            json!([{"name": "stable", "colour": "#0f0"}, {"name": "skip-implicit-lock"}]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{t}");
+    let (stable, skip) = (
+        t[0]["id"].as_i64().expect("id"),
+        t[1]["id"].as_i64().expect("id"),
+    );
+    assert!(
+        t[0]["_links"]["assignedDistributionSets"]["href"]
+            .as_str()
+            .is_some_and(|h| h.ends_with(&format!("/distributionsettags/{stable}/assigned"))),
+        "{t}"
+    );
+    let (s, e) = app
+        .api_post("/distributionsettags", json!([{"name": "stable"}]))
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT, "{e}");
+    let (s, v) = app
+        .api_put(
+            &format!("/distributionsettags/{stable}"),
+            json!({"description": "ok"}),
+        )
+        .await;
+    assert_eq!(
+        (s, v["description"].as_str()),
+        (StatusCode::OK, Some("ok")),
+        "{v}"
+    );
+    let (_, l) = app.api_get("/distributionsettags?q=name==stable").await;
+    assert_eq!(l["total"], 1, "{l}");
+
+    let assigned = format!("/distributionsettags/{stable}/assigned");
+    let (s, v) = app.api_post(&assigned, json!([a, {"id": b}])).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v.as_array().map(Vec::len), Some(2), "{v}");
+    let (s, _) = app.api_post(&assigned, json!([a, 999999])).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (_, l) = app.api_get(&format!("{assigned}?sort=name:DESC")).await;
+    assert_eq!(l["total"], 2, "{l}");
+    assert_eq!(l["content"][0]["id"], b, "{l}");
+    assert!(l["content"][0]["modules"].is_array(), "{l}");
+    let (s, _) = app
+        .api(Method::DELETE, &format!("{assigned}/{a}"), None)
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = app.api(Method::DELETE, &assigned, Some(json!([b]))).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, l) = app.api_get(&assigned).await;
+    assert_eq!(l["total"], 0, "{l}");
+    let (s, _) = app.api_post(&format!("{assigned}/{a}"), json!({})).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+
+    // A set tagged skip-implicit-lock is not locked by the rollout created over it.
+    let (s, _) = app
+        .api_post(
+            &format!("/distributionsettags/{skip}/assigned/{b}"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    app.fleet("dst", 1).await;
+    for ds in [a, b] {
+        let r = app
+            .create_rollout(json!({"name": format!("r{ds}"), "distributionSetId": ds,
+                "targetFilterQuery": "controllerId==dst-*", "amountGroups": 1}))
+            .await;
+        assert!(r["id"].is_i64(), "{r}");
+    }
+    let (_, sa) = app.api_get(&format!("/distributionsets/{a}")).await;
+    let (_, sb) = app.api_get(&format!("/distributionsets/{b}")).await;
+    assert_eq!(
+        (sa["locked"].as_bool(), sb["locked"].as_bool()),
+        (Some(true), Some(false))
+    );
+
+    assert_eq!(
+        app.api_delete(&format!("/distributionsettags/{stable}"))
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    let (s, _) = app.api_get(&format!("/distributionsettags/{stable}")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

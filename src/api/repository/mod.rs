@@ -14,7 +14,7 @@ mod modules;
 mod sets;
 mod types;
 
-pub(super) use sets::set_json_by_id;
+pub(super) use sets::{set_json_by_id, sets_json};
 
 use std::collections::BTreeSet;
 

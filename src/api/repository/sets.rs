@@ -84,7 +84,7 @@ fn set_json(base: &BaseUrl, s: &SetRow, modules: &[&ModuleRow]) -> Value {
 }
 
 /// Render sets with their modules (one query for all modules).
-async fn sets_json(
+pub(in crate::api) async fn sets_json(
     c: &mut PgConnection,
     tenant: TenantId,
     base: &BaseUrl,

@@ -669,11 +669,18 @@ pub async fn lock_set_row(conn: &mut PgConnection, tenant: TenantId, ds: i64) ->
     Ok(())
 }
 
-/// Lock the implicit-lock flag of a distribution set (§1.3).
+/// Lock a distribution set implicitly (§1.3), unless it carries a tag named
+/// `skip-implicit-lock` or `skip_implicit_lock` (any case).
 pub async fn lock_set_implicitly(conn: &mut PgConnection, ds: i64) -> Result<()> {
-    sqlx::query("UPDATE distribution_set SET locked = true WHERE id = $1 AND NOT locked")
-        .bind(ds)
-        .execute(conn)
-        .await?;
+    sqlx::query(
+        "UPDATE distribution_set SET locked = true WHERE id = $1 AND NOT locked
+           AND NOT EXISTS (SELECT 1 FROM distribution_set_tag_assignment a
+                           JOIN distribution_set_tag g ON g.id = a.tag_id
+                           WHERE a.ds_id = $1
+                             AND lower(replace(g.name, '_', '-')) = 'skip-implicit-lock')",
+    )
+    .bind(ds)
+    .execute(conn)
+    .await?;
     Ok(())
 }
