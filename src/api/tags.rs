@@ -22,7 +22,7 @@ use crate::domain::ids::TenantId;
 use crate::store::filter::{Entity, Filter};
 use crate::store::page::PageRequest;
 use crate::store::table::RowLock;
-use crate::store::tags::{self, TagRow, Tags};
+use crate::store::tags::{self, TagChange, TagRow, Tags};
 use crate::store::targets::{self, TargetRow};
 
 pub fn router() -> Router<ApiState> {
@@ -189,14 +189,15 @@ async fn update(cx: Ctx, id: i64, b: TagBody, kind: &'static TagKind) -> ApiResu
     let name = single_line("name", b.name, 1, 128)?;
     let description = description(b.description)?;
     let colour = single_line("colour", b.colour, 0, 16)?;
-    let (name, description, colour) = (name.as_deref(), description.as_deref(), colour.as_deref());
     let (tenant, user) = (cx.tenant(), cx.caller.name());
     let which = kind.which;
     let change = async move |c: &mut PgConnection| {
-        which
-            .tags()
-            .update(c, tenant, id, name, description, colour, user)
-            .await
+        let change = TagChange {
+            name: name.as_deref(),
+            description: description.as_deref(),
+            colour: colour.as_deref(),
+        };
+        which.tags().update(c, tenant, id, &change, user).await
     };
     cx.update_one(
         change,

@@ -32,6 +32,14 @@ const COLUMNS: &str = "g.id, g.name, g.description, g.colour, g.created_at, g.cr
 pub const SORT: SortFields =
     SortFields::of(Base::Named, "g", &[("colour", "g.colour")], "g.id ASC");
 
+/// A change of a tag (`None` = unchanged).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TagChange<'a> {
+    pub name: Option<&'a str>,
+    pub description: Option<&'a str>,
+    pub colour: Option<&'a str>,
+}
+
 /// One kind of tag: its table and what a conflict calls it.
 #[derive(Debug)]
 pub struct Tags {
@@ -109,11 +117,14 @@ impl Tags {
         conn: &mut PgConnection,
         tenant: TenantId,
         id: i64,
-        name: Option<&str>,
-        description: Option<&str>,
-        colour: Option<&str>,
+        change: &TagChange<'_>,
         user: &str,
     ) -> Result<Option<TagRow>> {
+        let TagChange {
+            name,
+            description,
+            colour,
+        } = *change;
         let sql = format!(
             "UPDATE {} g SET name = COALESCE($3, g.name),
                 description = COALESCE($4, g.description), colour = COALESCE($5, g.colour),
