@@ -3,6 +3,7 @@
 mod auth;
 mod auto_assignments;
 mod bench;
+mod coverage;
 mod dmf;
 mod flows;
 mod helpers;
