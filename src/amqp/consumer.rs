@@ -30,8 +30,9 @@ use crate::dmf::header;
 use crate::engine::{Engine, Incoming, Verdict};
 
 pub struct Consumer {
+    conn: Arc<Connection>,
     channel: Channel,
-    /// Publishes dead letters, with confirms.
+    /// Publishes dead letters, with confirms; reopened when an error closed it.
     dead_letters: Channel,
     stream: lapin::Consumer,
     tag: String,
@@ -99,7 +100,7 @@ fn digest(raw: &RawMessage) -> Vec<u8> {
 
 impl Consumer {
     pub async fn start(
-        conn: &Connection,
+        conn: Arc<Connection>,
         cfg: &AmqpArgs,
         engine: Arc<Engine>,
     ) -> Result<Self, TransportError> {
@@ -119,8 +120,9 @@ impl Consumer {
                 FieldTable::default(),
             )
             .await?;
-        let dead_letters = super::confirm_channel(conn).await?;
+        let dead_letters = super::confirm_channel(&conn).await?;
         Ok(Self {
+            conn,
             channel,
             dead_letters,
             stream,
@@ -161,7 +163,7 @@ impl Consumer {
 
     /// Apply one batch. Returns false when shutdown interrupted a retry (batch left unacked).
     async fn process(
-        &self,
+        &mut self,
         batch: Vec<Delivery>,
         token: &CancellationToken,
     ) -> Result<bool, TransportError> {
@@ -283,8 +285,13 @@ impl Consumer {
         }
     }
 
-    /// Publish the delivery unchanged to the dead-letter exchange with the reason added.
-    async fn dead_letter(&self, d: &Delivery, reason: &str) -> Result<(), TransportError> {
+    /// Publish the delivery unchanged to the dead-letter exchange with the reason added:
+    /// `mandatory`, so that a dead-letter exchange routing it nowhere counts as a failure (the
+    /// broker returns it) and the caller falls back to rejecting it.
+    async fn dead_letter(&mut self, d: &Delivery, reason: &str) -> Result<(), TransportError> {
+        if !self.dead_letters.status().connected() {
+            self.dead_letters = super::confirm_channel(&self.conn).await?;
+        }
         let mut headers = d.properties.headers().clone().unwrap_or_default();
         let one_line: String = reason
             .replace(['\r', '\n'], " ")
@@ -301,13 +308,17 @@ impl Consumer {
             .basic_publish(
                 self.cfg.dead_letter_exchange.as_str().into(),
                 d.routing_key.clone(),
-                BasicPublishOptions::default(),
+                BasicPublishOptions {
+                    mandatory: true,
+                    ..Default::default()
+                },
                 &d.data,
                 props,
             )
             .await?
             .await?;
-        if confirm.is_ack() {
+        // A returned (unroutable) message is acked too, with the message attached.
+        if confirm.is_ack() && confirm.take_message().is_none() {
             Ok(())
         } else {
             Err(TransportError::Closed)

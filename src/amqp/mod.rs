@@ -26,6 +26,9 @@ pub enum TransportError {
     Amqp(#[from] lapin::Error),
     #[error("AMQP connection lost")]
     Closed,
+    /// The broker answered a publish with a nack.
+    #[error("the broker nacked the message")]
+    Nacked,
 }
 
 /// The vhost named by an AMQP URL (`/` when absent), for target addresses.
@@ -95,7 +98,7 @@ async fn session(
     // The consumer stops first on shutdown; the publisher then drains what it committed.
     let consumer_token = token.child_token();
     let publisher_token = CancellationToken::new();
-    let consumer = consumer::Consumer::start(&conn, cfg, engine.clone()).await?;
+    let consumer = consumer::Consumer::start(conn.clone(), cfg, engine.clone()).await?;
     let publisher = publisher::Publisher::start(conn.clone(), cfg, engine.clone()).await?;
     let mut consume = tokio::spawn(consumer.run(consumer_token.clone()));
     let mut publish = tokio::spawn(publisher.run(publisher_token.clone()));

@@ -3,11 +3,14 @@
 //! them only once confirmed — all in one database transaction. Woken in-process right after a
 //! commit, by Postgres NOTIFY from other instances, and by a 1 s fallback tick.
 //!
-//! A connector exchange that does not exist would make the broker close the channel (404) and
-//! lose the message; each exchange is therefore checked (passively declared) before use and
-//! rows for a missing one are dropped with a warning. A row that keeps failing is dropped after
-//! [`MAX_ATTEMPTS`], so nothing is retried forever (dmf-protocol.md §1.3).
-
+//! No row is ever dropped. A failure while the connection is lost is transient: the round rolls
+//! back and everything is published again after the reconnect, however often that happens. A
+//! row the broker itself refuses (a nack, or a channel error while the connection stays up) has
+//! the refusal counted against that row only; after [`MAX_REFUSALS`] it is **parked** — moved to
+//! `outbox_parked` with its reason, logged, shown at `GET /rest/v1/system/outbox/parked` — so
+//! it can neither block the outbox nor vanish. A connector exchange that does not exist would
+//! make the broker close the channel (404); each exchange is therefore checked (passively
+//! declared) before use and the rows for a missing one are parked at once.
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,9 +26,12 @@ use super::TransportError;
 use crate::config::AmqpArgs;
 use crate::dmf::envelope::Outbound;
 use crate::engine::Engine;
-use crate::store::{StoreError, outbox};
+use crate::store::StoreError;
+use crate::store::outbox::{self, Refused};
 
-pub const MAX_ATTEMPTS: i32 = 5;
+/// Refusals by the broker after which a row is parked instead of tried again (at least a second
+/// apart: the drain pauses after each).
+pub const MAX_REFUSALS: i32 = 5;
 /// Rows one regular round may claim (in claims of `DMF_OUTBOX_BATCH`) before it waits for the
 /// confirms and commits: enough to keep the broker busy while the next claim renders, few
 /// enough that a broker failure republishes little.
@@ -62,29 +68,39 @@ fn properties(m: &Outbound) -> BasicProperties {
     p
 }
 
-/// What a round handed to the broker: rows fully published, their pending confirms, and the
-/// first publish failure.
+/// What a round handed to the broker: rows fully published, their pending confirms, rows to
+/// park (their exchange is missing), and the first publish failure with the row it hit when
+/// the broker refused that row (the connection stayed up).
 #[derive(Default)]
 struct Sent {
     ids: Vec<i64>,
-    confirms: Vec<PublisherConfirm>,
+    confirms: Vec<(i64, PublisherConfirm)>,
+    missing: Vec<Refused>,
     failure: Option<TransportError>,
+    refused: Vec<i64>,
 }
 
 impl Sent {
-    /// Wait for every confirm. The rows handed over, or the failure when a publish failed or
-    /// the broker nacked.
-    async fn confirmed(self) -> (Vec<i64>, Option<TransportError>) {
-        let mut failure = self.failure;
-        for c in self.confirms {
+    /// Wait for every confirm. A nacked row is refused; the first confirm that fails because
+    /// the channel closed under it names its row refused too if the connection is still up
+    /// (the broker closed the channel over that message).
+    async fn confirmed(mut self, conn: &Connection) -> Sent {
+        for (id, c) in std::mem::take(&mut self.confirms) {
             match c.await {
                 Ok(conf) if conf.is_ack() => {}
-                _ => {
-                    failure.get_or_insert(TransportError::Closed);
+                Ok(_) => {
+                    self.refused.push(id);
+                    self.failure.get_or_insert(TransportError::Nacked);
+                }
+                Err(e) => {
+                    if self.failure.is_none() && conn.status().connected() {
+                        self.refused.push(id);
+                    }
+                    self.failure.get_or_insert(TransportError::from(e));
                 }
             }
         }
-        (self.ids, failure)
+        self
     }
 }
 
@@ -94,41 +110,15 @@ async fn begin_round(pool: &PgPool) -> Result<Transaction<'static, Postgres>, St
     Ok(pool.begin_with(outbox::BEGIN_ROUND).await?)
 }
 
-/// End a publishing transaction once everything it sent is confirmed: delete the rows handed
-/// over and commit; returns how many. On a failure roll back, count an attempt for every row of
-/// `claimed`, drop those of `last_attempt` (logged) and return the failure.
-async fn settle(
-    pool: &PgPool,
-    mut tx: Transaction<'_, Postgres>,
-    sent: Sent,
-    claimed: &[i64],
-    last_attempt: &[i64],
-) -> Result<usize, DrainError> {
-    let (ids, failure) = sent.confirmed().await;
-    if let Some(error) = failure {
-        tx.rollback().await.map_err(StoreError::from)?;
-        let mut conn = pool.acquire().await.map_err(StoreError::from)?;
-        outbox::record_failure(&mut conn, claimed).await?;
-        if !last_attempt.is_empty() {
-            tracing::error!(
-                count = last_attempt.len(),
-                "outbox rows dropped after repeated publish failures"
-            );
-            outbox::delete(&mut conn, last_attempt).await?;
-        }
-        return Err(error.into());
-    }
-    outbox::delete(&mut tx, &ids).await?;
-    tx.commit().await.map_err(StoreError::from)?;
-    Ok(ids.len())
-}
-
 #[derive(Debug, thiserror::Error)]
 enum DrainError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Transport(#[from] TransportError),
+    /// The broker refused rows while the connection stayed up; counted, nothing lost.
+    #[error("the broker refused {0} outbox row(s): {1}")]
+    Refused(usize, TransportError),
 }
 
 impl From<lapin::Error> for DrainError {
@@ -168,6 +158,18 @@ impl Publisher {
             match self.drain().await {
                 Ok(()) => {}
                 Err(DrainError::Transport(e)) => return Err(e),
+                Err(e @ DrainError::Refused(..)) => {
+                    tracing::warn!(error.message = %e, "outbox publish refused; will retry");
+                    // A fresh channel if the broker closed ours, and a pause, so that the
+                    // refusals of a row are spread over seconds before it is parked.
+                    if !self.channel.status().connected() {
+                        self.channel = super::confirm_channel(&self.conn).await?;
+                    }
+                    tokio::select! {
+                        _ = token.cancelled() => {}
+                        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
                 Err(DrainError::Store(e)) => {
                     tracing::warn!(error.message = %e, "outbox drain failed; will retry");
                 }
@@ -232,7 +234,7 @@ impl Publisher {
         let pool = self.engine.pool().clone();
         let started = Instant::now();
         let mut tx = begin_round(&pool).await?;
-        let mut claimed: Vec<(i64, i32)> = Vec::new();
+        let mut claimed = 0;
         let mut sent = Sent::default();
         let mut after = 0;
         let mut claims = 0;
@@ -243,7 +245,7 @@ impl Publisher {
             };
             after = last.id;
             claims += 1;
-            claimed.extend(rows.iter().map(|r| (r.id, r.attempts)));
+            claimed += rows.len();
             let rendered = self.engine.render(&mut tx, &rows).await?;
             let items: Vec<(i64, &[Outbound])> = rendered
                 .iter()
@@ -253,23 +255,17 @@ impl Publisher {
             if sent.failure.is_some() || (rows.len() as i64) < self.batch {
                 break false;
             }
-            if claimed.len() >= ROUND_MAX || self.engine.has_fresh() {
+            if claimed >= ROUND_MAX || self.engine.has_fresh() {
                 break true;
             }
         };
-        if claimed.is_empty() {
+        if claimed == 0 {
             return Ok(false);
         }
         let published_us = started.elapsed().as_micros() as u64;
-        let all: Vec<i64> = claimed.iter().map(|(id, _)| *id).collect();
-        let last_attempt: Vec<i64> = claimed
-            .iter()
-            .filter(|(_, attempts)| attempts + 1 >= MAX_ATTEMPTS)
-            .map(|(id, _)| *id)
-            .collect();
-        settle(&pool, tx, sent, &all, &last_attempt).await?;
+        self.settle(tx, sent).await?;
         tracing::debug!(
-            rows = claimed.len(),
+            rows = claimed,
             claims,
             published_us,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -301,8 +297,7 @@ impl Publisher {
             .collect();
         let mut sent = Sent::default();
         self.publish(&items, &mut sent).await?;
-        // Rows at their last attempt are left for a regular round to drop.
-        let published = settle(&pool, tx, sent, &held, &[]).await?;
+        let published = self.settle(tx, sent).await?;
         tracing::debug!(
             rows = published,
             elapsed_us = started.elapsed().as_micros() as u64,
@@ -312,8 +307,8 @@ impl Publisher {
     }
 
     /// Publish the messages of outbox rows in order, adding to `sent`; confirms are awaited by
-    /// [`Sent::confirmed`]. Rows of a missing exchange count as handed over (their messages
-    /// dropped). Stops at the first failed publish.
+    /// [`Sent::confirmed`]. A row with a message to a missing exchange is set aside to be
+    /// parked (none of its messages sent). Stops at the first failed publish.
     async fn publish(
         &mut self,
         items: &[(i64, &[Outbound])],
@@ -322,10 +317,12 @@ impl Publisher {
         'rows: for (id, messages) in items {
             for m in messages.iter() {
                 if !self.exchange_exists(&m.exchange).await? {
-                    tracing::warn!(exchange = %m.exchange, tenant = m.header("tenant").unwrap_or(""),
-                        thing_id = m.header("thingId").unwrap_or(""), "connector exchange does not exist; message dropped");
-                    continue;
+                    let reason = format!("connector exchange '{}' does not exist", m.exchange);
+                    sent.missing.push(refused(*id, reason, m));
+                    continue 'rows;
                 }
+            }
+            for m in messages.iter() {
                 match self
                     .channel
                     .basic_publish(
@@ -337,8 +334,11 @@ impl Publisher {
                     )
                     .await
                 {
-                    Ok(c) => sent.confirms.push(c),
+                    Ok(c) => sent.confirms.push((*id, c)),
                     Err(e) => {
+                        if self.conn.status().connected() {
+                            sent.refused.push(*id);
+                        }
                         sent.failure = Some(TransportError::from(e));
                         break 'rows;
                     }
@@ -347,6 +347,59 @@ impl Publisher {
             sent.ids.push(*id);
         }
         Ok(())
+    }
+
+    /// End a publishing transaction once everything it sent is confirmed: delete the rows
+    /// handed over, park those of missing exchanges, commit; returns how many were published.
+    /// On a failure roll back and count a refusal for the rows the broker refused (only them),
+    /// parking those refused [`MAX_REFUSALS`] times.
+    async fn settle(
+        &mut self,
+        mut tx: Transaction<'_, Postgres>,
+        sent: Sent,
+    ) -> Result<usize, DrainError> {
+        let sent = sent.confirmed(&self.conn).await;
+        let Some(error) = sent.failure else {
+            if !sent.missing.is_empty() {
+                outbox::park(&mut tx, &sent.missing).await?;
+            }
+            outbox::delete(&mut tx, &sent.ids).await?;
+            tx.commit().await.map_err(StoreError::from)?;
+            if let Some(first) = sent.missing.first() {
+                tracing::error!(rows = sent.missing.len(), reason = %first.reason,
+                    "outbox rows parked (GET /rest/v1/system/outbox/parked)");
+            }
+            return Ok(sent.ids.len());
+        };
+        tx.rollback().await.map_err(StoreError::from)?;
+        if sent.refused.is_empty() {
+            return Err(error.into());
+        }
+        let pool = self.engine.pool().clone();
+        let mut conn = pool.acquire().await.map_err(StoreError::from)?;
+        let exhausted = outbox::record_refusal(&mut conn, &sent.refused, MAX_REFUSALS).await?;
+        if !exhausted.is_empty() {
+            let reason = format!("refused by the broker {MAX_REFUSALS} times: {error}");
+            let rows = outbox::rows(&mut conn, &exhausted).await?;
+            let parked: Vec<Refused> = self
+                .engine
+                .render(&mut conn, &rows)
+                .await?
+                .iter()
+                .map(|r| match r.messages.first() {
+                    Some(m) => refused(r.outbox_id, reason.clone(), m),
+                    None => Refused {
+                        id: r.outbox_id,
+                        reason: reason.clone(),
+                        ..Refused::default()
+                    },
+                })
+                .collect();
+            outbox::park(&mut conn, &parked).await?;
+            tracing::error!(rows = parked.len(), %reason,
+                "outbox rows parked (GET /rest/v1/system/outbox/parked)");
+        }
+        Err(DrainError::Refused(sent.refused.len(), error))
     }
 
     /// Whether an exchange exists, by a passive declare on a spare channel (a failed passive
@@ -389,5 +442,18 @@ impl Publisher {
                 Ok(false)
             }
         }
+    }
+}
+
+/// A row set aside, described by its (first) message.
+fn refused(id: i64, reason: String, m: &Outbound) -> Refused {
+    let header = |name| m.header(name).map(str::to_owned);
+    Refused {
+        id,
+        reason,
+        tenant: header("tenant"),
+        exchange: Some(m.exchange.clone()),
+        thing_id: header("thingId"),
+        topic: header("topic").or_else(|| header("type")),
     }
 }

@@ -9,6 +9,7 @@ pub mod auto_assignments;
 mod common;
 pub mod health;
 pub mod invalidation;
+mod outbox;
 pub mod repository;
 pub mod rollouts;
 pub mod set_statistics;
@@ -58,6 +59,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(auto_assignments::router())
         .merge(health::router())
         .merge(invalidation::router())
+        .merge(outbox::router())
         .merge(repository::router())
         .merge(rollouts::router())
         .merge(set_statistics::router())

@@ -5,7 +5,7 @@ use sqlx::PgConnection;
 
 use super::{Result, sql};
 use crate::dmf::envelope::Outbound;
-use crate::domain::ids::ActionId;
+use crate::domain::ids::{ActionId, TenantId};
 
 /// Wakes publishers of every instance (the in-process publisher is also woken directly).
 pub const CHANNEL: &str = "dmf_outbox";
@@ -165,6 +165,18 @@ pub async fn claim(conn: &mut PgConnection, after: i64, limit: i64) -> Result<Ve
     .await
 }
 
+/// Rows by id, without the turn (to describe rows about to be parked).
+pub async fn rows(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<Row>> {
+    sql::fetch_all(
+        conn,
+        "SELECT id, kind, exchange, headers, content_type, content_encoding, correlation_id, body,
+                action_id, target_id, action_ids, attempts
+         FROM outbox WHERE id IN (SELECT unnest($1::bigint[])) ORDER BY id",
+        (ids,),
+    )
+    .await
+}
+
 /// Take the turn and lock those of `ids` still waiting (not published meanwhile by another
 /// round), in id order.
 pub async fn claim_ids(conn: &mut PgConnection, ids: &[i64]) -> Result<Vec<i64>> {
@@ -191,15 +203,143 @@ pub async fn delete(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
     Ok(())
 }
 
-/// Count a failed publish attempt for rows.
-pub async fn record_failure(conn: &mut PgConnection, ids: &[i64]) -> Result<()> {
-    sql::execute(
+/// Count a refusal by the broker for rows. Returns those that reached `max` refusals.
+pub async fn record_refusal(conn: &mut PgConnection, ids: &[i64], max: i32) -> Result<Vec<i64>> {
+    sql::fetch_all(
         conn,
-        "UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT unnest($1::bigint[]))",
+        "UPDATE outbox SET attempts = attempts + 1 WHERE id IN (SELECT unnest($1::bigint[]))
+         RETURNING id, attempts",
         (ids,),
     )
+    .await
+    .map(|rows: Vec<(i64, i32)>| {
+        rows.into_iter()
+            .filter(|(_, n)| *n >= max)
+            .map(|(id, _)| id)
+            .collect()
+    })
+}
+
+/// Why a row is parked, and what it was rendered to (the operator's view of it).
+#[derive(Debug, Clone, Default)]
+pub struct Refused {
+    pub id: i64,
+    pub reason: String,
+    pub tenant: Option<String>,
+    pub exchange: Option<String>,
+    pub thing_id: Option<String>,
+    pub topic: Option<String>,
+}
+
+/// The outbox columns a parked row keeps, so that a requeued one is rendered anew.
+const ROW_COLUMNS: &str = "kind, exchange, headers, content_type, content_encoding, correlation_id,
+     body, action_id, target_id, action_ids, created_at, attempts";
+
+/// Move rows out of the outbox into `outbox_parked` with their reasons, in one statement.
+pub async fn park(conn: &mut PgConnection, rows: &[Refused]) -> Result<u64> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let col = |f: fn(&Refused) -> Option<String>| rows.iter().map(f).collect::<Vec<_>>();
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    sql::execute(
+        conn,
+        &format!(
+            "WITH why AS (
+                 SELECT * FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                      $6::text[])
+                          AS w(id, reason, tenant, target_exchange, thing_id, topic)),
+             moved AS (DELETE FROM outbox WHERE id IN (SELECT id FROM why) RETURNING *)
+             INSERT INTO outbox_parked (id, {ROW_COLUMNS}, tenant, target_exchange, thing_id,
+                                        topic, reason)
+             SELECT m.id, {ROW_COLUMNS}, w.tenant, w.target_exchange, w.thing_id, w.topic,
+                    w.reason
+             FROM moved m JOIN why w USING (id)"
+        ),
+        (
+            &ids,
+            col(|r| Some(r.reason.clone())),
+            col(|r| r.tenant.clone()),
+            col(|r| r.exchange.clone()),
+            col(|r| r.thing_id.clone()),
+            col(|r| r.topic.clone()),
+        ),
+    )
+    .await
+}
+
+/// A parked row as operators see it.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct ParkedRow {
+    pub id: i64,
+    pub kind: String,
+    pub action_id: Option<i64>,
+    pub target_id: Option<i64>,
+    pub target_exchange: Option<String>,
+    pub thing_id: Option<String>,
+    pub topic: Option<String>,
+    pub reason: String,
+    pub attempts: i32,
+    pub created_at: i64,
+    pub parked_at: i64,
+}
+
+/// Which parked rows of `tenant` a request means: all, or these ids.
+const OF_TENANT: &str = "p.tenant = (SELECT name FROM tenant WHERE id = $1)
+     AND ($2::bigint[] IS NULL OR p.id IN (SELECT unnest($2::bigint[])))";
+
+/// A tenant's parked rows, oldest first, and how many there are in all.
+pub async fn parked(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    offset: i64,
+    limit: i64,
+) -> Result<(Vec<ParkedRow>, i64)> {
+    let rows = sql::fetch_all(
+        conn,
+        &format!(
+            "SELECT id, kind, action_id, target_id, target_exchange, thing_id, topic, reason,
+                    attempts, created_at, parked_at
+             FROM outbox_parked p WHERE {OF_TENANT} ORDER BY id OFFSET $3 LIMIT $4"
+        ),
+        (tenant, None::<Vec<i64>>, offset, limit),
+    )
     .await?;
-    Ok(())
+    let total = sql::scalar(
+        conn,
+        &format!("SELECT count(*) FROM outbox_parked p WHERE {OF_TENANT}"),
+        (tenant, None::<Vec<i64>>),
+    )
+    .await?;
+    Ok((rows, total))
+}
+
+/// Put a tenant's parked rows (all, or `ids`) back into the outbox, at its end (they are
+/// rendered anew when published), or discard them. Returns how many.
+pub async fn release_parked(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    ids: Option<&[i64]>,
+    requeue: bool,
+) -> Result<u64> {
+    let taken = format!("DELETE FROM outbox_parked p WHERE {OF_TENANT} RETURNING *");
+    // A requeued row starts over: no refusals counted.
+    let fresh = ROW_COLUMNS.replace("attempts", "0");
+    let statement = if requeue {
+        format!(
+            "WITH taken AS ({taken}),
+             queued AS (INSERT INTO outbox ({ROW_COLUMNS})
+                        SELECT {fresh} FROM taken ORDER BY id RETURNING id)
+             SELECT count(*) FROM queued"
+        )
+    } else {
+        format!("WITH taken AS ({taken}) SELECT count(*) FROM taken")
+    };
+    let n: i64 = sql::scalar(conn, &statement, (tenant, ids.map(<[i64]>::to_vec))).await?;
+    if requeue && n > 0 {
+        sql::execute(conn, "SELECT pg_notify($1, '')", (CHANNEL,)).await?;
+    }
+    Ok(n as u64)
 }
 
 /// Rows waiting to be published.

@@ -10,6 +10,7 @@ mod helpers;
 mod invalidation;
 mod layers;
 mod machine;
+mod outbox;
 mod query;
 mod repository;
 mod resilience;
