@@ -427,15 +427,19 @@ pub fn split_messages(messages: Vec<String>) -> Vec<String> {
 }
 
 /// Whether a message holds something an HTML sanitiser would strip: a tag (`<b>`, `</x>`,
-/// `<!-- -->`). A lone `<` or `a < b` is text.
+/// `<!-- -->`). A lone `<` or `a < b` is text. Linear in the length: the earliest tag opening
+/// has the most text after it, so only it needs a `>` behind it (a 256 KiB message of `<a`s
+/// must not cost a scan per `<`).
 pub fn contains_markup(s: &str) -> bool {
     let b = s.as_bytes();
-    b.iter().enumerate().any(|(i, &c)| {
-        c == b'<'
+    let opens = |i: usize| {
+        b[i] == b'<'
             && b.get(i + 1)
                 .is_some_and(|n| n.is_ascii_alphabetic() || *n == b'/' || *n == b'!')
-            && b[i + 1..].contains(&b'>')
-    })
+    };
+    (0..b.len())
+        .find(|&i| opens(i))
+        .is_some_and(|i| b[i + 1..].contains(&b'>'))
 }
 
 /// Validate an action weight (0..=1000); `None` means the default 1000.
@@ -720,6 +724,23 @@ mod tests {
         );
         assert!(!contains_markup("a < b and c > d"));
         assert!(contains_markup("<script>x</script>"));
+        // The largest message of openings without a closing `>` (quadratic before: ~10^10 steps).
+        assert!(!contains_markup(&"<a".repeat(128 * 1024)));
+        assert!(contains_markup(&format!("{}>", "<a".repeat(128 * 1024))));
+    }
+
+    proptest! {
+        /// The linear scan agrees with the definition: some tag opening has a `>` after it.
+        #[test]
+        fn markup_scan_matches_its_definition(s in "[<>/!a ]{0,40}") {
+            let b = s.as_bytes();
+            let naive = (0..b.len()).any(|i| {
+                b[i] == b'<'
+                    && b.get(i + 1).is_some_and(|n| n.is_ascii_alphabetic() || *n == b'/' || *n == b'!')
+                    && b[i + 1..].contains(&b'>')
+            });
+            prop_assert_eq!(contains_markup(&s), naive);
+        }
     }
 
     #[test]

@@ -75,7 +75,11 @@ fn parse_duration(s: &str) -> Option<i64> {
     if parts.next().is_some() || !(0..60).contains(&m) || !(0..60).contains(&sec) || h < 0 {
         return None;
     }
-    let total = (h * 3600 + m * 60 + sec) * 1000;
+    // Checked: an hour count of 19 digits must be refused, not wrap around.
+    let total = h
+        .checked_mul(3600)?
+        .checked_add(m * 60 + sec)?
+        .checked_mul(1000)?;
     (total > 0).then_some(total)
 }
 
@@ -127,5 +131,8 @@ mod tests {
         assert!(MaintenanceWindow::parse("0 0 2 * * ?", "1h", "+00:00").is_err());
         assert!(MaintenanceWindow::parse("0 0 2 * * ?", "01:00:00", "CET").is_err());
         assert!(MaintenanceWindow::parse("0 0 2 * * ?", "00:00:00", "+00:00").is_err());
+        // An hour count that overflows milliseconds is refused, not wrapped.
+        let huge = format!("{}:00:00", i64::MAX / 1000);
+        assert!(MaintenanceWindow::parse("0 0 2 * * ?", &huge, "+00:00").is_err());
     }
 }
