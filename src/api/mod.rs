@@ -5,6 +5,7 @@
 //!
 //! Handlers parse the request, call `engine` or `store`, and map the result. No SQL here.
 
+pub mod actions;
 pub mod auto_assignments;
 mod common;
 pub mod health;
@@ -55,6 +56,7 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .merge(actions::router())
         .merge(auto_assignments::router())
         .merge(health::router())
         .merge(invalidation::router())
