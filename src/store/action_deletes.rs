@@ -67,6 +67,23 @@ fn push_deletable(qb: &mut QueryBuilder<'_, Postgres>, allowed: &[String], sched
         .push(")))");
 }
 
+/// `{head} <selection> AND [NOT] <deletable>`: the selected actions that may (or may not) be
+/// deleted.
+fn selected<'a>(
+    head: &'a str,
+    tenant: TenantId,
+    sel: Selection<'a>,
+    deletable: bool,
+    allowed: &[String],
+    scheduled: &str,
+) -> QueryBuilder<'a, Postgres> {
+    let mut qb = QueryBuilder::new(head);
+    push_selection(&mut qb, tenant, sel);
+    qb.push(if deletable { " AND " } else { " AND NOT " });
+    push_deletable(&mut qb, allowed, scheduled);
+    qb
+}
+
 /// How many selected actions may not be deleted (see [`push_deletable`]).
 pub async fn count_undeletable(
     conn: &mut PgConnection,
@@ -75,10 +92,8 @@ pub async fn count_undeletable(
     allowed: &[String],
     scheduled: &str,
 ) -> Result<i64> {
-    let mut qb = QueryBuilder::new("SELECT count(*) FROM action a WHERE ");
-    push_selection(&mut qb, tenant, sel);
-    qb.push(" AND NOT ");
-    push_deletable(&mut qb, allowed, scheduled);
+    let head = "SELECT count(*) FROM action a WHERE ";
+    let mut qb = selected(head, tenant, sel, false, allowed, scheduled);
     Ok(qb.build_query_scalar().fetch_one(conn).await?)
 }
 
@@ -90,10 +105,8 @@ pub async fn delete_selected(
     allowed: &[String],
     scheduled: &str,
 ) -> Result<u64> {
-    let mut qb = QueryBuilder::new("DELETE FROM action a WHERE ");
-    push_selection(&mut qb, tenant, sel);
-    qb.push(" AND ");
-    push_deletable(&mut qb, allowed, scheduled);
+    let head = "DELETE FROM action a WHERE ";
+    let mut qb = selected(head, tenant, sel, true, allowed, scheduled);
     Ok(qb.build().execute(conn).await?.rows_affected())
 }
 

@@ -38,6 +38,18 @@ fn action_ids(list: &Value) -> Vec<i64> {
         .collect()
 }
 
+/// A one-group rollout of `ds` over `filter`, created, ready and started; its id.
+async fn started_rollout(app: &TestApp, name: &str, ds: i64, filter: &str) -> i64 {
+    let r = app
+        .create_rollout(json!({"name": name, "distributionSetId": ds,
+            "targetFilterQuery": filter, "amountGroups": 1}))
+        .await;
+    let rid = r["id"].as_i64().expect("rollout id");
+    app.wait_rollout(rid, |r| r["status"] == "ready").await;
+    app.start_rollout(rid).await;
+    rid
+}
+
 /// Group counters summed equal the actions of rollout groups counted.
 fn assert_counters_match(app: &TestApp) {
     let counted = sql(
@@ -331,13 +343,7 @@ async fn an_action_shows_its_rollout_window_and_the_names_of_what_it_links() {
     let mut app = spawn_app().await;
     app.fleet("js", 2).await;
     let ds = app.create_set("js").await;
-    let r = app
-        .create_rollout(json!({"name": "wave-js", "distributionSetId": ds,
-            "targetFilterQuery": "controllerId==js-00", "amountGroups": 1}))
-        .await;
-    let rid = r["id"].as_i64().expect("rollout id");
-    app.wait_rollout(rid, |r| r["status"] == "ready").await;
-    app.start_rollout(rid).await;
+    let rid = started_rollout(&app, "wave-js", ds, "controllerId==js-00").await;
     let (_, id) = app.deployments(1).await[0].clone();
 
     let (_, compact) = app.api_get("/targets/js-00/actions").await;
@@ -454,13 +460,7 @@ async fn rollout_over_a_full_target(
     let old_set = app.create_set("qold").await;
     let closed = closed_actions(&app, old_set, "q-00", 3).await;
     let ds = app.create_set("qnew").await;
-    let r = app
-        .create_rollout(json!({"name": "quota", "distributionSetId": ds,
-            "targetFilterQuery": "controllerId==q-*", "amountGroups": 1}))
-        .await;
-    let rid = r["id"].as_i64().expect("rollout id");
-    app.wait_rollout(rid, |r| r["status"] == "ready").await;
-    app.start_rollout(rid).await;
+    started_rollout(&app, "quota", ds, "controllerId==q-*").await;
     let mut got = if percent.is_some() {
         app.deployments(2).await
     } else {
@@ -511,13 +511,7 @@ async fn deleting_a_finished_rollout_action_keeps_the_group_counters_true() {
     let mut app = spawn_app().await;
     app.fleet("gc", 2).await;
     let ds = app.create_set("gc").await;
-    let r = app
-        .create_rollout(json!({"name": "gc", "distributionSetId": ds,
-            "targetFilterQuery": "controllerId==gc-*", "amountGroups": 1}))
-        .await;
-    let rid = r["id"].as_i64().expect("rollout id");
-    app.wait_rollout(rid, |r| r["status"] == "ready").await;
-    app.start_rollout(rid).await;
+    let rid = started_rollout(&app, "gc", ds, "controllerId==gc-*").await;
     let got = app.deployments(2).await;
     // An open action of a running rollout is never deleted, whatever the tenant allows.
     let (s, b) = app
