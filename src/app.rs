@@ -181,6 +181,16 @@ impl Application {
                 "maintenance window sweep failed",
             )
         });
+        // Automatic cleanup of old closed actions, for the tenants that configured it.
+        tracker.spawn({
+            let engine = engine.clone();
+            every(
+                token.child_token(),
+                Duration::from_secs(self.args.action_cleanup_secs.max(1)),
+                async move || engine.clean_up_actions().await,
+                "action cleanup failed",
+            )
+        });
         // Auto-assignments: due ones start, passes go through the fleet chunk by chunk (at
         // once while work is left, else on a wake or every second).
         tracker.spawn({

@@ -164,6 +164,10 @@ pub struct ServeArgs {
     /// assign at once; the pass catches a change no event reported).
     #[arg(long, env = "DMF_AUTO_ASSIGN_SWEEP_SECS", default_value_t = 300)]
     pub auto_assign_sweep_secs: u64,
+    /// Seconds between passes of the automatic action cleanup (each tenant's
+    /// `action.cleanup.auto.*`; hawkBit's auto-cleanup scheduler).
+    #[arg(long, env = "DMF_ACTION_CLEANUP_SECS", default_value_t = 3600)]
+    pub action_cleanup_secs: u64,
     /// Further tenants besides DEFAULT and the users file's (comma-separated).
     #[arg(long, env = "DMF_TENANTS", value_delimiter = ',')]
     pub tenants: Vec<String>,

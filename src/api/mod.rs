@@ -5,6 +5,7 @@
 //!
 //! Handlers parse the request, call `engine` or `store`, and map the result. No SQL here.
 
+pub mod actions;
 pub mod auto_assignments;
 mod common;
 pub mod health;
@@ -56,6 +57,7 @@ pub struct ApiState {
 
 pub fn router(state: ApiState) -> Router {
     Router::new()
+        .merge(actions::router())
         .merge(auto_assignments::router())
         .merge(health::router())
         .merge(invalidation::router())
@@ -130,6 +132,12 @@ pub enum ApiError {
     /// A target type needs a key or a name (400).
     #[error("{0}")]
     TargetTypeKeyOrNameRequired(String),
+    /// A configuration value of the wrong type or form (400).
+    #[error("{0}")]
+    ConfigValueInvalid(String),
+    /// Actions in a status the tenant does not allow to delete (405).
+    #[error("{0}")]
+    ActionNotDeletable(String),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -245,6 +253,16 @@ impl ApiError {
                 "org.eclipse.hawkbit.repository.exception.TargetTypeKeyOrNameRequiredException",
                 "hawkbit.server.error.target.type.keyOrNameRequired",
             ),
+            ConfigValueInvalid(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.TenantConfigurationValidatorException",
+                "hawkbit.server.error.configValueInvalid",
+            ),
+            ActionNotDeletable(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "org.eclipse.hawkbit.repository.exception.DeleteActionNotAllowedException",
+                "hawkbit.server.error.action.notDeletable",
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "org.springframework.transaction.CannotCreateTransactionException",
@@ -327,6 +345,8 @@ impl From<EngineError> for ApiError {
             EngineError::AutoAssignState(m) => ApiError::AutoAssignmentIllegalState(m.to_string()),
             EngineError::AutoAssignActionType(m) => ApiError::InvalidAutoAssignActionType(m),
             EngineError::AutoConfirmActive(m) => ApiError::AutoConfirmationAlreadyActive(m),
+            EngineError::ConfigInvalid(m) => ApiError::ConfigValueInvalid(m),
+            EngineError::NotDeletable(m) => ApiError::ActionNotDeletable(m),
         }
     }
 }

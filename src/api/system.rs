@@ -1,5 +1,6 @@
 //! Tenant configuration: `GET|PUT /rest/v1/system/configs` (PUT: several values at once, all or
-//! none), `GET|PUT|DELETE …/configs/{key}`; a change answers 204 (hawkBit master), and
+//! none), `GET|PUT|DELETE …/configs/{key}`; a change answers 204 (hawkBit master), a value of
+//! the wrong type 400 (`configValueInvalid`), and
 //! `GET /rest/v1/userinfo` says who is calling.
 
 use axum::extract::Path;
@@ -26,16 +27,12 @@ pub fn router() -> Router<ApiState> {
 }
 
 fn value_json(key: &str, row: Option<&ConfigRow>) -> Value {
-    let default = config_keys::DEFAULTS
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, d)| *d);
     match row {
         Some(r) => {
             json!({"value": r.value, "global": false, "createdAt": r.audit.created_at, "createdBy": r.audit.created_by,
             "lastModifiedAt": r.audit.last_modified_at, "lastModifiedBy": r.audit.last_modified_by})
         }
-        None => json!({"value": default, "global": true}),
+        None => json!({"value": config_keys::default_value(key), "global": true}),
     }
 }
 
@@ -53,10 +50,10 @@ async fn list(cx: Ctx) -> ApiResult<Json<Value>> {
     cx.require(PERMS)?;
     let rows = config_rows(&cx).await?;
     let mut out = Map::new();
-    for (key, _) in config_keys::DEFAULTS {
+    for key in config_keys::names() {
         out.insert(
-            (*key).to_owned(),
-            value_json(key, rows.iter().find(|r| r.key == *key)),
+            key.to_owned(),
+            value_json(key, rows.iter().find(|r| r.key == key)),
         );
     }
     Ok(Json(Value::Object(out)))
@@ -64,7 +61,7 @@ async fn list(cx: Ctx) -> ApiResult<Json<Value>> {
 
 async fn one(cx: Ctx, Path(key): Path<String>) -> ApiResult<Json<Value>> {
     cx.require(PERMS)?;
-    if !config_keys::DEFAULTS.iter().any(|(k, _)| *k == key) {
+    if config_keys::kind_of(&key).is_none() {
         return Err(ApiError::NotFound(format!(
             "configuration key {key} does not exist"
         )));
@@ -86,7 +83,7 @@ async fn put(
     cx.require(PERMS)?;
     let engine = &cx.state.engine;
     engine
-        .put_config(cx.tenant(), &key, body.value, cx.caller.name())
+        .put_config_value(cx.tenant(), &key, body.value, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -97,7 +94,7 @@ async fn put_many(cx: Ctx, Body(body): Body<Map<String, Value>>) -> ApiResult<St
     let values = body.into_iter().collect();
     cx.state
         .engine
-        .put_configs(cx.tenant(), values, cx.caller.name())
+        .put_config_values(cx.tenant(), values, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -116,7 +113,7 @@ async fn remove(cx: Ctx, Path(key): Path<String>) -> ApiResult<StatusCode> {
     cx.require(PERMS)?;
     let engine = &cx.state.engine;
     engine
-        .delete_config(cx.tenant(), &key, cx.caller.name())
+        .delete_config_value(cx.tenant(), &key, cx.caller.name())
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

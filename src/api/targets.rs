@@ -9,16 +9,13 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{Ctx, Ids, Listed, existing_set, find_target, get_put_delete, no_target};
-use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, paged, put_opt};
+use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
 use crate::auth::Permission;
-use crate::domain::action::{ActionStatus, ActionType};
-use crate::domain::ids::{ActionId, ControllerId, DsId, TargetId};
-use crate::domain::names::Named as _;
+use crate::domain::action::ActionType;
+use crate::domain::ids::{ControllerId, DsId, TargetId};
 use crate::domain::target::{UpdateStatus, validate_name};
 use crate::engine::assignment::{AssignOutcome, AssignTarget, WindowSpec};
-use crate::store::actions::{self, ActionView};
-use crate::store::filter::{Entity, Filter};
-use crate::store::page::PageRequest;
+use crate::store::filter::Entity;
 use crate::store::table::RowLock;
 use crate::store::targets::{self, NewTarget, TargetRow, TargetUpdate};
 use crate::store::{Named, NamedUpdate};
@@ -31,15 +28,6 @@ pub fn router() -> Router<ApiState> {
             get_put_delete(get(one), &[Permission::UPDATE_TARGET], update, remove),
         )
         .route("/rest/v1/targets/{id}/attributes", get(attributes))
-        .route("/rest/v1/targets/{id}/actions", get(target_actions))
-        .route(
-            "/rest/v1/targets/{id}/actions/{action}",
-            get(target_action).delete(cancel),
-        )
-        .route(
-            "/rest/v1/targets/{id}/actions/{action}/status",
-            get(history),
-        )
         .route(
             "/rest/v1/targets/{id}/assignedDS",
             get(assigned_ds).post(assign_to_target),
@@ -53,8 +41,6 @@ pub fn router() -> Router<ApiState> {
             "/rest/v1/distributionsets/{id}/installedTargets",
             get(installed_targets),
         )
-        .route("/rest/v1/actions", get(all_actions))
-        .route("/rest/v1/actions/{id}", get(action_by_id))
 }
 
 pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Value {
@@ -96,41 +82,8 @@ pub(crate) fn target_json(t: &TargetRow, base: &BaseUrl, caller: &Caller) -> Val
     v
 }
 
-fn action_json(a: &ActionView, base: &BaseUrl) -> Value {
-    let status = ActionStatus::from_db(&a.status).unwrap_or(ActionStatus::Running);
-    let ty = ActionType::from_db(&a.action_type).unwrap_or_default();
-    let path = format!("/targets/{}/actions/{}", a.controller_id, a.id);
-    let mut v = json!({
-        "id": a.id,
-        "type": if status.is_cancel() { "cancel" } else { "update" },
-        "active": a.active, "status": status.api_name(), "forceType": ty.api_name(),
-        "weight": a.weight,
-        "createdBy": a.audit.created_by, "createdAt": a.audit.created_at,
-        "lastModifiedBy": a.audit.last_modified_by, "lastModifiedAt": a.audit.last_modified_at,
-        "_links": {
-            "self": base.link(&path),
-            "target": base.link(&format!("/targets/{}", a.controller_id)),
-            "distributionset": base.link(&format!("/distributionsets/{}", a.ds_id)),
-            "status": base.link(&format!("{path}/status?offset=0&limit=50&sort=id%3ADESC")),
-        }
-    });
-    if ty == ActionType::TimeForced {
-        v["forceTime"] = json!(a.forced_time);
-    }
-    put_opt(&mut v, "rollout", a.rollout_id);
-    put_opt(&mut v, "lastStatusCode", a.last_status_code);
-    put_opt(&mut v, "externalRef", a.external_ref.clone());
-    if let (Some(s), Some(d), Some(z)) = (&a.mw_schedule, &a.mw_duration, &a.mw_timezone) {
-        v["maintenanceWindow"] = json!({"schedule": s, "duration": d, "timezone": z});
-    }
-    v
-}
-
 /// The targets of the tenant.
 const TARGETS: Listed = Listed::new(Entity::Target, &targets::SORT);
-
-/// The tenant's actions.
-const ACTIONS: Listed = Listed::new(Entity::Action, &actions::SORT);
 
 const READ: &[Permission] = &[Permission::READ_TARGET];
 
@@ -298,89 +251,9 @@ async fn remove(cx: Ctx, Path(id): Path<String>) -> ApiResult<StatusCode> {
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn target_actions(cx: Ctx, Path(id): Path<String>, page: Page) -> ApiResult<Json<Value>> {
-    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
-        let t = find_target(c, tenant, &id, RowLock::None).await?;
-        Ok::<_, ApiError>(actions::list(c, tenant, Some(t.id), q, page).await?)
-    };
-    cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))
-        .await
-}
-
 fn parse_id(s: &str) -> ApiResult<i64> {
     s.parse()
         .map_err(|_| ApiError::NotFound(format!("{s} is not an id")))
-}
-
-/// Action `action` of target `target`, or 404.
-async fn find_action(cx: &Ctx, target: &str, action: &str) -> ApiResult<ActionView> {
-    let id = ActionId(parse_id(action)?);
-    cx.db()
-        .run(async |c| actions::view(c, cx.tenant(), id).await)
-        .await?
-        .filter(|a| a.controller_id == target)
-        .ok_or_else(|| no_action(id))
-}
-
-fn no_action(id: ActionId) -> ApiError {
-    ApiError::NotFound(format!("action {id} not found"))
-}
-
-async fn target_action(
-    cx: Ctx,
-    Path((id, action)): Path<(String, String)>,
-) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    let a = find_action(&cx, &id, &action).await?;
-    Ok(Json(action_json(&a, &cx.base)))
-}
-
-#[derive(Deserialize, Default)]
-struct CancelParams {
-    force: Option<bool>,
-}
-
-async fn cancel(
-    cx: Ctx,
-    Path((id, action)): Path<(String, String)>,
-    Query(p): Query<CancelParams>,
-) -> ApiResult<StatusCode> {
-    cx.require(&[Permission::UPDATE_TARGET])?;
-    let action = ActionId(parse_id(&action)?);
-    let force = p.force.unwrap_or(false);
-    cx.state
-        .engine
-        .cancel_action(cx.tenant(), &id, action, force, cx.caller.name())
-        .await?;
-    Ok(StatusCode::NO_CONTENT)
-}
-
-async fn history(
-    cx: Ctx,
-    Path((id, action)): Path<(String, String)>,
-    page: Page,
-) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    let a = find_action(&cx, &id, &action).await?;
-    let ascending = page
-        .sort
-        .as_deref()
-        .is_some_and(|s| s.to_ascii_uppercase().ends_with(":ASC"));
-    let (offset, limit) = (page.offset(), page.limit());
-    let (rows, total) = cx
-        .db()
-        .run(async |c| actions::history(c, a.id, ascending, offset, limit).await)
-        .await?;
-    let content = rows
-        .iter()
-        .map(|h| {
-            let mut v = json!({"id": h.id, "type": h.status.to_ascii_lowercase(), "messages": h.messages.0,
-                "reportedAt": h.occurred_at, "timestamp": h.occurred_at});
-            put_opt(&mut v, "code", h.code);
-            v
-        })
-        .collect();
-    Ok(Json(paged(content, total)))
 }
 
 fn set_link(base: &BaseUrl, ds: Option<i64>) -> ApiResult<Json<Value>> {
@@ -519,20 +392,4 @@ async fn assign_to_target(
         total.action_ids.extend(o.action_ids);
     }
     Ok(Json(outcome_json(&total, &cx.base)))
-}
-
-async fn all_actions(cx: Ctx, page: Page) -> ApiResult<Json<Value>> {
-    let fetch = async |c: &mut PgConnection, tenant, q: Option<&Filter>, page: &PageRequest| {
-        actions::list(c, tenant, None, q, page).await
-    };
-    cx.list(READ, &page, ACTIONS, fetch, |a| action_json(&a, &cx.base))
-        .await
-}
-
-async fn action_by_id(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    cx.require(READ)?;
-    let id = ActionId(parse_id(&id)?);
-    let find = async |c: &mut PgConnection| actions::view(c, cx.tenant(), id).await;
-    cx.get_one(find, || no_action(id), |a| action_json(&a, &cx.base))
-        .await
 }

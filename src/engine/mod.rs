@@ -7,13 +7,16 @@
 //!
 //! Never here: lapin or axum types, SQL text.
 
+pub mod action_ops;
 pub mod assignment;
 pub mod auto_assignment;
+pub mod config_keys;
 pub mod dispatch;
 mod inbound;
 pub mod invalidation;
 pub mod rollouts;
 pub mod timers;
+pub mod typed_config;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -32,43 +35,6 @@ use crate::store::{self, StoreError, tenants};
 /// drain. The publisher takes up to a round's worth at a time, so the cap is only reached while
 /// it is not running (broker away).
 const FAST_LANE_CAP: usize = 5_000;
-
-/// Tenant configuration keys the service knows.
-pub mod config_keys {
-    use std::collections::BTreeMap;
-
-    use serde_json::Value;
-
-    pub const MULTI_ASSIGNMENTS: &str = "multi.assignments.enabled";
-    pub const BATCH_ASSIGNMENTS: &str = "batch.assignments.enabled";
-    pub const CONFIRMATION_FLOW: &str = "user.confirmation.flow.enabled";
-    pub const AUTOCLOSE: &str = "repository.actions.autoclose.enabled";
-    pub const ROLLOUT_APPROVAL: &str = "rollout.approval.enabled";
-    pub const IMPLICIT_LOCK: &str = "implicit.lock.enabled";
-    pub const AUTO_ASSIGNMENT_APPROVAL: &str = "auto.assignment.approval.enabled";
-    /// Every key with its default value.
-    pub const DEFAULTS: &[(&str, bool)] = &[
-        (MULTI_ASSIGNMENTS, false),
-        (BATCH_ASSIGNMENTS, false),
-        (CONFIRMATION_FLOW, false),
-        (AUTOCLOSE, false),
-        (ROLLOUT_APPROVAL, false),
-        (IMPLICIT_LOCK, true),
-        (AUTO_ASSIGNMENT_APPROVAL, false),
-    ];
-
-    /// The default of a key; `None` for a key the service does not know.
-    pub fn default_of(key: &str) -> Option<bool> {
-        DEFAULTS.iter().find(|(k, _)| *k == key).map(|(_, d)| *d)
-    }
-
-    /// A flag as a tenant's configuration sets it, else its default (`false` for an unknown key).
-    pub fn flag(cfg: &BTreeMap<String, Value>, key: &str) -> bool {
-        cfg.get(key)
-            .and_then(Value::as_bool)
-            .unwrap_or_else(|| default_of(key).unwrap_or(false))
-    }
-}
 
 /// A use case's failure.
 #[derive(Debug, thiserror::Error)]
@@ -107,6 +73,12 @@ pub enum EngineError {
     /// TIMEFORCED (or no known type) for an auto-assignment.
     #[error("{0}")]
     AutoAssignActionType(String),
+    /// A configuration value of the wrong type or form.
+    #[error("{0}")]
+    ConfigInvalid(String),
+    /// Actions the tenant does not allow to delete.
+    #[error("{0}")]
+    NotDeletable(String),
 }
 
 impl From<sqlx::Error> for EngineError {

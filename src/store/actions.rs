@@ -307,14 +307,24 @@ pub struct ActionView {
     pub mw_timezone: Option<String>,
     pub external_ref: Option<String>,
     pub last_status_code: Option<i32>,
+    /// Names of what the links of a full representation point at.
+    pub target_name: String,
+    pub ds_name: String,
+    pub ds_version: String,
+    pub rollout_name: Option<String>,
     #[sqlx(flatten)]
     pub audit: Audit,
 }
 
+// The names are read per row of the page only (scalar subqueries), so filters and counts
+// over `action a JOIN target t` stay as they are.
 const VIEW_COLUMNS: &str = "a.id, t.controller_id, a.ds_id, a.action_type, a.active, a.status,
     a.weight, a.forced_time, a.rollout_id, a.rollout_group_id, a.mw_schedule, a.mw_duration,
-    a.mw_timezone, a.external_ref, a.last_status_code, a.created_at, a.created_by,
-    a.last_modified_at, a.last_modified_by";
+    a.mw_timezone, a.external_ref, a.last_status_code, t.name AS target_name,
+    (SELECT d.name FROM distribution_set d WHERE d.id = a.ds_id) AS ds_name,
+    (SELECT d.version FROM distribution_set d WHERE d.id = a.ds_id) AS ds_version,
+    (SELECT r.name FROM rollout r WHERE r.id = a.rollout_id) AS rollout_name,
+    a.created_at, a.created_by, a.last_modified_at, a.last_modified_by";
 
 /// How action lists sort: API name → column; newest first unless asked otherwise.
 pub const SORT: SortFields = SortFields::new(
@@ -371,6 +381,24 @@ pub async fn view(
         (tenant.0, id),
     )
     .await
+}
+
+/// Set an action's type (switching a soft action to forced).
+pub async fn set_action_type(
+    conn: &mut PgConnection,
+    id: ActionId,
+    action_type: &str,
+    user: &str,
+) -> Result<()> {
+    sql::execute(
+        conn,
+        "UPDATE action SET action_type = $2, last_modified_at = epoch_ms(), last_modified_by = $3,
+                opt_lock_revision = opt_lock_revision + 1
+         WHERE id = $1",
+        (id, action_type, user),
+    )
+    .await?;
+    Ok(())
 }
 
 /// One history entry.

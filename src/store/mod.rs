@@ -4,6 +4,7 @@
 //!
 //! Never outside this module: SQL text, sqlx row types.
 
+pub mod action_deletes;
 pub mod actions;
 pub mod approvals;
 pub mod auto_assignments;

@@ -1,5 +1,6 @@
 //! The one integration-test binary: the whole service against real PostgreSQL and RabbitMQ.
 
+mod actions;
 mod auth;
 mod auto_assignments;
 mod bench;

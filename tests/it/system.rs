@@ -101,3 +101,84 @@ async fn userinfo_names_the_caller_its_tenant_and_permissions() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn typed_configuration_values_are_checked_against_their_key() {
+    let app = spawn_app().await;
+    let (_, all) = app.api_get("/system/configs").await;
+    assert_eq!(
+        all["action.cleanup.auto.expiry"],
+        json!({"value": -1, "global": true}),
+        "{all}"
+    );
+    assert_eq!(
+        all["action.cleanup.auto.status"]["value"], "CANCELED,ERROR",
+        "{all}"
+    );
+    assert_eq!(
+        all["action.cleanup.onQuotaHit.percent"]["value"], 0,
+        "{all}"
+    );
+    assert_eq!(
+        all["action.delete.allowed.statuses"]["value"], "CANCELED,ERROR,FINISHED",
+        "{all}"
+    );
+
+    const INVALID: &str = "hawkbit.server.error.configValueInvalid";
+    for (key, bad) in [
+        ("action.cleanup.auto.expiry", json!("soon")),
+        ("action.cleanup.auto.expiry", json!(1.5)),
+        ("action.cleanup.onQuotaHit.percent", json!(5_000_000_000i64)),
+        ("action.delete.allowed.statuses", json!("FINISHED,DONE")),
+        ("action.delete.allowed.statuses", json!(["FINISHED"])),
+        (AUTOCLOSE, json!("yes")),
+    ] {
+        let (s, e) = app
+            .api_put(&format!("/system/configs/{key}"), json!({"value": bad}))
+            .await;
+        assert_error(s, &e, StatusCode::BAD_REQUEST, INVALID);
+    }
+    // A bad value in a bulk change writes nothing, the good ones included.
+    let (s, e) = app
+        .api_put(
+            "/system/configs",
+            json!({"action.cleanup.onQuotaHit.percent": 20, "action.cleanup.auto.expiry": "x"}),
+        )
+        .await;
+    assert_error(s, &e, StatusCode::BAD_REQUEST, INVALID);
+    let (_, v) = app
+        .api_get("/system/configs/action.cleanup.onQuotaHit.percent")
+        .await;
+    assert_eq!(v, json!({"value": 0, "global": true}));
+
+    let (s, b) = app
+        .api_put(
+            "/system/configs",
+            json!({"action.cleanup.onQuotaHit.percent": 20, "action.delete.allowed.statuses": "error; canceled", AUTOCLOSE: true}),
+        )
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT, "{b}");
+    let (_, v) = app
+        .api_get("/system/configs/action.delete.allowed.statuses")
+        .await;
+    assert_eq!(
+        (v["value"].as_str(), v["global"].as_bool()),
+        (Some("ERROR,CANCELED"), Some(false)),
+        "{v}"
+    );
+    let (_, v) = app
+        .api_get("/system/configs/action.cleanup.onQuotaHit.percent")
+        .await;
+    assert_eq!(v["value"], 20, "{v}");
+
+    let (s, _) = app
+        .api_delete("/system/configs/action.cleanup.onQuotaHit.percent")
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (_, v) = app
+        .api_get("/system/configs/action.cleanup.onQuotaHit.percent")
+        .await;
+    assert_eq!(v, json!({"value": 0, "global": true}));
+    let (s, _) = app.api_delete("/system/configs/no.such.key").await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}

@@ -11,7 +11,9 @@ use crate::domain::action::ActionStatus;
 use crate::domain::ids::{ActionId, GroupId};
 use crate::domain::rollout::plan::{self, PlannedGroup};
 use crate::domain::rollout::{Event, Group, GroupState, Rollout};
+use crate::engine::action_ops::purge_keep;
 use crate::engine::{Engine, EngineError};
+use crate::store::action_deletes;
 use crate::store::filter::{Entity, Filter};
 use crate::store::outbox::Pending;
 use crate::store::rollouts::{self as store, Eligible};
@@ -132,7 +134,23 @@ impl Engine {
         cfg: Flags,
     ) -> Result<bool, EngineError> {
         let mut after = store::max_scheduled_target(conn, group).await?;
+        let quota = self.settings.max_actions_per_target;
+        let purge = purge_keep(quota, cfg.purge_percent, 1).is_some();
         loop {
+            if purge {
+                // The tenant wants room made rather than targets left out: the chunk's members
+                // at their quota lose their oldest closed actions first.
+                let full = action_deletes::group_members_at_quota(
+                    conn,
+                    group.0,
+                    after,
+                    limits::SCHEDULE_CHUNK,
+                    quota,
+                )
+                .await?;
+                self.purge_at_quota(conn, r.tenant, &full, 1, cfg.purge_percent)
+                    .await?;
+            }
             let s = store::schedule_chunk(
                 conn,
                 r,
@@ -140,10 +158,21 @@ impl Engine {
                 after,
                 limits::SCHEDULE_CHUNK,
                 !cfg.multi,
-                self.settings.max_actions_per_target,
+                quota,
             )
             .await?;
             self.note_growth(r.id, Table::Action, s.created);
+            let left_out = s.members - s.created;
+            if left_out > 0 {
+                tracing::warn!(
+                    rollout = %r.id,
+                    group = %group,
+                    left_out,
+                    members = s.members,
+                    quota,
+                    "targets at their action quota left out of the rollout"
+                );
+            }
             if s.members < limits::SCHEDULE_CHUNK {
                 return Ok(true);
             }

@@ -72,6 +72,8 @@ pub(crate) struct Flags {
     pub confirmation_flow: bool,
     pub approval: bool,
     pub implicit_lock: bool,
+    /// `action.cleanup.onQuotaHit.percent`: room made on targets at their action quota.
+    pub purge_percent: i64,
 }
 
 async fn flags(conn: &mut PgConnection, tenant: TenantId) -> Result<Flags, StoreError> {
@@ -83,6 +85,7 @@ async fn flags(conn: &mut PgConnection, tenant: TenantId) -> Result<Flags, Store
         confirmation_flow: flag(&cfg, config_keys::CONFIRMATION_FLOW),
         approval: flag(&cfg, config_keys::ROLLOUT_APPROVAL),
         implicit_lock: flag(&cfg, config_keys::IMPLICIT_LOCK),
+        purge_percent: config_keys::number(&cfg, config_keys::PURGE_ON_QUOTA_HIT),
     })
 }
 
