@@ -128,6 +128,9 @@ pub enum ApiError {
     /// A target type needs a key or a name (400).
     #[error("{0}")]
     TargetTypeKeyOrNameRequired(String),
+    /// Changing an entity that is soft-deleted (404, hawkBit's DeletedException).
+    #[error("{0}")]
+    Deleted(String),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -237,6 +240,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "org.eclipse.hawkbit.repository.exception.TargetTypeInUseException",
                 "hawkbit.server.error.target.type.used",
+            ),
+            Deleted(_) => (
+                StatusCode::NOT_FOUND,
+                "org.eclipse.hawkbit.repository.exception.DeletedException",
+                "hawkbit.server.error.deleted",
             ),
             TargetTypeKeyOrNameRequired(_) => (
                 StatusCode::BAD_REQUEST,

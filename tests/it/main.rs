@@ -11,6 +11,7 @@ mod layers;
 mod machine;
 mod query;
 mod repository;
+mod repository_types;
 mod resilience;
 mod rollouts;
 mod schemas;
