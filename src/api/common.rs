@@ -102,6 +102,7 @@ fn entity_name(entity: Entity) -> &'static str {
         Entity::DistributionSetTag => "distribution set tag",
         Entity::TargetMetadata => "target metadata",
         Entity::AutoAssignment => "auto assignment",
+        Entity::DistributionSetMetadata => "distribution set metadata",
     }
 }
 

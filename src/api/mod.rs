@@ -138,6 +138,9 @@ pub enum ApiError {
     /// Actions in a status the tenant does not allow to delete (405).
     #[error("{0}")]
     ActionNotDeletable(String),
+    /// Changing an entity that is soft-deleted (404, hawkBit's DeletedException).
+    #[error("{0}")]
+    Deleted(String),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -247,6 +250,11 @@ impl ApiError {
                 StatusCode::CONFLICT,
                 "org.eclipse.hawkbit.repository.exception.TargetTypeInUseException",
                 "hawkbit.server.error.target.type.used",
+            ),
+            Deleted(_) => (
+                StatusCode::NOT_FOUND,
+                "org.eclipse.hawkbit.repository.exception.DeletedException",
+                "hawkbit.server.error.deleted",
             ),
             TargetTypeKeyOrNameRequired(_) => (
                 StatusCode::BAD_REQUEST,

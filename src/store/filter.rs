@@ -36,6 +36,8 @@ pub enum Entity {
     /// Metadata entries of a target.
     TargetMetadata,
     AutoAssignment,
+    /// Metadata entries of a distribution set (key and value, as a target's).
+    DistributionSetMetadata,
 }
 
 /// A parsed query, validated for one entity, ready to be pushed into SQL.
@@ -421,6 +423,12 @@ fn keyed_field(entity: Entity, field: &str) -> Option<(Place, String)> {
             key_col: "fq.key",
             col: "fq.value",
         },
+        (Entity::DistributionSet, "metadata") => Place::RelatedKey {
+            from: "distribution_set_metadata fq",
+            on: "fq.ds_id = {a}.id",
+            key_col: "fq.key",
+            col: "fq.value",
+        },
         (Entity::SoftwareModule, "metadata") => Place::RelatedKey {
             from: "software_module_metadata fq",
             on: "fq.sm_id = {a}.id",
@@ -455,7 +463,7 @@ fn resolve(entity: Entity, field: &str) -> Result<Field, RsqlError> {
         Entity::SoftwareModuleMetadata => module_metadata_field(&lower),
         Entity::TargetType => type_or_tag_field(&lower, true),
         Entity::TargetTag | Entity::DistributionSetTag => type_or_tag_field(&lower, false),
-        Entity::TargetMetadata => target_metadata_field(&lower),
+        Entity::TargetMetadata | Entity::DistributionSetMetadata => target_metadata_field(&lower),
         Entity::AutoAssignment => auto_assignment_field(&lower),
     };
     if let Some(d) = def {

@@ -1,4 +1,4 @@
-//! Key/value metadata of an owner entity (targets, software modules): the statements both
+//! Key/value metadata of an owner entity (targets, software modules, distribution sets): the statements both
 //! metadata tables share. A metadata table has the owner's id in `{owner_key}`, a `key` unique
 //! per owner, the entry's other columns (a value, a module's `target_visible`), and is reached
 //! through the owner's tenant.
@@ -176,6 +176,50 @@ where
             owner = self.rows.owner,
         );
         Ok(sql::execute(conn, &sql, (tenant.0, owner_id, key)).await? > 0)
+    }
+
+    /// How many entries an owner would have once `keys` are set: those it has under other keys
+    /// plus `keys` (distinct) — the count a quota checks before [`Self::upsert`].
+    pub async fn count_with(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        keys: &[String],
+    ) -> Result<i64> {
+        let sql = format!(
+            "SELECT count(*) FROM {} WHERE {} AND md.key <> ALL($3)",
+            self.rows.from(),
+            self.rows.of_owner()
+        );
+        let others: i64 = sql::scalar(conn, &sql, (tenant.0, owner_id, keys)).await?;
+        Ok(others.saturating_add(i64::try_from(keys.len()).unwrap_or(i64::MAX)))
+    }
+
+    /// Set `keys[i]` to `values[i]` of an owner of the tenant in one statement: new keys are
+    /// added, known ones overwritten (hawkBit 1.1's metadata create). For tables whose entries
+    /// are a key and one value column; `keys` must be distinct.
+    pub async fn upsert(
+        &self,
+        conn: &mut PgConnection,
+        tenant: TenantId,
+        owner_id: i64,
+        keys: &[String],
+        values: &[String],
+    ) -> Result<()> {
+        let value = self.columns.get(1).copied().unwrap_or("value");
+        let sql = format!(
+            "INSERT INTO {} ({key}, key, {value})
+             SELECT {owner}.id, u.k, u.v FROM {} {owner}, unnest($3::text[], $4::text[]) AS u(k, v)
+             WHERE {owner}.tenant_id = $1 AND {owner}.id = $2
+             ON CONFLICT ({key}, key) DO UPDATE SET {value} = EXCLUDED.{value}",
+            self.rows.table,
+            self.rows.owner_table,
+            key = self.rows.key,
+            owner = self.rows.owner,
+        );
+        sql::execute(conn, &sql, (tenant.0, owner_id, keys, values)).await?;
+        Ok(())
     }
 
     /// The columns of an entry over `md`.

@@ -14,6 +14,7 @@ mod machine;
 mod outbox;
 mod query;
 mod repository;
+mod repository_types;
 mod resilience;
 mod rollouts;
 mod schemas;

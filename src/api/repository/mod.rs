@@ -11,6 +11,7 @@
 mod artifacts;
 mod metadata;
 mod modules;
+mod set_metadata;
 mod sets;
 mod types;
 
@@ -38,6 +39,7 @@ pub fn router() -> Router<ApiState> {
         .merge(artifacts::router())
         .merge(metadata::router())
         .merge(sets::router())
+        .merge(set_metadata::router())
 }
 
 /// Reading the repository.

@@ -12,7 +12,7 @@ use super::super::common::{
     Ctx, Ids, Listed, Resource, base_fields, description, get_put_delete, required, single_line,
 };
 use super::super::{ApiError, ApiResult, ApiState, BaseUrl, Body, put_opt};
-use super::{READ, live_module, live_type};
+use super::{READ, any_module, live_type};
 use crate::auth::Permission;
 use crate::store::Named;
 use crate::store::filter::Entity;
@@ -46,6 +46,7 @@ pub(super) fn module_json(base: &BaseUrl, m: &ModuleRow) -> Value {
         "encrypted": m.encrypted,
         "locked": m.locked,
         "deleted": m.deleted,
+        "complete": m.complete,
         "_links": {
             "self": base.link(&format!("/softwaremodules/{}", m.id)),
             "type": base.link(&format!("/softwaremoduletypes/{}", m.type_id)),
@@ -118,27 +119,30 @@ async fn create_modules(cx: Ctx, Body(body): Body<Vec<ModuleCreate>>) -> ApiResu
 }
 
 #[derive(Debug, Deserialize)]
-struct ModuleUpdate {
+struct ModuleChange {
     description: Option<String>,
     vendor: Option<String>,
+    /// hawkBit lets a PUT lock a module and also unlock it again.
+    locked: Option<bool>,
 }
 
-async fn update_module(cx: Ctx, Ids(id): Ids<i64>, body: ModuleUpdate) -> ApiResult<Json<Value>> {
-    let description = description(body.description)?;
-    let vendor = single_line("vendor", body.vendor, 0, 256)?;
+/// A soft-deleted module cannot change: 404 `hawkbit.server.error.deleted` (hawkBit master).
+async fn update_module(cx: Ctx, Ids(id): Ids<i64>, body: ModuleChange) -> ApiResult<Json<Value>> {
+    let u = modules::ModuleUpdate {
+        description: description(body.description)?,
+        vendor: single_line("vendor", body.vendor, 0, 256)?,
+        locked: body.locked,
+    };
+    let (tenant, user) = (cx.tenant(), cx.caller.name());
     cx.update_one(
         async |c| {
-            live_module(c, cx.tenant(), id).await?;
-            modules::update(
-                c,
-                cx.tenant(),
-                id,
-                description.as_deref(),
-                vendor.as_deref(),
-                cx.caller.name(),
-            )
-            .await?;
-            Ok::<_, ApiError>(modules::TABLE.find(c, cx.tenant(), id).await?)
+            if any_module(c, tenant, id).await?.deleted {
+                return Err(ApiError::Deleted(format!(
+                    "software module {id} is soft-deleted"
+                )));
+            }
+            modules::update(c, tenant, id, &u, user).await?;
+            Ok::<_, ApiError>(modules::TABLE.find(c, tenant, id).await?)
         },
         || MODULE.missing(id),
         |m| module_json(&cx.base, &m),

@@ -313,7 +313,7 @@ async fn list_set_modules(cx: Ctx, Ids(id): Ids<i64>, params: Page) -> ApiResult
 }
 
 /// A set of the tenant that is not deleted, locked for this transaction, or 404.
-async fn live_set(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<SetRow> {
+pub(super) async fn live_set(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<SetRow> {
     match sets::TABLE.lock(c, tenant, id).await? {
         Some(s) if !s.deleted => Ok(s),
         _ => Err(no_set(id)),

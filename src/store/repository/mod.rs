@@ -8,6 +8,7 @@
 pub mod artifacts;
 pub mod metadata;
 pub mod modules;
+pub mod set_metadata;
 pub mod sets;
 pub mod types;
 

@@ -23,13 +23,17 @@ pub struct ModuleRow {
     pub encrypted: bool,
     pub locked: bool,
     pub deleted: bool,
+    /// It has at least as many artifacts as its type's `minArtifacts` (hawkBit master).
+    pub complete: bool,
     #[sqlx(flatten)]
     pub audit: Audit,
 }
 
 pub(super) const MODULE_COLUMNS: &str = "m.id, m.type_id, ty.key AS type_key, ty.name AS type_name,
     ty.max_assignments, m.name, m.version, m.vendor, m.description, m.encrypted, m.locked,
-    m.deleted, m.created_at, m.created_by, m.last_modified_at, m.last_modified_by";
+    m.deleted, m.created_at, m.created_by, m.last_modified_at, m.last_modified_by,
+    (ty.min_artifacts = 0 OR (SELECT count(*) FROM artifact a WHERE a.sm_id = m.id)
+                             >= ty.min_artifacts) AS complete";
 
 /// How module lists sort: API name → column; by id unless asked otherwise.
 pub const SORT: SortFields = SortFields::of(
@@ -93,18 +97,28 @@ pub async fn insert(
     })
 }
 
-/// Change a module's description and/or vendor (`None` = unchanged). False if unknown.
+/// What a Management API update of a module may change (`None` = unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct ModuleUpdate {
+    pub description: Option<String>,
+    pub vendor: Option<String>,
+    /// hawkBit lets a PUT lock and also unlock a module.
+    pub locked: Option<bool>,
+}
+
+/// Change a module's description, vendor and/or lock. False if unknown.
 pub async fn update(
     conn: &mut PgConnection,
     tenant: TenantId,
     id: i64,
-    description: Option<&str>,
-    vendor: Option<&str>,
+    u: &ModuleUpdate,
     user: &str,
 ) -> Result<bool> {
     let sql = "UPDATE software_module SET description = COALESCE($3, description),
-                      vendor = COALESCE($4, vendor), last_modified_at = epoch_ms(),
-                      last_modified_by = $5, opt_lock_revision = opt_lock_revision + 1
+                      vendor = COALESCE($4, vendor), locked = COALESCE($5, locked),
+                      last_modified_at = epoch_ms(), last_modified_by = $6,
+                      opt_lock_revision = opt_lock_revision + 1
                WHERE tenant_id = $1 AND id = $2";
-    Ok(sql::execute(conn, sql, (tenant.0, id, description, vendor, user)).await? > 0)
+    let binds = (tenant.0, id, &u.description, &u.vendor, u.locked, user);
+    Ok(sql::execute(conn, sql, binds).await? > 0)
 }
