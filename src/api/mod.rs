@@ -128,6 +128,9 @@ pub enum ApiError {
     /// A target type needs a key or a name (400).
     #[error("{0}")]
     TargetTypeKeyOrNameRequired(String),
+    /// A manual assignment to targets whose type does not accept the set's type (400).
+    #[error("{0}")]
+    TargetTypeIncompatible(String),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -243,6 +246,11 @@ impl ApiError {
                 "org.eclipse.hawkbit.repository.exception.TargetTypeKeyOrNameRequiredException",
                 "hawkbit.server.error.target.type.keyOrNameRequired",
             ),
+            TargetTypeIncompatible(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.IncompatibleTargetTypeException",
+                "hawkbit.server.error.target.type.incompatible",
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "org.springframework.transaction.CannotCreateTransactionException",
@@ -325,6 +333,7 @@ impl From<EngineError> for ApiError {
             EngineError::AutoAssignState(m) => ApiError::AutoAssignmentIllegalState(m.to_string()),
             EngineError::AutoAssignActionType(m) => ApiError::InvalidAutoAssignActionType(m),
             EngineError::AutoConfirmActive(m) => ApiError::AutoConfirmationAlreadyActive(m),
+            EngineError::TargetTypeIncompatible(m) => ApiError::TargetTypeIncompatible(m),
         }
     }
 }

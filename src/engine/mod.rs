@@ -107,6 +107,9 @@ pub enum EngineError {
     /// TIMEFORCED (or no known type) for an auto-assignment.
     #[error("{0}")]
     AutoAssignActionType(String),
+    /// A manual assignment to targets whose type does not accept the set's type.
+    #[error("{0}")]
+    TargetTypeIncompatible(String),
 }
 
 impl From<sqlx::Error> for EngineError {
@@ -152,6 +155,9 @@ pub struct EngineSettings {
     pub max_actions_per_target: i64,
     /// `maxTargetsPerAutoAssignment` at creation (0 = no limit).
     pub max_targets_per_auto_assignment: i64,
+    /// `maxTargetDistributionSetAssignmentsPerManualAssignment`: assignments one request may
+    /// make (0 = no limit).
+    pub max_targets_per_manual_assignment: i64,
 }
 
 /// Groups whose activation hint is remembered (a group needs one only while it activates).

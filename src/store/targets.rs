@@ -349,3 +349,38 @@ pub async fn with_set(
     })
     .await
 }
+
+/// The names of the types of `targets` that do not accept sets of the type of set `ds`, and
+/// the name of that set type (a manual assignment refuses them all at once, as hawkBit does).
+pub async fn incompatible_types(
+    conn: &mut PgConnection,
+    targets: &[i64],
+    ds: i64,
+) -> Result<(Vec<String>, String)> {
+    let sql = "SELECT DISTINCT tt.name FROM target t
+               JOIN target_type tt ON tt.id = t.target_type_id
+               JOIN distribution_set d ON d.id = $2
+               WHERE t.id = ANY($1)
+                 AND NOT EXISTS (SELECT 1 FROM target_type_ds_type c
+                                 WHERE c.target_type_id = tt.id AND c.ds_type_id = d.type_id)
+               ORDER BY 1";
+    let names = sql::scalar_all(&mut *conn, sql, (targets, ds)).await?;
+    let set_type = "SELECT dt.name FROM distribution_set d
+                    JOIN distribution_set_type dt ON dt.id = d.type_id WHERE d.id = $1";
+    Ok((names, sql::scalar(conn, set_type, (ds,)).await?))
+}
+
+/// The targets among `targets` that already have `limit - adding` actions or more: each
+/// controllerId with its number of actions (hawkBit's `maxActionsPerTarget` on assignment).
+pub async fn over_action_quota(
+    conn: &mut PgConnection,
+    targets: &[i64],
+    adding: i64,
+    limit: i64,
+) -> Result<Vec<(String, i64)>> {
+    let sql = "SELECT t.controller_id, count(a.id) FROM target t
+               JOIN action a ON a.target_id = t.id
+               WHERE t.id = ANY($1)
+               GROUP BY t.id HAVING count(a.id) + $2 > $3 ORDER BY t.id";
+    sql::fetch_all(conn, sql, (targets, adding, limit)).await
+}

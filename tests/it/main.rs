@@ -20,4 +20,5 @@ mod status_lists;
 mod system;
 mod target_settings;
 mod target_types;
+mod targets;
 mod ui;
