@@ -16,6 +16,7 @@ pub mod set_tags;
 pub mod system;
 pub mod tags;
 pub mod target_filters;
+pub mod target_groups;
 pub mod target_metadata;
 pub mod target_settings;
 pub mod target_types;
@@ -67,6 +68,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(target_types::router())
         .merge(tags::router())
         .merge(target_filters::router())
+        .merge(target_groups::router())
         .merge(target_metadata::router())
         .merge(target_settings::router())
         .merge(ui::router())

@@ -18,6 +18,7 @@ mod simulate;
 mod statistics;
 mod status_lists;
 mod system;
+mod target_groups;
 mod target_settings;
 mod target_types;
 mod targets;
