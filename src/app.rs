@@ -96,6 +96,7 @@ impl Application {
                 enrol_idle_ms: args.dynamic_idle_ms,
                 max_actions_per_target: args.max_actions_per_target,
                 max_targets_per_auto_assignment: args.max_targets_per_auto_assignment,
+                max_targets_per_manual_assignment: args.max_targets_per_manual_assignment,
             },
         ));
         engine

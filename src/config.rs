@@ -160,6 +160,14 @@ pub struct ServeArgs {
         default_value_t = 20000
     )]
     pub max_targets_per_auto_assignment: i64,
+    /// Assignments one manual assignment request may make, target × set (hawkBit's
+    /// `maxTargetDistributionSetAssignmentsPerManualAssignment`; 0 = no limit).
+    #[arg(
+        long,
+        env = "DMF_MAX_TARGETS_PER_MANUAL_ASSIGNMENT",
+        default_value_t = 5000
+    )]
+    pub max_targets_per_manual_assignment: i64,
     /// Seconds between safety passes of the running auto-assignments over the fleet (events
     /// assign at once; the pass catches a change no event reported).
     #[arg(long, env = "DMF_AUTO_ASSIGN_SWEEP_SECS", default_value_t = 300)]

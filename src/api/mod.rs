@@ -18,6 +18,7 @@ pub mod set_tags;
 pub mod system;
 pub mod tags;
 pub mod target_filters;
+pub mod target_groups;
 pub mod target_metadata;
 pub mod target_settings;
 pub mod target_types;
@@ -71,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .merge(target_types::router())
         .merge(tags::router())
         .merge(target_filters::router())
+        .merge(target_groups::router())
         .merge(target_metadata::router())
         .merge(target_settings::router())
         .merge(ui::router())
@@ -141,6 +143,9 @@ pub enum ApiError {
     /// Changing an entity that is soft-deleted (404, hawkBit's DeletedException).
     #[error("{0}")]
     Deleted(String),
+    /// A manual assignment to targets whose type does not accept the set's type (400).
+    #[error("{0}")]
+    TargetTypeIncompatible(String),
     #[error("service unavailable")]
     Unavailable(#[source] anyhow::Error),
     #[error("internal error")]
@@ -271,6 +276,11 @@ impl ApiError {
                 "org.eclipse.hawkbit.repository.exception.DeleteActionNotAllowedException",
                 "hawkbit.server.error.action.notDeletable",
             ),
+            TargetTypeIncompatible(_) => (
+                StatusCode::BAD_REQUEST,
+                "org.eclipse.hawkbit.repository.exception.IncompatibleTargetTypeException",
+                "hawkbit.server.error.target.type.incompatible",
+            ),
             Unavailable(_) => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 "org.springframework.transaction.CannotCreateTransactionException",
@@ -355,6 +365,7 @@ impl From<EngineError> for ApiError {
             EngineError::AutoConfirmActive(m) => ApiError::AutoConfirmationAlreadyActive(m),
             EngineError::ConfigInvalid(m) => ApiError::ConfigValueInvalid(m),
             EngineError::NotDeletable(m) => ApiError::ActionNotDeletable(m),
+            EngineError::TargetTypeIncompatible(m) => ApiError::TargetTypeIncompatible(m),
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use axum::extract::{Path, Query};
 use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
@@ -9,6 +10,7 @@ use serde_json::{Value, json};
 use sqlx::PgConnection;
 
 use super::common::{Ctx, Ids, Listed, existing_set, find_target, get_put_delete, no_target};
+use super::repository::set_json_by_id;
 use super::{ApiError, ApiResult, ApiState, BaseUrl, Body, Caller, Page, put_opt};
 use crate::auth::Permission;
 use crate::domain::action::ActionType;
@@ -256,23 +258,34 @@ fn parse_id(s: &str) -> ApiResult<i64> {
         .map_err(|_| ApiError::NotFound(format!("{s} is not an id")))
 }
 
-fn set_link(base: &BaseUrl, ds: Option<i64>) -> ApiResult<Json<Value>> {
-    match ds {
-        Some(id) => Ok(Json(
-            json!({"id": id, "_links": {"self": base.link(&format!("/distributionsets/{id}"))}}),
-        )),
-        None => Err(ApiError::NotFound("no distribution set".into())),
-    }
+/// The set a target has assigned or installed, rendered as `GET /distributionsets/{id}` renders
+/// it; 204 when there is none (hawkBit).
+async fn target_set(cx: Ctx, controller_id: &str, installed: bool) -> ApiResult<Response> {
+    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
+    let tenant = cx.tenant();
+    let set = async |c: &mut PgConnection| {
+        let t = find_target(c, tenant, controller_id, RowLock::None).await?;
+        match if installed {
+            t.installed_ds_id
+        } else {
+            t.assigned_ds_id
+        } {
+            Some(ds) => set_json_by_id(c, tenant, &cx.base, ds).await,
+            None => Ok(None),
+        }
+    };
+    Ok(match cx.db().run(set).await? {
+        Some(v) => Json(v).into_response(),
+        None => StatusCode::NO_CONTENT.into_response(),
+    })
 }
 
-async fn assigned_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    set_link(&cx.base, target(&cx, &id).await?.assigned_ds_id)
+async fn assigned_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    target_set(cx, &id, false).await
 }
 
-async fn installed_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Json<Value>> {
-    cx.require(&[Permission::READ_TARGET, Permission::READ_REPOSITORY])?;
-    set_link(&cx.base, target(&cx, &id).await?.installed_ds_id)
+async fn installed_ds(cx: Ctx, Path(id): Path<String>) -> ApiResult<Response> {
+    target_set(cx, &id, true).await
 }
 
 #[derive(Deserialize)]
@@ -334,18 +347,18 @@ fn outcome_json(o: &AssignOutcome, base: &BaseUrl) -> Value {
     })
 }
 
-/// Assign distribution set `ds` to the targets of `reqs` through the engine.
+/// Assign each set to its targets through the engine, all or nothing.
 async fn assign(
     cx: &Ctx,
-    ds: i64,
-    reqs: Vec<AssignTarget>,
+    sets: Vec<(DsId, Vec<AssignTarget>)>,
     p: &AssignParams,
-) -> ApiResult<AssignOutcome> {
+) -> ApiResult<Json<Value>> {
     let offline = p.offline.unwrap_or(false);
     let engine = &cx.state.engine;
-    Ok(engine
-        .assign(cx.tenant(), DsId(ds), reqs, offline, cx.caller.name())
-        .await?)
+    let out = engine
+        .assign(cx.tenant(), sets, offline, cx.caller.name())
+        .await?;
+    Ok(Json(outcome_json(&out, &cx.base)))
 }
 
 const ASSIGN: &[Permission] = &[Permission::READ_REPOSITORY, Permission::UPDATE_TARGET];
@@ -366,8 +379,7 @@ async fn assign_to_set(
                 .ok_or_else(|| ApiError::NotReadable("id must be a controllerId string".into()))?;
         reqs.push(to_request(b, cid)?);
     }
-    let out = assign(&cx, ds, reqs, &p).await?;
-    Ok(Json(outcome_json(&out, &cx.base)))
+    assign(&cx, vec![(DsId(ds), reqs)], &p).await
 }
 
 async fn assign_to_target(
@@ -381,15 +393,12 @@ async fn assign_to_target(
         OneOrMany::Many(v) => v,
         OneOrMany::One(b) => vec![b],
     };
-    let mut total = AssignOutcome::default();
+    let mut sets = Vec::with_capacity(list.len());
     for b in list {
         let ds =
             b.id.as_i64()
                 .ok_or_else(|| ApiError::NotReadable("id must be a distribution set id".into()))?;
-        let o = assign(&cx, ds, vec![to_request(b, id.clone())?], &p).await?;
-        total.assigned += o.assigned;
-        total.already_assigned += o.already_assigned;
-        total.action_ids.extend(o.action_ids);
+        sets.push((DsId(ds), vec![to_request(b, id.clone())?]));
     }
-    Ok(Json(outcome_json(&total, &cx.base)))
+    assign(&cx, sets, &p).await
 }

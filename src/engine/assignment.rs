@@ -14,10 +14,11 @@ use crate::domain::Invalid;
 use crate::domain::action::{ActionStatus, ActionType, SERVER_PREFIX, validate_weight};
 use crate::domain::ids::{ActionId, DsId, TargetId, TenantId};
 use crate::domain::maintenance::MaintenanceWindow;
+use crate::domain::rollout::Refusal;
 use crate::domain::target::exchange_of;
 use crate::store::outbox::Pending;
 use crate::store::table::RowLock;
-use crate::store::{actions, repository, targets, tenants};
+use crate::store::{actions, repository, rollouts, targets, tenants};
 
 /// A maintenance window as the API gives it.
 #[derive(Debug, Clone)]
@@ -95,32 +96,89 @@ pub(crate) async fn check_usable_set(
 }
 
 impl Engine {
-    /// Assign a distribution set to targets (`POST /distributionsets/{id}/assignedTargets`,
-    /// `POST /targets/{id}/assignedDS`), in one transaction, set-based.
+    /// Assign distribution sets to targets (`POST /distributionsets/{id}/assignedTargets`,
+    /// `POST /targets/{id}/assignedDS`): every set with its targets, all in one transaction,
+    /// set-based, or nothing. As hawkBit refuses the whole request: more assignments than
+    /// `maxTargetsPerManualAssignment` (429), a target at its action quota (429), a target whose
+    /// type does not accept the set's type (400). Each set is locked implicitly (tenant config).
     pub async fn assign(
         &self,
         tenant: TenantId,
-        ds_id: DsId,
-        requests: Vec<AssignTarget>,
+        sets: Vec<(DsId, Vec<AssignTarget>)>,
         offline: bool,
         user: &str,
     ) -> Result<AssignOutcome, EngineError> {
+        // Validate every request before touching anything. A target named twice for one set
+        // collapses to one action (the last entry wins): one assignment, one action per target.
+        let mut requests = Vec::with_capacity(sets.len());
+        for (ds, targets) in sets {
+            let mut by_target: HashMap<String, AssignTarget> = HashMap::new();
+            for r in targets {
+                validate_weight(r.weight)?;
+                if let Some(w) = &r.window {
+                    MaintenanceWindow::parse(&w.schedule, &w.duration, &w.timezone)?;
+                }
+                by_target.insert(r.controller_id.clone(), r);
+            }
+            requests.push((ds, by_target));
+        }
+        let total: usize = requests.iter().map(|(_, t)| t.len()).sum();
+        let quota = self.settings.max_targets_per_manual_assignment;
+        if quota > 0 && total as i64 > quota {
+            return Err(Refusal::Quota(format!(
+                "Quota exceeded: Cannot assign {total} entities at once. The maximum is {quota}."
+            ))
+            .into());
+        }
         let mut tx = self.pool.begin().await?;
         let cfg = tenants::configs(&mut tx, tenant).await?;
-        let multi = flag(&cfg, config_keys::MULTI_ASSIGNMENTS);
-        check_usable_set(&mut tx, tenant, ds_id, "lacks a mandatory software module").await?;
-        // Validate every request before touching anything. A target named twice collapses to
-        // one action (the last entry wins): one assignment creates one action per target.
-        let mut by_target: HashMap<String, AssignTarget> = HashMap::new();
-        for r in requests {
-            validate_weight(r.weight)?;
-            if let Some(w) = &r.window {
-                MaintenanceWindow::parse(&w.schedule, &w.duration, &w.timezone)?;
-            }
-            by_target.insert(r.controller_id.clone(), r);
+        let message = format!("{SERVER_PREFIX}Assignment initiated by user '{user}'");
+        let mut outcome = AssignOutcome::default();
+        let mut out = Vec::new();
+        for (ds, by_target) in &requests {
+            let set = NewAssignment {
+                tenant,
+                ds: *ds,
+                offline,
+                user,
+                message: &message,
+            };
+            let one = self
+                .assign_set(&mut tx, &cfg, &set, by_target, &mut out)
+                .await?;
+            outcome.assigned += one.assigned;
+            outcome.already_assigned += one.already_assigned;
+            outcome.action_ids.extend(one.action_ids);
         }
+        self.commit_with_outbox(tx, out).await?;
+        tracing::info!(
+            sets = requests.len(),
+            assigned = outcome.assigned,
+            already = outcome.already_assigned,
+            "assignment"
+        );
+        Ok(outcome)
+    }
+
+    /// One set of [`Self::assign`] in `tx`: the set locked implicitly and checked, the targets
+    /// locked and checked, the actions created.
+    async fn assign_set(
+        &self,
+        tx: &mut PgConnection,
+        cfg: &BTreeMap<String, Value>,
+        set: &NewAssignment<'_>,
+        by_target: &HashMap<String, AssignTarget>,
+        out: &mut Vec<Pending>,
+    ) -> Result<AssignOutcome, EngineError> {
+        let (tenant, ds_id) = (set.tenant, set.ds);
+        // Locked before the usability check share-locks the row: two first assignments of one
+        // set must not both hold the share lock and wait for each other's update.
+        if flag(cfg, config_keys::IMPLICIT_LOCK) {
+            rollouts::lock_set_implicitly(tx, ds_id.0).await?;
+        }
+        check_usable_set(tx, tenant, ds_id, "lacks a mandatory software module").await?;
         let ids: Vec<String> = by_target.keys().cloned().collect();
-        let rows = targets::find_many(&mut tx, tenant, &ids, RowLock::ForUpdate).await?;
+        let rows = targets::find_many(tx, tenant, &ids, RowLock::ForUpdate).await?;
         if rows.len() != ids.len() {
             let missing = ids
                 .iter()
@@ -129,39 +187,42 @@ impl Engine {
                 .unwrap_or_default();
             return Err(EngineError::NotFound(format!("target {missing} not found")));
         }
+        let row_ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+        let (incompatible, set_type) = targets::incompatible_types(tx, &row_ids, ds_id.0).await?;
+        if !incompatible.is_empty() {
+            return Err(EngineError::TargetTypeIncompatible(format!(
+                "Targets of types [{}] are not compatible with distribution set of type {set_type}",
+                incompatible.join(", ")
+            )));
+        }
+        let multi = flag(cfg, config_keys::MULTI_ASSIGNMENTS);
         let mut outcome = AssignOutcome::default();
         let mut fresh = Vec::new();
         for row in &rows {
-            if !multi && row.assigned_ds_id == Some(ds_id.0) && !offline {
+            if !multi && row.assigned_ds_id == Some(ds_id.0) && !set.offline {
                 outcome.already_assigned += 1;
             } else {
-                fresh.push(row);
+                fresh.push((row, &by_target[&row.controller_id]));
             }
         }
-        let fresh: Vec<(&targets::TargetRow, &AssignTarget)> = fresh
-            .into_iter()
-            .map(|row| (row, &by_target[&row.controller_id]))
-            .collect();
-        let message = format!("{SERVER_PREFIX}Assignment initiated by user '{user}'");
-        let mut out = Vec::new();
-        let set = NewAssignment {
-            tenant,
-            ds: ds_id,
-            offline,
-            user,
-            message: &message,
-        };
-        outcome.action_ids = self
-            .create_actions(&mut tx, &cfg, &set, &fresh, &mut out)
-            .await?;
+        let limit = self.settings.max_actions_per_target;
+        if limit > 0 {
+            let fresh_ids: Vec<i64> = fresh.iter().map(|(r, _)| r.id).collect();
+            // The tenant may have the oldest closed actions purged to make room (as rollouts).
+            let percent = config_keys::number(cfg, config_keys::PURGE_ON_QUOTA_HIT);
+            self.purge_at_quota(tx, tenant, &fresh_ids, 1, percent)
+                .await?;
+            let full = targets::over_action_quota(tx, &fresh_ids, 1, limit).await?;
+            if let Some((target, n)) = full.first() {
+                return Err(Refusal::Quota(format!(
+                    "Quota exceeded: Cannot assign 1 more Action entities to Target '{target}' \
+                     (it has {n}). The maximum is {limit}."
+                ))
+                .into());
+            }
+        }
+        outcome.action_ids = self.create_actions(tx, cfg, set, &fresh, out).await?;
         outcome.assigned = outcome.action_ids.len();
-        self.commit_with_outbox(tx, out).await?;
-        tracing::info!(
-            ds_id = ds_id.0,
-            assigned = outcome.assigned,
-            already = outcome.already_assigned,
-            "assignment"
-        );
         Ok(outcome)
     }
 

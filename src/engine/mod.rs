@@ -79,6 +79,9 @@ pub enum EngineError {
     /// Actions the tenant does not allow to delete.
     #[error("{0}")]
     NotDeletable(String),
+    /// A manual assignment to targets whose type does not accept the set's type.
+    #[error("{0}")]
+    TargetTypeIncompatible(String),
 }
 
 impl From<sqlx::Error> for EngineError {
@@ -124,6 +127,9 @@ pub struct EngineSettings {
     pub max_actions_per_target: i64,
     /// `maxTargetsPerAutoAssignment` at creation (0 = no limit).
     pub max_targets_per_auto_assignment: i64,
+    /// `maxTargetDistributionSetAssignmentsPerManualAssignment`: assignments one request may
+    /// make (0 = no limit).
+    pub max_targets_per_manual_assignment: i64,
 }
 
 /// Groups whose activation hint is remembered (a group needs one only while it activates).

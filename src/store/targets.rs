@@ -2,7 +2,7 @@
 //! of the Management API.
 
 use serde_json::Value;
-use sqlx::PgConnection;
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use std::collections::BTreeMap;
 
 use super::filter::{Filter, push_and};
@@ -348,4 +348,118 @@ pub async fn with_set(
         push_and(qb, q, "t");
     })
     .await
+}
+
+/// The names of the types of `targets` that do not accept sets of the type of set `ds`, and
+/// the name of that set type (a manual assignment refuses them all at once, as hawkBit does).
+pub async fn incompatible_types(
+    conn: &mut PgConnection,
+    targets: &[i64],
+    ds: i64,
+) -> Result<(Vec<String>, String)> {
+    let sql = "SELECT DISTINCT tt.name FROM target t
+               JOIN target_type tt ON tt.id = t.target_type_id
+               JOIN distribution_set d ON d.id = $2
+               WHERE t.id = ANY($1)
+                 AND NOT EXISTS (SELECT 1 FROM target_type_ds_type c
+                                 WHERE c.target_type_id = tt.id AND c.ds_type_id = d.type_id)
+               ORDER BY 1";
+    let names = sql::scalar_all(&mut *conn, sql, (targets, ds)).await?;
+    let set_type = "SELECT dt.name FROM distribution_set d
+                    JOIN distribution_set_type dt ON dt.id = d.type_id WHERE d.id = $1";
+    Ok((names, sql::scalar(conn, set_type, (ds,)).await?))
+}
+
+/// The targets among `targets` that already have `limit - adding` actions or more: each
+/// controllerId with its number of actions (hawkBit's `maxActionsPerTarget` on assignment).
+pub async fn over_action_quota(
+    conn: &mut PgConnection,
+    targets: &[i64],
+    adding: i64,
+    limit: i64,
+) -> Result<Vec<(String, i64)>> {
+    let sql = "SELECT t.controller_id, count(a.id) FROM target t
+               JOIN action a ON a.target_id = t.id
+               WHERE t.id = ANY($1)
+               GROUP BY t.id HAVING count(a.id) + $2 > $3 ORDER BY t.id";
+    sql::fetch_all(conn, sql, (targets, adding, limit)).await
+}
+
+/// The tenant's target groups, each once, in order (`GET /targetgroups`).
+pub async fn groups(conn: &mut PgConnection, tenant: TenantId) -> Result<Vec<String>> {
+    let sql = "SELECT DISTINCT target_group FROM target
+               WHERE tenant_id = $1 AND target_group IS NOT NULL ORDER BY 1";
+    sql::scalar_all(conn, sql, (tenant.0,)).await
+}
+
+/// A page of the targets of `group` (ignoring case; `subgroups`: also of `group/…`) matching
+/// `q`, and their total.
+pub async fn in_group(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    group: &str,
+    subgroups: bool,
+    q: Option<&Filter>,
+    page: &PageRequest,
+) -> Result<(Vec<TargetRow>, i64)> {
+    fetch(conn, &WITH_SET, page, |qb| {
+        qb.push("t.tenant_id = ").push_bind(tenant.0);
+        push_group(qb, group, subgroups);
+        push_and(qb, q, "t");
+    })
+    .await
+}
+
+/// ` AND` the target is in `group` (ignoring case), or with `subgroups` in one below it.
+fn push_group(qb: &mut QueryBuilder<'_, Postgres>, group: &str, subgroups: bool) {
+    let group = group.to_lowercase();
+    qb.push(" AND (lower(t.target_group) = ")
+        .push_bind(group.clone());
+    if subgroups {
+        // The group is a literal prefix: its own `%` and `_` match only themselves.
+        let escaped = group
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        qb.push(" OR lower(t.target_group) LIKE ")
+            .push_bind(format!("{escaped}/%"));
+    }
+    qb.push(")");
+}
+
+/// Which targets a group change applies to.
+pub enum GroupMembers<'a> {
+    /// These controllerIds (unknown ones are skipped, as in hawkBit).
+    Ids(&'a [String]),
+    /// Every target matching the filter (all of the tenant's without one).
+    Matching(Option<&'a Filter>),
+}
+
+/// Put targets into `group`, or (`None`) out of theirs, in one statement. Returns the ids of
+/// the targets that changed.
+pub async fn set_group(
+    conn: &mut PgConnection,
+    tenant: TenantId,
+    group: Option<&str>,
+    members: GroupMembers<'_>,
+    user: &str,
+) -> Result<Vec<i64>> {
+    let mut qb = QueryBuilder::new("UPDATE target t SET target_group = ");
+    qb.push_bind(group)
+        .push(", last_modified_at = epoch_ms(), last_modified_by = ")
+        .push_bind(user)
+        .push(", opt_lock_revision = opt_lock_revision + 1 WHERE t.tenant_id = ")
+        .push_bind(tenant.0)
+        .push(" AND t.target_group IS DISTINCT FROM ")
+        .push_bind(group);
+    match members {
+        GroupMembers::Ids(ids) => {
+            qb.push(" AND t.controller_id = ANY(")
+                .push_bind(ids)
+                .push(")");
+        }
+        GroupMembers::Matching(q) => push_and(&mut qb, q, "t"),
+    }
+    qb.push(" RETURNING t.id");
+    Ok(qb.build_query_scalar().fetch_all(conn).await?)
 }

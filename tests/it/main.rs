@@ -22,6 +22,8 @@ mod simulate;
 mod statistics;
 mod status_lists;
 mod system;
+mod target_groups;
 mod target_settings;
 mod target_types;
+mod targets;
 mod ui;
