@@ -77,7 +77,34 @@ pub fn router(state: ApiState) -> Router {
         .merge(target_settings::router())
         .merge(ui::router())
         .fallback(|| async { ApiError::NotFound("no such resource".into()) })
+        .layer(axum::middleware::from_fn(hal_json))
         .with_state(state)
+}
+
+/// hawkBit serves `application/hal+json` and `application/json` alike: a client asking for HAL
+/// (`Accept: application/hal+json`) gets the same JSON body labelled as HAL.
+async fn hal_json(
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::header::{ACCEPT, CONTENT_TYPE};
+    let wants_hal = req
+        .headers()
+        .get(ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/hal+json"));
+    let mut res = next.run(req).await;
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if wants_hal && is_json {
+        res.headers_mut().insert(
+            CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/hal+json"),
+        );
+    }
+    res
 }
 
 /// An API failure with hawkBit's status code and error body.

@@ -95,3 +95,41 @@ async fn readme_lists_every_hawkbit_endpoint_truthfully() {
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[tokio::test]
+async fn hal_json_is_answered_as_hal_json_and_json_as_json() {
+    let app = spawn_app().await;
+    app.fleet("hal", 1).await;
+    let get = |accept: &'static str| {
+        app.http
+            .get(format!("{}/rest/v1/targets/hal-00", app.base))
+            .basic_auth("admin", Some("admin"))
+            .header("Accept", accept)
+            .send()
+    };
+    let content_type = |r: &reqwest::Response| {
+        r.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned()
+    };
+    let hal = get("application/hal+json").await.expect("http");
+    assert_eq!(hal.status(), StatusCode::OK);
+    assert_eq!(content_type(&hal), "application/hal+json");
+    let body: serde_json::Value = hal.json().await.expect("JSON body");
+    assert_eq!(body["controllerId"], "hal-00");
+    let plain = get("application/json").await.expect("http");
+    assert!(content_type(&plain).starts_with("application/json"));
+    // An error body is HAL too when HAL was asked for.
+    let missing = app
+        .http
+        .get(format!("{}/rest/v1/targets/nope", app.base))
+        .basic_auth("admin", Some("admin"))
+        .header("Accept", "application/hal+json")
+        .send()
+        .await
+        .expect("http");
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    assert_eq!(content_type(&missing), "application/hal+json");
+}
