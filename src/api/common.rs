@@ -10,6 +10,7 @@ use axum::handler::Handler;
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::routing::{MethodRouter, get, put};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::postgres::PgRow;
@@ -27,6 +28,19 @@ use crate::store::{Audit, Db, StoreError, repository, tenants};
 
 /// Path parameters; anything that does not parse (`/targettypes/abc`) is a hawkBit 404.
 pub(super) struct Ids<T>(pub T);
+
+/// A metadata entry as POSTed to a target's or a set's metadata (`key` and `value` required).
+#[derive(Debug, Deserialize)]
+pub(super) struct MetadataCreate {
+    pub key: Option<String>,
+    pub value: Option<String>,
+}
+
+/// A metadata entry as PUT to `…/metadata/{key}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct MetadataUpdate {
+    pub value: Option<String>,
+}
 
 impl<S, T> FromRequestParts<S> for Ids<T>
 where

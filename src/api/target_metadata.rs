@@ -4,11 +4,13 @@
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::common::{Ctx, Ids, Listed, READ_TARGET, check_text, find_target, get_put_delete};
+use super::common::{
+    Ctx, Ids, Listed, MetadataCreate, MetadataUpdate, READ_TARGET, check_text, find_target,
+    get_put_delete,
+};
 use super::{ApiError, ApiResult, ApiState, Body, Page};
 use crate::auth::Permission;
 use crate::store::filter::{Entity, Filter};
@@ -45,17 +47,6 @@ fn path_key(controller_id: &str, key: &str) -> ApiResult<()> {
 
 fn check_value(value: &str) -> ApiResult<()> {
     check_text("value", value, 0, 4000, true)
-}
-
-#[derive(Debug, Deserialize)]
-struct MetadataCreate {
-    key: Option<String>,
-    value: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MetadataUpdate {
-    value: Option<String>,
 }
 
 const METADATA: Listed = Listed::new(Entity::TargetMetadata, &md::SORT);

@@ -8,11 +8,12 @@ use std::collections::BTreeMap;
 use axum::http::StatusCode;
 use axum::routing::{get, put};
 use axum::{Json, Router};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::PgConnection;
 
-use super::super::common::{Ctx, Ids, Listed, check_text, not_found};
+use super::super::common::{
+    Ctx, Ids, Listed, MetadataCreate, MetadataUpdate, check_text, not_found,
+};
 use super::super::{ApiError, ApiResult, ApiState, Body, Page};
 use super::READ;
 use super::sets::live_set;
@@ -64,17 +65,6 @@ async fn any_set(c: &mut PgConnection, tenant: TenantId, id: i64) -> ApiResult<(
         .await?
         .map(drop)
         .ok_or_else(|| not_found(Entity::DistributionSet, id))
-}
-
-#[derive(Debug, Deserialize)]
-struct MetadataCreate {
-    key: Option<String>,
-    value: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct MetadataUpdate {
-    value: Option<String>,
 }
 
 const METADATA: Listed = Listed::new(Entity::DistributionSetMetadata, &md::SORT);
